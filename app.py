@@ -1,0 +1,178 @@
+"""Flask web app: upload an image, get the CIFAR-10 class with calibrated top-3 probabilities.
+
+    flask --app app run                     # development server
+    python app.py --host 127.0.0.1 --port 5000
+"""
+import argparse
+import base64
+import io
+import logging
+import os
+import secrets
+import sys
+import time
+
+from flask import Flask, abort, g, render_template, request, send_from_directory
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from cifarlab import storage
+from cifarlab.checkpoint import ModelFileError
+from cifarlab.images import DEFAULT_MAX_PIXELS, ImageError, decode_image, to_model_input
+
+log = logging.getLogger("cifarlab.app")
+csrf = CSRFProtect()
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; "
+                                "script-src 'self'; media-src 'self' blob:; frame-ancestors 'none'; "
+                                "form-action 'self'; base-uri 'none'; object-src 'none'"),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+}
+
+
+def create_app(test_config=None):
+    """Application factory: config from defaults, then environment, then test_config."""
+    app = Flask(__name__)
+    here = os.path.dirname(os.path.abspath(__file__))
+    app.config.from_mapping(
+        MODEL_PATH=os.path.join(here, "model", "cifar10_cnn.h5"),  # .h5 with a .json sidecar beside it
+        UPLOAD_FOLDER=os.path.join(here, "uploads"),  # validated, re-encoded uploads only
+        MAX_CONTENT_LENGTH=10 * 1024 * 1024,  # bytes per request
+        MAX_FORM_PARTS=64,  # multipart parts per request
+        MAX_IMAGE_PIXELS=DEFAULT_MAX_PIXELS,  # width x height accepted for decoding
+        UPLOAD_MAX_FILES=500,  # retention cap on uploads/: files ...
+        UPLOAD_MAX_BYTES=200 * 1024 * 1024,  # ... and bytes; oldest removed first
+        SECRET_KEY=None,
+    )
+    for key in ("MODEL_PATH", "UPLOAD_FOLDER", "SECRET_KEY"):
+        if os.environ.get(key):
+            app.config[key] = os.environ[key]
+    for key in ("MAX_CONTENT_LENGTH", "MAX_IMAGE_PIXELS", "UPLOAD_MAX_FILES", "UPLOAD_MAX_BYTES"):
+        if os.environ.get(key):
+            app.config[key] = int(os.environ[key])
+    if test_config:
+        app.config.update(test_config)
+    if not app.config["SECRET_KEY"]:
+        app.config["SECRET_KEY"] = secrets.token_hex(32)
+        log.warning("SECRET_KEY is not set: using a random per-process key (sessions and CSRF tokens "
+                    "will not survive a restart or be shared between workers).")
+
+    from cifarlab.inference import Classifier
+
+    classifier = Classifier.from_path(app.config["MODEL_PATH"])  # raises ModelFileError, once per process
+    classifier.warm_up()
+    app.extensions["classifier"] = classifier
+    os.makedirs(app.config["UPLOAD_FOLDER"], exist_ok=True)
+    csrf.init_app(app)
+    register_routes(app)
+    return app
+
+
+def render_form(message=None, status=200):
+    """The upload form, optionally with an error message."""
+    return render_template("index.html", message=message), status
+
+
+def register_routes(app):
+    """URL rules, error pages, logging and security headers."""
+
+    @app.before_request
+    def start_timer():
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def finish(response):
+        response.headers.update(SECURITY_HEADERS)
+        started = g.get("started")
+        if started is not None:
+            log.info("%s %s %s %.1fms", request.method, request.path, response.status_code,
+                     (time.perf_counter() - started) * 1000)
+        return response
+
+    @app.context_processor
+    def model_info():
+        return {"model_meta": app.extensions["classifier"].meta}
+
+    @app.get("/")
+    def index():
+        return render_form()
+
+    @app.post("/")
+    def predict():
+        upload = request.files.get("file")
+        if upload is None:
+            return render_form("No file was sent: choose an image to upload.", 400)
+        if not upload.filename:
+            return render_form("No file was selected: choose an image to upload.", 400)
+        data = upload.read()
+        try:
+            image = decode_image(data, app.config["MAX_IMAGE_PIXELS"])
+        except ImageError as exc:
+            return render_form(exc.message, exc.status)
+        classifier = app.extensions["classifier"]
+        prediction = classifier.classify_pixels(to_model_input(image, classifier.input_size))
+        image_src = save_upload(app, image)
+        return render_template("result.html", prediction=prediction, image_src=image_src,
+                               filename=upload.filename[:200])
+
+    @app.get("/uploads/<name>")
+    def uploaded(name):
+        if not storage.is_valid_name(name):
+            abort(404)
+        return send_from_directory(app.config["UPLOAD_FOLDER"], name, mimetype="image/png", max_age=3600)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(exc):
+        limit = app.config["MAX_CONTENT_LENGTH"] / (1024 * 1024)
+        return render_form(f"The upload is too large: the limit is {limit:.0f} MB per request.", 413)
+
+    @app.errorhandler(CSRFError)
+    def csrf_failed(exc):
+        return render_form("The form had expired or was not sent from this site; please try again.", 400)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc):
+        return render_template("error.html", code=exc.code, name=exc.name, description=exc.description), exc.code
+
+    @app.errorhandler(Exception)
+    def unexpected(exc):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return render_template("error.html", code=500, name="Internal error",
+                               description="Something went wrong on our side; the error was logged."), 500
+
+
+def save_upload(app, image):
+    """Store the validated image; its URL, or a data: URI when the disk refuses (the prediction still stands)."""
+    try:
+        name = storage.save_image(image, app.config["UPLOAD_FOLDER"])
+        storage.enforce_retention(app.config["UPLOAD_FOLDER"], app.config["UPLOAD_MAX_FILES"],
+                                  app.config["UPLOAD_MAX_BYTES"])
+        return f"/uploads/{name}"
+    except OSError as exc:
+        log.warning("could not save upload: %s", exc)
+        buffer = io.BytesIO()
+        storage.display_copy(image).save(buffer, format="PNG")
+        return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Serve the CIFAR-10 classifier (development server).")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--debug", action="store_true", help="Flask debug mode (never in production)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        app = create_app()
+    except ModelFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    app.run(host=args.host, port=args.port, debug=args.debug)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Shared code for the CIFAR-10 classifier: data, images, models, inference."""

@@ -1,0 +1,173 @@
+"""Datasets: the official CIFAR-10 download, or an image-folder dataset (folder, .tar.gz or .zip)."""
+import hashlib
+import os
+import tarfile
+import zipfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .images import INPUT_SIZE, ImageError, preprocess_bytes
+
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+SPLITS = ("train", "test")
+CACHE_VERSION = "1"  # bump when decoding changes, so stale caches are not reused
+
+
+class DataError(RuntimeError):
+    """A dataset that cannot be loaded; the message says what to do."""
+
+
+@dataclass
+class Dataset:
+    """Images as uint8 (N, 32, 32, 3) raw RGB pixels, labels as int64 (N,)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: tuple
+    source: str
+
+    def split_validation(self, size, seed=0):
+        """Hold out `size` stratified-random training images; returns (train, val) as (x, y) pairs."""
+        if size <= 0:
+            return (self.x_train, self.y_train), None
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(self.y_train))
+        val_idx, train_idx = np.sort(order[:size]), np.sort(order[size:])
+        return (self.x_train[train_idx], self.y_train[train_idx]), (self.x_train[val_idx], self.y_train[val_idx])
+
+
+def load_dataset(source=None):
+    """Load the official CIFAR-10 when source is None, else the image-folder dataset at `source`."""
+    return load_official() if source is None else load_image_folder(source)
+
+
+def load_official():
+    """Download (once, cached by Keras) and load the official CIFAR-10."""
+    import keras
+
+    try:
+        (x_train, y_train), (x_test, y_test) = keras.datasets.cifar10.load_data()
+    except Exception as exc:  # keras wraps network failures in several exception types
+        raise DataError(
+            f"Could not download CIFAR-10 ({type(exc).__name__}). Pass a local copy instead: "
+            "python train.py --data path/to/cifar10-jpeg.tar.gz (or an image folder with train/ and test/)."
+        ) from exc
+    return Dataset(x_train, y_train.reshape(-1).astype(np.int64), x_test,
+                   y_test.reshape(-1).astype(np.int64), CIFAR10_CLASSES, "keras.datasets.cifar10")
+
+
+def class_order(names):
+    """CIFAR-10 classes in their canonical order; any other set of classes sorted by name."""
+    names = set(names)
+    if names == set(CIFAR10_CLASSES):
+        return CIFAR10_CLASSES
+    return tuple(sorted(names))
+
+
+def _split_and_class(member_path):
+    """('train'|'test', class) for a path like any/prefix/train/<class>/<file>, else None."""
+    parts = Path(member_path).parts
+    if len(parts) < 3 or parts[-3] not in SPLITS or parts[-1].startswith("."):
+        return None
+    if not parts[-1].lower().endswith(IMAGE_SUFFIXES):
+        return None
+    return parts[-3], parts[-2]
+
+
+def _read_members(path):
+    """Yield (split, class, name, bytes) for every image in a folder, .tar(.gz) or .zip dataset."""
+    if path.is_dir():
+        for file in sorted(path.rglob("*")):
+            key = _split_and_class(file.relative_to(path))
+            if key and file.is_file():
+                yield key[0], key[1], str(file.relative_to(path)), file.read_bytes()
+    elif zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                key = _split_and_class(info.filename)
+                if key and not info.is_dir():
+                    yield key[0], key[1], info.filename, archive.read(info)
+    elif tarfile.is_tarfile(path):
+        with tarfile.open(path) as archive:  # read in place: nothing is extracted to disk
+            for info in archive:
+                key = _split_and_class(info.name)
+                if key and info.isfile():
+                    yield key[0], key[1], info.name, archive.extractfile(info).read()
+    else:
+        raise DataError(f"{path} is neither a folder nor a .tar.gz/.zip archive.")
+
+
+def _decode_chunk(blobs):
+    """Decode a list of image bytes into a uint8 (N, 32, 32, 3) array (runs in a worker process)."""
+    out = np.empty((len(blobs), INPUT_SIZE, INPUT_SIZE, 3), np.uint8)
+    for i, blob in enumerate(blobs):
+        out[i] = preprocess_bytes(blob)
+    return out
+
+
+def _decode_all(blobs, workers):
+    """Decode many images, in parallel when there are many."""
+    if len(blobs) < 2000 or workers <= 1:
+        return _decode_chunk(blobs)
+    chunks = [blobs[i:i + 2500] for i in range(0, len(blobs), 2500)]
+    with ProcessPoolExecutor(workers) as pool:
+        return np.concatenate(list(pool.map(_decode_chunk, chunks)))
+
+
+def _cache_path(path):
+    """Where the decoded arrays of a dataset are cached, keyed by its path, size and mtime."""
+    stat = path.stat()
+    key = f"{CACHE_VERSION}|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    root = Path(os.environ.get("CIFARLAB_CACHE", Path.home() / ".cache" / "cifarlab"))
+    return root / f"{path.name}-{hashlib.sha1(key.encode()).hexdigest()[:12]}.npz"
+
+
+def load_image_folder(source, use_cache=True):
+    """Load PATH/train/<class>/* and PATH/test/<class>/* (or an archive of them) as a Dataset."""
+    path = Path(source)
+    if not path.exists():
+        raise DataError(f"Dataset not found: {path}")
+    cache = _cache_path(path) if use_cache and path.is_file() else None
+    if cache is not None and cache.exists():
+        with np.load(cache) as z:
+            return Dataset(z["x_train"], z["y_train"], z["x_test"], z["y_test"],
+                           tuple(str(c) for c in z["class_names"]), str(path))
+
+    members = {split: [] for split in SPLITS}
+    for split, cls, name, blob in _read_members(path):
+        members[split].append((cls, name, blob))
+    for split in SPLITS:
+        if not members[split]:
+            raise DataError(f"{path} has no images under {split}/<class>/ (expected train/ and test/ folders).")
+    class_names = class_order(cls for split in SPLITS for cls, _, _ in members[split])
+    if len(class_names) < 2:
+        raise DataError(f"{path} has only one class ({class_names[0]}); at least two are needed.")
+    index = {name: i for i, name in enumerate(class_names)}
+
+    arrays = {}
+    workers = min(4, os.cpu_count() or 1)
+    for split in SPLITS:
+        items = sorted(members[split], key=lambda m: (index[m[0]], m[1]))
+        try:
+            x = _decode_all([blob for _, _, blob in items], workers)
+        except ImageError as exc:
+            raise DataError(f"{path}: an image in {split}/ could not be read: {exc.message}") from None
+        arrays[split] = (x, np.array([index[cls] for cls, _, _ in items], np.int64))
+    data = Dataset(*arrays["train"], *arrays["test"], class_names, str(path))
+
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, x_train=data.x_train, y_train=data.y_train, x_test=data.x_test,
+                 y_test=data.y_test, class_names=np.array(class_names))
+        os.replace(tmp, cache)
+    return data

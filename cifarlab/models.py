@@ -1,0 +1,121 @@
+"""Keras models: the seed baseline CNN and the fast airbench-style network with built-in TTA."""
+import keras
+import numpy as np
+from keras import layers, ops
+
+from .images import INPUT_SIZE
+
+PACKAGE = "cifarlab"  # registration namespace of the custom layers saved in .h5 files
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MirrorAndShift(layers.Layer):
+    """Deterministic view of a batch: optional horizontal mirror, then a reflect-padded shift."""
+
+    def __init__(self, mirror=False, dx=0, dy=0, **kwargs):
+        super().__init__(**kwargs)
+        self.mirror, self.dx, self.dy = bool(mirror), int(dx), int(dy)
+
+    def call(self, x):
+        if self.mirror:
+            x = ops.flip(x, axis=2)
+        if self.dx or self.dy:
+            p = max(abs(self.dx), abs(self.dy))
+            padded = ops.pad(x, [(0, 0), (p, p), (p, p), (0, 0)], mode="reflect")
+            h, w = x.shape[1], x.shape[2]
+            x = padded[:, p + self.dy:p + self.dy + h, p + self.dx:p + self.dx + w, :]
+        return x
+
+    def get_config(self):
+        return {**super().get_config(), "mirror": self.mirror, "dx": self.dx, "dy": self.dy}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class WeightedMean(layers.Layer):
+    """Weighted mean of several same-shaped tensors (used to average TTA logits)."""
+
+    def __init__(self, weights, **kwargs):
+        super().__init__(**kwargs)
+        self.view_weights = [float(w) for w in weights]
+
+    def call(self, inputs):
+        total = sum(self.view_weights)
+        return sum(w / total * t for w, t in zip(self.view_weights, inputs))
+
+    def get_config(self):
+        return {**super().get_config(), "weights": self.view_weights}
+
+
+def build_baseline(num_classes=10, input_size=INPUT_SIZE):
+    """The seed CNN exactly: two conv/pool stages, Dense(64), softmax; rescaling inside."""
+    return keras.Sequential([
+        keras.Input((input_size, input_size, 3)),
+        layers.Rescaling(1.0 / 255),
+        layers.Conv2D(32, 3, activation="relu"),
+        layers.MaxPooling2D(),
+        layers.Conv2D(64, 3, activation="relu"),
+        layers.MaxPooling2D(),
+        layers.Flatten(),
+        layers.Dense(64, activation="relu"),
+        layers.Dense(num_classes, activation="softmax"),
+    ], name="baseline")
+
+
+def _conv_bn(x, width, name, bn_momentum, pool=False):
+    """Conv3x3 (no bias) -> [MaxPool2] -> BatchNorm -> GELU."""
+    x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    if pool:
+        x = layers.MaxPooling2D(2, name=f"{name}_pool")(x)
+    x = layers.BatchNormalization(momentum=bn_momentum, epsilon=1e-5, name=f"{name}_bn")(x)
+    return layers.Activation("gelu", name=f"{name}_gelu")(x)
+
+
+def build_fast_backbone(num_classes=10, widths=(64, 256, 256), whiten_width=24,
+                        bn_momentum=0.6, logit_scale=1 / 9, input_size=INPUT_SIZE):
+    """airbench-style net: 2x2 whitening conv, three conv-pool-BN-GELU groups; outputs logits."""
+    inputs = keras.Input((input_size, input_size, 3), name="pixels")
+    x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    x = layers.Conv2D(whiten_width, 2, padding="valid", name="whiten")(x)
+    x = layers.Activation("gelu", name="whiten_gelu")(x)
+    for i, width in enumerate(widths, start=1):
+        x = _conv_bn(x, width, f"block{i}a", bn_momentum, pool=True)
+        x = _conv_bn(x, width, f"block{i}b", bn_momentum)
+    x = layers.MaxPooling2D(3, name="head_pool")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(num_classes, use_bias=False, dtype="float32", name="head")(x)
+    logits = layers.Rescaling(logit_scale, dtype="float32", name="logit_scale")(x)
+    return keras.Model(inputs, logits, name="fast_backbone")
+
+
+TTA_VIEWS = {  # (mirror, dx, dy, weight); airbench's level-2 test-time augmentation
+    0: [(False, 0, 0, 1.0)],
+    1: [(False, 0, 0, 0.5), (True, 0, 0, 0.5)],
+    2: [(False, 0, 0, 0.25), (True, 0, 0, 0.25),
+        (False, -1, -1, 0.125), (True, -1, -1, 0.125),
+        (False, 1, 1, 0.125), (True, 1, 1, 0.125)],
+}
+
+
+def with_tta(backbone, level=2):
+    """Wrap a logits backbone into a model that averages TTA-view logits and returns softmax."""
+    inputs = keras.Input(backbone.input_shape[1:], name="image")
+    views = TTA_VIEWS[level]
+    outputs = [backbone(MirrorAndShift(m, dx, dy, name=f"view{i}")(inputs)) for i, (m, dx, dy, _) in enumerate(views)]
+    logits = outputs[0] if len(outputs) == 1 else WeightedMean([w for *_, w in views], name="tta_mean")(outputs)
+    probs = layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
+    return keras.Model(inputs, probs, name=f"fast_tta{level}")
+
+
+def whitening_kernel(images, kernel_size=2, eps=5e-4):
+    """Whitening filters from the eigenvectors of the patch covariance of images (N, H, W, 3) in 0..1."""
+    n, h, w, c = images.shape
+    k = kernel_size
+    patches = np.stack([images[:, i:h - k + 1 + i, j:w - k + 1 + j, :]
+                        for i in range(k) for j in range(k)], axis=3)  # N, H', W', k*k, C
+    patches = patches.reshape(-1, k * k * c).astype(np.float64)
+    patches -= patches.mean(axis=0)
+    cov = patches.T @ patches / len(patches)
+    eigval, eigvec = np.linalg.eigh(cov)
+    filters = eigvec.T / np.sqrt(eigval + eps)[:, None]  # (k*k*C, k*k*C): one filter per row
+    filters = np.concatenate([filters, -filters])  # +/- pairs, as airbench: 2*k*k*C filters
+    return filters.T.reshape(k, k, c, -1).astype(np.float32)

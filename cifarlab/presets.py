@@ -1,0 +1,35 @@
+"""Training recipes, one place for every hyperparameter (units in the comments)."""
+
+PRESETS = {
+    # The seed CNN and the seed recipe: the reference every other recipe is measured against.
+    "baseline": dict(
+        epochs=8,                 # passes over the training images
+        batch_size=64,            # images per step
+        optimizer="adam",         # Adam with Keras defaults
+        lr=1e-3,                  # Adam step size, constant
+        val_size=2000,            # training images held out for validation/calibration
+        augment=False,            # no augmentation in the seed recipe
+        label_smoothing=0.0,      # fraction of target mass spread over all classes
+        tta_level=0,              # no test-time augmentation
+    ),
+    # airbench94-style recipe written for Keras on a small CPU (see README, "Flagship model").
+    "fast": dict(
+        epochs=10,                # passes over the training images
+        batch_size=1024,          # images per step
+        optimizer="sgd",          # SGD with Nesterov momentum, decoupled weight decay
+        lr=1.5,                   # peak step size for the mean loss (airbench's 11.5 per kilostep)
+        lr_start=0.2,             # warm-up starts at this fraction of the peak
+        lr_warmup=0.2,            # fraction of all steps spent warming up; then linear decay to 0
+        momentum=0.85,            # Nesterov momentum
+        weight_decay=0.0089,      # decoupled decay per unit of step size (= airbench's 0.0153 through momentum)
+        bias_lr_scale=64.0,       # BatchNorm offsets learn this many times faster (airbench's bias_scaler)
+        label_smoothing=0.2,      # fraction of target mass spread over all classes
+        val_size=2000,            # training images held out for validation/calibration
+        augment=True,             # alternating mirror + reflect-padded translation
+        translate=2,              # maximum shift in pixels, each axis
+        widths=(64, 256, 256),    # channels of the three conv groups
+        bn_momentum=0.4,          # Keras convention: running = m*running + (1-m)*batch (torch's 0.6)
+        logit_scale=1 / 9,        # fixed multiplier on the logits
+        tta_level=2,              # 0 none, 1 mirror, 2 mirror + 1-pixel shifts (6 views), in the saved model
+    ),
+}

@@ -1,0 +1,52 @@
+"""Shared fixtures: a tiny untrained model file, the app built on it, a client, image factories."""
+import io
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app import create_app
+from cifarlab import checkpoint, models
+from cifarlab.data import CIFAR10_CLASSES
+
+
+def image_bytes(fmt="PNG", mode="RGB", size=(32, 32), seed=0, **save_args):
+    """Encode a random image in the given format and mode."""
+    rng = np.random.default_rng(seed)
+    img = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8), "RGB")
+    if mode != "RGB":
+        img = img.convert(mode)
+    buffer = io.BytesIO()
+    img.save(buffer, format=fmt, **save_args)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory):
+    """An untrained baseline CNN saved with a sidecar, as train.py would save it."""
+    path = tmp_path_factory.mktemp("model") / "tiny.h5"
+    model = models.build_baseline(len(CIFAR10_CLASSES))
+    checkpoint.save(model, path, {
+        "name": "tiny", "arch": "baseline", "class_names": list(CIFAR10_CLASSES), "input_size": 32,
+        "data_source": "synthetic", "test_accuracy": 0.1, "test_images": 10, "history": [],
+    })
+    return path
+
+
+@pytest.fixture
+def app(tiny_model_path, tmp_path):
+    return create_app({
+        "TESTING": True,
+        "MODEL_PATH": str(tiny_model_path),
+        "UPLOAD_FOLDER": str(tmp_path / "uploads"),
+        "WTF_CSRF_ENABLED": False,
+        "SECRET_KEY": "test-only",
+    })
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()

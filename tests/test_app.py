@@ -1,0 +1,152 @@
+import io
+import os
+import re
+
+import pytest
+
+from app import create_app
+from cifarlab.checkpoint import ModelFileError
+from cifarlab.data import CIFAR10_CLASSES
+from tests.conftest import image_bytes
+
+
+def post_file(client, data, filename="cat.png", content_type="image/png", url="/"):
+    return client.post(url, data={"file": (io.BytesIO(data), filename, content_type)},
+                       content_type="multipart/form-data")
+
+
+def test_form_is_served(client):
+    response = client.get("/")
+    assert response.status_code == 200
+    assert b'enctype="multipart/form-data"' in response.data
+    assert b'name="file"' in response.data
+
+
+@pytest.mark.parametrize("fmt,mode", [("PNG", "RGB"), ("PNG", "RGBA"), ("PNG", "L"), ("PNG", "P"),
+                                      ("JPEG", "RGB"), ("GIF", "P"), ("BMP", "RGB"), ("WEBP", "RGB")])
+def test_result_page_shows_class_index_and_top3(client, app, fmt, mode):
+    response = post_file(client, image_bytes(fmt, mode, size=(64, 48)), filename=f"x.{fmt.lower()}")
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    name = re.search(r'class="class-name">([^<]+)<', html).group(1)
+    index = int(re.search(r'class="class-index">(\d+)<', html).group(1))
+    assert CIFAR10_CLASSES[index] == name
+    percents = [float(p) for p in re.findall(r'class="pct">([\d.]+)%<', html)]
+    assert len(percents) == 3 and percents == sorted(percents, reverse=True)
+    assert "Classify another image" in html
+
+
+def test_result_matches_the_classifier(client, app):
+    from cifarlab.images import preprocess_bytes
+
+    data = image_bytes(size=(32, 32), seed=3)
+    expected = app.extensions["classifier"].classify_pixels(preprocess_bytes(data))
+    html = post_file(client, data).get_data(as_text=True)
+    assert f'class="class-index">{expected.index}<' in html
+    top_pct = "%.1f%%" % (100 * expected.top(1)[0][2])
+    assert top_pct in html
+
+
+def test_upload_is_stored_under_a_generated_name(client, app):
+    response = post_file(client, image_bytes(), filename="../../evil name.png")
+    assert response.status_code == 200
+    stored = os.listdir(app.config["UPLOAD_FOLDER"])
+    assert len(stored) == 1 and re.fullmatch(r"[0-9a-f]{32}\.png", stored[0])
+    served = client.get(f"/uploads/{stored[0]}")
+    assert served.status_code == 200
+    assert served.headers["Content-Type"] == "image/png"
+    assert served.headers["X-Content-Type-Options"] == "nosniff"
+
+
+BAD_UPLOADS = [
+    pytest.param(None, 400, "No file was sent", id="no-field"),
+    pytest.param((b"", ""), 400, "No file was selected", id="empty-filename"),
+    pytest.param((b"", "empty.png"), 400, "empty", id="zero-bytes"),
+    pytest.param((b"hello, I am text", "note.png"), 415, "not an image", id="text-as-png"),
+    pytest.param((b"<html><script>alert(1)</script></html>", "x.png"), 415, "not an image", id="html-as-png"),
+    pytest.param((image_bytes("PNG")[:60], "cut.png"), 400, "damaged or truncated", id="truncated-png"),
+    pytest.param((image_bytes("JPEG", size=(64, 64))[:300], "cut.jpg"), 400, "damaged or truncated", id="truncated-jpeg"),
+    pytest.param((image_bytes("ICO", size=(32, 32)), "x.ico"), 415, "not an image", id="ico-not-allowed"),
+    pytest.param((image_bytes("EPS", size=(8, 8)), "x.eps"), 415, "not an image", id="eps-not-allowed"),
+]
+
+
+@pytest.mark.parametrize("upload,status,message", BAD_UPLOADS)
+def test_bad_uploads_get_a_message_and_4xx(client, app, upload, status, message):
+    if upload is None:
+        response = client.post("/", data={}, content_type="multipart/form-data")
+    else:
+        response = post_file(client, upload[0], filename=upload[1])
+    assert response.status_code == status
+    assert message in response.get_data(as_text=True)
+    assert b'name="file"' in response.data  # the form again
+    assert os.listdir(app.config["UPLOAD_FOLDER"]) == []  # nothing kept
+
+
+def test_too_many_pixels_is_413(tiny_model_path, tmp_path):
+    app = create_app({"TESTING": True, "MODEL_PATH": str(tiny_model_path), "WTF_CSRF_ENABLED": False,
+                      "UPLOAD_FOLDER": str(tmp_path), "MAX_IMAGE_PIXELS": 1000, "SECRET_KEY": "t"})
+    response = post_file(app.test_client(), image_bytes(size=(100, 100)))
+    assert response.status_code == 413
+    assert "the limit is 1,000 pixels" in response.get_data(as_text=True)
+
+
+def test_body_over_limit_is_413(tiny_model_path, tmp_path):
+    app = create_app({"TESTING": True, "MODEL_PATH": str(tiny_model_path), "WTF_CSRF_ENABLED": False,
+                      "UPLOAD_FOLDER": str(tmp_path), "MAX_CONTENT_LENGTH": 1024, "SECRET_KEY": "t"})
+    response = post_file(app.test_client(), os.urandom(4096))
+    assert response.status_code == 413
+    assert "too large" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("name", ["..%2Fapp.py", "../app.py", "%2Fetc%2Fpasswd", "x.png", "ABC.png"])
+def test_uploads_route_serves_only_generated_names(client, name):
+    assert client.get(f"/uploads/{name}").status_code == 404
+
+
+def test_wrong_method_is_405_page(client):
+    response = client.put("/")
+    assert response.status_code == 405
+    assert b"Back to the upload form" in response.data
+
+
+def test_security_headers_on_every_page(client):
+    for response in (client.get("/"), client.get("/missing")):
+        csp = response.headers["Content-Security-Policy"]
+        assert "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["Referrer-Policy"]
+
+
+def test_csrf_token_required(tiny_model_path, tmp_path):
+    app = create_app({"TESTING": True, "MODEL_PATH": str(tiny_model_path), "UPLOAD_FOLDER": str(tmp_path),
+                      "SECRET_KEY": "t"})
+    client = app.test_client()
+    page = client.get("/").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    refused = post_file(client, image_bytes())
+    assert refused.status_code == 400 and "please try again" in refused.get_data(as_text=True)
+    accepted = client.post("/", data={"csrf_token": token, "file": (io.BytesIO(image_bytes()), "a.png")},
+                           content_type="multipart/form-data")
+    assert accepted.status_code == 200
+
+
+def test_missing_model_file_fails_at_start(tmp_path):
+    with pytest.raises(ModelFileError, match="not found"):
+        create_app({"TESTING": True, "MODEL_PATH": str(tmp_path / "nope.h5"), "SECRET_KEY": "t"})
+
+
+def test_corrupt_model_file_fails_at_start(tmp_path, tiny_model_path):
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"not hdf5")
+    bad.with_suffix(".json").write_text(tiny_model_path.with_suffix(".json").read_text())
+    with pytest.raises(ModelFileError, match="cannot load model"):
+        create_app({"TESTING": True, "MODEL_PATH": str(bad), "SECRET_KEY": "t"})
+
+
+def test_random_secret_key_when_unset(tiny_model_path, tmp_path, monkeypatch, caplog):
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    app1 = create_app({"MODEL_PATH": str(tiny_model_path), "UPLOAD_FOLDER": str(tmp_path)})
+    app2 = create_app({"MODEL_PATH": str(tiny_model_path), "UPLOAD_FOLDER": str(tmp_path)})
+    assert app1.config["SECRET_KEY"] != app2.config["SECRET_KEY"]
+    assert "SECRET_KEY is not set" in caplog.text

@@ -1,0 +1,103 @@
+import tarfile
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cifarlab.data import CIFAR10_CLASSES, DataError, load_dataset, load_image_folder
+
+
+def write_folder(root, classes, per_class=3, size=(32, 32), ext="png"):
+    """A tiny image-folder dataset: root/{train,test}/<class>/<n>.<ext>, each class a flat colour."""
+    for split in ("train", "test"):
+        for c, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for n in range(per_class):
+                Image.new("RGB", size, (20 * c, 10 * n, 200)).save(folder / f"{n:04d}.{ext}")
+    return root
+
+
+def test_folder_with_custom_classes_sorted_and_resized(tmp_path):
+    root = write_folder(tmp_path / "ds", ["zebra", "apple", "mango"], size=(50, 20))
+    (root / "train" / "apple" / "notes.txt").write_text("ignored")
+    data = load_image_folder(root)
+    assert data.class_names == ("apple", "mango", "zebra")
+    assert data.x_train.shape == (9, 32, 32, 3) and data.x_train.dtype == np.uint8
+    assert data.x_test.shape == (9, 32, 32, 3)
+    assert list(data.y_train) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert tuple(data.x_train[0, 0, 0]) == (20, 0, 200)  # apple is class index 1 in the folder list
+
+
+def test_cifar10_classes_come_in_canonical_order(tmp_path):
+    root = write_folder(tmp_path / "ds", sorted(CIFAR10_CLASSES), per_class=1)
+    data = load_image_folder(root)
+    assert data.class_names == CIFAR10_CLASSES
+    assert list(data.y_test) == list(range(10))
+
+
+@pytest.mark.parametrize("kind", ["tar.gz", "zip"])
+def test_archives_load_like_folders_and_are_cached(tmp_path, kind, monkeypatch):
+    monkeypatch.setenv("CIFARLAB_CACHE", str(tmp_path / "cache"))
+    root = write_folder(tmp_path / "mydata", ["cat", "dog"], ext="jpg")
+    archive = tmp_path / f"mydata.{kind}"
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    if kind == "zip":
+        with zipfile.ZipFile(archive, "w") as z:
+            for p in files:
+                z.write(p, p.relative_to(tmp_path))
+    else:
+        with tarfile.open(archive, "w:gz") as t:
+            t.add(root, arcname="mydata")
+    folder, packed = load_image_folder(root), load_image_folder(archive)
+    assert packed.class_names == folder.class_names == ("cat", "dog")
+    np.testing.assert_array_equal(packed.x_train, folder.x_train)
+    np.testing.assert_array_equal(packed.y_test, folder.y_test)
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+    again = load_image_folder(archive)
+    np.testing.assert_array_equal(again.x_test, folder.x_test)
+
+
+def test_split_validation_is_disjoint_and_deterministic(tmp_path):
+    data = load_image_folder(write_folder(tmp_path / "ds", ["a", "b"], per_class=10))
+    (x1, y1), (xv, yv) = data.split_validation(5, seed=1)
+    (x2, _), (xv2, _) = data.split_validation(5, seed=1)
+    assert len(x1) == 15 and len(xv) == 5
+    np.testing.assert_array_equal(xv, xv2)
+
+
+@pytest.mark.parametrize("layout,message", [
+    ("missing", "not found"),
+    ("no-test", "no images under test"),
+    ("one-class", "only one class"),
+    ("not-archive", "neither a folder"),
+    ("bad-image", "could not be read"),
+])
+def test_bad_datasets_raise_clear_errors(tmp_path, layout, message):
+    root = tmp_path / "ds"
+    if layout == "no-test":
+        write_folder(root, ["a", "b"])
+        for f in (root / "test").rglob("*.png"):
+            f.unlink()
+    elif layout == "one-class":
+        write_folder(root, ["a"])
+    elif layout == "not-archive":
+        root = tmp_path / "data.bin"
+        root.write_bytes(b"junk")
+    elif layout == "bad-image":
+        write_folder(root, ["a", "b"])
+        (root / "train" / "a" / "0000.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match=message):
+        load_image_folder(root)
+
+
+def test_official_download_failure_is_one_clear_error(monkeypatch):
+    import keras
+
+    def offline():
+        raise Exception("URL fetch failure: no network")  # what keras raises when offline
+
+    monkeypatch.setattr(keras.datasets.cifar10, "load_data", offline)
+    with pytest.raises(DataError, match="--data"):
+        load_dataset(None)

@@ -1,0 +1,50 @@
+import keras
+import numpy as np
+import pytest
+
+from cifarlab import models
+
+
+def test_baseline_is_the_seed_cnn():
+    model = models.build_baseline(10)
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds == ["Rescaling", "Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D", "Flatten", "Dense", "Dense"]
+    assert [model.layers[i].filters for i in (1, 3)] == [32, 64]
+    assert model.layers[6].units == 64 and model.layers[7].units == 10
+    assert model.count_params() == 167_562
+
+
+def test_mirror_and_shift_views():
+    x = np.arange(2 * 4 * 4 * 1, dtype="float32").reshape(2, 4, 4, 1)
+    np.testing.assert_array_equal(models.MirrorAndShift(mirror=True)(x), x[:, :, ::-1])
+    shifted = np.asarray(models.MirrorAndShift(dx=1, dy=0)(x))
+    np.testing.assert_array_equal(shifted[:, :, :3], x[:, :, 1:])  # content moves left by one pixel
+    np.testing.assert_array_equal(shifted[:, :, 3], x[:, :, 2])  # reflect padding at the border
+
+
+def test_tta_model_round_trips_through_h5(tmp_path):
+    backbone = models.build_fast_backbone(10, widths=(8, 16, 16), whiten_width=24)
+    model = models.with_tta(backbone, level=2)
+    x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype("float32")
+    probs = np.asarray(model(x))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    model.save(tmp_path / "m.h5")
+    loaded = keras.models.load_model(tmp_path / "m.h5", compile=False, safe_mode=True)
+    np.testing.assert_allclose(np.asarray(loaded(x)), probs, rtol=1e-4, atol=1e-6)
+
+
+def test_tta_is_mirror_invariant():
+    model = models.with_tta(models.build_fast_backbone(10, widths=(8, 16, 16)), level=1)
+    x = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(model(x)), np.asarray(model(x[:, :, ::-1])), rtol=1e-4, atol=1e-6)
+
+
+def test_whitening_kernel_decorrelates_patches():
+    rng = np.random.default_rng(0)
+    base = rng.random((200, 16, 16, 1))
+    images = np.concatenate([base, 0.5 * base + 0.1 * rng.random((200, 16, 16, 1)), rng.random((200, 16, 16, 1))], -1)
+    kernel = models.whitening_kernel(images, eps=1e-8)
+    assert kernel.shape == (2, 2, 3, 24)
+    patches = np.stack([images[:, i:15 + i, j:15 + j] for i in range(2) for j in range(2)], 3).reshape(-1, 12)
+    out = (patches - patches.mean(0)) @ kernel.reshape(12, 24)[:, :12]
+    np.testing.assert_allclose(np.cov(out.T), np.eye(12), atol=0.05)

@@ -1,0 +1,55 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import train
+from cifarlab import checkpoint
+from cifarlab.inference import Classifier
+from tests.test_data import write_folder
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path):
+    """Two classes of flat-colour images of another size than 32x32."""
+    return write_folder(tmp_path / "data", ["red", "blue"], per_class=12, size=(40, 40))
+
+
+@pytest.mark.parametrize("arch", ["baseline", "fast"])
+def test_train_writes_model_sidecar_and_curves(tmp_path, tiny_dataset, arch):
+    out = tmp_path / "out" / "m"
+    rc = train.main(["--data", str(tiny_dataset), "--arch", arch, "--epochs", "1", "--batch-size", "8",
+                     "--val-size", "4", "--out", str(out)])
+    assert rc == 0
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["class_names"] == ["blue", "red"]
+    assert meta["arch"] == arch and meta["epochs"] == 1 and meta["input_size"] == 32
+    assert meta["command"].startswith("python train.py --data")
+    assert len(meta["history"]) == 1 and meta["train_seconds"] > 0
+    assert 0.0 <= meta["test_accuracy"] <= 1.0 and meta["test_images"] == 24 and meta["val_images"] == 4
+    assert (tmp_path / "out" / "m_curves.png").stat().st_size > 1000
+    classifier = Classifier.from_path(out.with_suffix(".h5"))
+    probs = classifier.probabilities(np.zeros((2, 32, 32, 3), np.uint8))
+    assert probs.shape == (2, 2)
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+
+
+def test_train_without_network_exits_with_one_line(monkeypatch, capsys, tmp_path):
+    import keras
+
+    def offline():
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(keras.datasets.cifar10, "load_data", offline)
+    assert train.main(["--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--data" in err[0]
+
+
+def test_shipped_model_loads_with_its_sidecar():
+    model, meta = checkpoint.load(Path(__file__).resolve().parents[1] / "model" / "cifar10_cnn.h5")
+    assert meta["class_names"] == ["airplane", "automobile", "bird", "cat", "deer",
+                                   "dog", "frog", "horse", "ship", "truck"]
+    assert model.output_shape == (None, 10)
+    assert "cifar10-jpeg" in meta["data_source"] and meta["command"].startswith("python train.py")

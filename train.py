@@ -1,0 +1,140 @@
+"""Train a CIFAR-10 CNN and save model/<name>.h5 with a JSON sidecar and training curves.
+
+    python train.py --data ../shared/data/cifar10-jpeg.tar.gz --arch fast --out model/cifar10_cnn
+    python train.py                      # official CIFAR-10 download, baseline recipe
+"""
+import argparse
+import datetime
+import os
+import shlex
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the console
+
+
+def parse_args(argv=None):
+    """Command-line options; preset values fill whatever is not given."""
+    from cifarlab.presets import PRESETS
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", help="image-folder dataset (folder, .tar.gz or .zip); default: official CIFAR-10 download")
+    p.add_argument("--arch", choices=sorted(PRESETS), default="baseline", help="architecture and recipe preset")
+    p.add_argument("--epochs", type=int, help="passes over the training set (default: preset)")
+    p.add_argument("--batch-size", type=int, help="images per step (default: preset)")
+    p.add_argument("--val-size", type=int, help="training images held out for validation (default: preset)")
+    p.add_argument("--seed", type=int, default=0, help="random seed for split, init, shuffling, augmentation")
+    p.add_argument("--precision", choices=["auto", "float32"], default="auto",
+                   help="auto: bfloat16/float16 mixed precision where the hardware computes it natively")
+    p.add_argument("--out", default="model/cifar10_cnn", help="output path without extension (.h5/.json/.png)")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    command = "python train.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+
+    import keras
+    import numpy as np
+
+    from cifarlab import checkpoint, models, plots, training
+    from cifarlab.data import DataError, load_dataset
+    from cifarlab.images import INPUT_SIZE
+    from cifarlab.presets import PRESETS
+
+    hp = dict(PRESETS[args.arch])
+    for key in ("epochs", "batch_size", "val_size"):
+        if getattr(args, key) is not None:
+            hp[key] = getattr(args, key)
+
+    # --- device -------------------------------------------------------------------------------
+    keras.utils.set_random_seed(args.seed)
+    device_kind, device_name = training.describe_device()
+    policy = "float32" if args.precision == "float32" else training.mixed_precision_policy(device_kind)
+    print(f"Device: {device_kind} ({device_name}); Keras {keras.__version__} on {keras.backend.backend()}; "
+          f"precision {policy}", flush=True)
+
+    # --- data ---------------------------------------------------------------------------------
+    started = time.perf_counter()
+    try:
+        data = load_dataset(args.data)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    (x_train, y_train), val = data.split_validation(hp["val_size"], seed=args.seed)
+    num_classes = len(data.class_names)
+    one_hot = lambda y: np.eye(num_classes, dtype=np.float32)[y]  # noqa: E731
+    eval_sets = {"test": (data.x_test, one_hot(data.y_test))}
+    if val is not None:
+        eval_sets = {"val": (val[0], one_hot(val[1])), **eval_sets}
+    print(f"Data: {data.source}: {len(x_train)} train, {0 if val is None else len(val[0])} val, "
+          f"{len(data.x_test)} test images, classes {', '.join(data.class_names)} "
+          f"({time.perf_counter() - started:.1f} s)", flush=True)
+
+    # --- model --------------------------------------------------------------------------------
+    keras.mixed_precision.set_global_policy(policy)
+    batches = training.Batches(x_train, one_hot(y_train), hp["batch_size"], args.seed,
+                               augment=hp["augment"], translate=hp.get("translate", 0))
+    net, from_logits = training.build_training_model(args.arch, hp, num_classes, x_train)
+    optimizer = training.make_optimizer(hp, steps=hp["epochs"] * len(batches))
+    net.compile(optimizer=optimizer,
+                loss=keras.losses.CategoricalCrossentropy(from_logits=from_logits, label_smoothing=hp["label_smoothing"]),
+                metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+    training.exclude_from_decay(optimizer, net)
+    print(f"Model: {args.arch}, {net.count_params():,} parameters", flush=True)
+
+    # --- train --------------------------------------------------------------------------------
+    log = training.EpochLog(eval_sets)
+    net.fit(batches, epochs=hp["epochs"], callbacks=[log], verbose=1 if sys.stdout.isatty() else 2)
+
+    # --- evaluate -----------------------------------------------------------------------------
+    keras.mixed_precision.set_global_policy("float32")
+    if args.arch == "baseline":
+        model = models.build_baseline(num_classes)
+        model.set_weights(net.get_weights())
+    else:  # a float32 copy of the trained net, wrapped with test-time augmentation
+        backbone = models.build_fast_backbone(num_classes, hp["widths"], bn_momentum=hp["bn_momentum"],
+                                              logit_scale=hp["logit_scale"])
+        backbone.set_weights(net.get_weights())
+        model = models.with_tta(backbone, hp["tta_level"])
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    test_loss, test_acc = model.evaluate(data.x_test, data.y_test, batch_size=500, verbose=0)
+    print(f"Test (10,000-image split of {data.source}, TTA level {hp.get('tta_level', 0)}): "
+          f"accuracy {test_acc:.4f}, loss {test_loss:.4f}; training {log.train_seconds / 60:.1f} min", flush=True)
+
+    # --- save ---------------------------------------------------------------------------------
+    meta = {
+        "name": os.path.basename(args.out),
+        "arch": args.arch,
+        "class_names": list(data.class_names),
+        "input_size": INPUT_SIZE,
+        "input": "uint8-range RGB pixels 0..255, shape (N, 32, 32, 3); rescaling is inside the model",
+        "output": "softmax probabilities over class_names",
+        "data_source": data.source,
+        "train_images": int(len(x_train)),
+        "val_images": 0 if val is None else int(len(val[0])),
+        "test_images": int(len(data.x_test)),
+        "command": command,
+        "seed": args.seed,
+        "hyperparameters": hp,
+        "epochs": hp["epochs"],
+        "precision": policy,
+        "device": f"{device_kind}: {device_name}",
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+        "trained_at": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "train_seconds": round(log.train_seconds, 1),
+        "history": log.history,
+        "test_loss": float(test_loss),
+        "test_accuracy": float(test_acc),
+        "parameters": int(model.count_params()),
+    }
+    checkpoint.save(model, f"{args.out}.h5", meta)
+    plots.training_curves(log.history, f"{args.out}_curves.png",
+                          f"{args.arch}: test accuracy {test_acc:.2%} after {log.train_seconds / 60:.1f} min")
+    print(f"Saved {args.out}.h5, {args.out}.json, {args.out}_curves.png", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
