@@ -12,15 +12,16 @@ import secrets
 import sys
 import time
 
-from flask import Flask, abort, g, render_template, request, send_from_directory
+from flask import Flask, abort, g, render_template, request, send_file, send_from_directory
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from cifarlab import storage
+from cifarlab import report, storage
 from cifarlab.checkpoint import ModelFileError
 from cifarlab.images import DEFAULT_MAX_PIXELS, ImageError, decode_image, to_model_input
 
 log = logging.getLogger("cifarlab.app")
+PLOTS = ("confusion", "reliability", "curves", "mistakes")  # model-card figures written beside the .h5
 csrf = CSRFProtect()
 
 SECURITY_HEADERS = {
@@ -115,8 +116,24 @@ def register_routes(app):
         classifier = app.extensions["classifier"]
         prediction = classifier.classify_pixels(to_model_input(image, classifier.input_size))
         image_src = save_upload(app, image)
+        threshold = classifier.meta.get("calibration", {}).get("unsure_threshold", 0.5)
         return render_template("result.html", prediction=prediction, image_src=image_src,
-                               filename=upload.filename[:200])
+                               filename=upload.filename[:200], unsure=prediction.confidence < threshold)
+
+    @app.get("/model")
+    def model_card():
+        meta = app.extensions["classifier"].meta
+        return render_template("model.html", meta=meta, ev=meta.get("evaluation"), cal=meta.get("calibration"),
+                               plots=[k for k in PLOTS if os.path.exists(report.artefact_paths(app.config["MODEL_PATH"])[k])])
+
+    @app.get("/model/<kind>.png")
+    def model_plot(kind):
+        if kind not in PLOTS:
+            abort(404)
+        path = report.artefact_paths(app.config["MODEL_PATH"])[kind]
+        if not os.path.exists(path):
+            abort(404)
+        return send_file(os.path.abspath(path), mimetype="image/png", max_age=3600)
 
     @app.get("/uploads/<name>")
     def uploaded(name):

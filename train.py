@@ -2,6 +2,7 @@
 
     python train.py --data ../shared/data/cifar10-jpeg.tar.gz --arch fast --out model/cifar10_cnn
     python train.py                      # official CIFAR-10 download, baseline recipe
+    python train.py evaluate --model model/cifar10_cnn.h5 --data ../shared/data/cifar10-jpeg.tar.gz
 """
 import argparse
 import datetime
@@ -37,7 +38,7 @@ def main(argv=None):
     import keras
     import numpy as np
 
-    from cifarlab import checkpoint, models, plots, training
+    from cifarlab import checkpoint, models, plots, report, training
     from cifarlab.data import DataError, load_dataset
     from cifarlab.images import INPUT_SIZE
     from cifarlab.presets import PRESETS
@@ -80,7 +81,6 @@ def main(argv=None):
     net.compile(optimizer=optimizer,
                 loss=keras.losses.CategoricalCrossentropy(from_logits=from_logits, label_smoothing=hp["label_smoothing"]),
                 metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
-    training.exclude_from_decay(optimizer, net)
     print(f"Model: {args.arch}, {net.count_params():,} parameters", flush=True)
 
     # --- train --------------------------------------------------------------------------------
@@ -133,8 +133,41 @@ def main(argv=None):
     plots.training_curves(log.history, f"{args.out}_curves.png",
                           f"{args.arch}: test accuracy {test_acc:.2%} after {log.train_seconds / 60:.1f} min")
     print(f"Saved {args.out}.h5, {args.out}.json, {args.out}_curves.png", flush=True)
+    print_report(report.evaluate(f"{args.out}.h5", data))
+    return 0
+
+
+def print_report(meta):
+    """Print the evaluation summary of a sidecar."""
+    ev, cal = meta["evaluation"], meta["calibration"]
+    print(f"Evaluation on {ev['images']:,} test images of {ev['data_source']}:")
+    print(f"  accuracy {ev['accuracy']:.4f}  top-2 {ev['top2_accuracy']:.4f}  top-3 {ev['top3_accuracy']:.4f}  "
+          f"macro F1 {ev['macro_f1']:.4f}")
+    print(f"  temperature {cal['temperature']:.3f} ({cal['fitted_on']}); ECE {ev['ece_before']:.4f} -> "
+          f"{ev['ece_after']:.4f}; NLL {ev['nll_before']:.4f} -> {ev['nll_after']:.4f}; "
+          f"unsure below {cal['unsure_threshold']:.2f}")
+    print(f"  {'class':<12}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
+    for name, m in ev["per_class"].items():
+        print(f"  {name:<12}{m['precision']:>10.4f}{m['recall']:>10.4f}{m['f1']:>10.4f}{m['support']:>9}")
+
+
+def evaluate_main(argv):
+    """python train.py evaluate --model M.h5 [--data D]: report, plots, card and sidecar fields."""
+    p = argparse.ArgumentParser(prog="train.py evaluate", description=evaluate_main.__doc__)
+    p.add_argument("--model", default="model/cifar10_cnn.h5", help=".h5 model with its .json sidecar")
+    p.add_argument("--data", help="dataset the model was trained on (default: official download)")
+    args = p.parse_args(argv)
+    from cifarlab import report
+    from cifarlab.checkpoint import ModelFileError
+    from cifarlab.data import DataError, load_dataset
+
+    try:
+        print_report(report.evaluate(args.model, load_dataset(args.data)))
+    except (DataError, ModelFileError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(evaluate_main(sys.argv[2:]) if sys.argv[1:2] == ["evaluate"] else main())

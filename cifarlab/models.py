@@ -62,11 +62,11 @@ def build_baseline(num_classes=10, input_size=INPUT_SIZE):
 
 
 def _conv_bn(x, width, name, bn_momentum, pool=False):
-    """Conv3x3 (no bias) -> [MaxPool2] -> BatchNorm -> GELU."""
+    """Conv3x3 (no bias) -> [MaxPool2] -> BatchNorm (offset only: a decayed scale would shrink to 0) -> GELU."""
     x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
     if pool:
         x = layers.MaxPooling2D(2, name=f"{name}_pool")(x)
-    x = layers.BatchNormalization(momentum=bn_momentum, epsilon=1e-5, name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=bn_momentum, epsilon=1e-5, scale=False, name=f"{name}_bn")(x)
     return layers.Activation("gelu", name=f"{name}_gelu")(x)
 
 

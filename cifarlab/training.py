@@ -159,12 +159,6 @@ def build_training_model(arch, hp, num_classes, x_train):
     return net, True
 
 
-def exclude_from_decay(optimizer, model):
-    """No weight decay on BatchNorm offsets (as in airbench)."""
-    if isinstance(optimizer, keras.optimizers.SGD):
-        optimizer.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if v.path.endswith("beta")])
-
-
 class EpochLog(keras.callbacks.Callback):
     """Times training alone (evaluation excluded) and records per-epoch metrics on val and test."""
 

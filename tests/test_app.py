@@ -150,3 +150,10 @@ def test_random_secret_key_when_unset(tiny_model_path, tmp_path, monkeypatch, ca
     app2 = create_app({"MODEL_PATH": str(tiny_model_path), "UPLOAD_FOLDER": str(tmp_path)})
     assert app1.config["SECRET_KEY"] != app2.config["SECRET_KEY"]
     assert "SECRET_KEY is not set" in caplog.text
+
+
+def test_model_card_page(client):
+    response = client.get("/model")
+    assert response.status_code == 200
+    assert b"Model card" in response.data and b"airplane" in response.data
+    assert client.get("/model/secrets.png").status_code == 404

@@ -28,7 +28,11 @@ def test_train_writes_model_sidecar_and_curves(tmp_path, tiny_dataset, arch):
     assert meta["command"].startswith("python train.py --data")
     assert len(meta["history"]) == 1 and meta["train_seconds"] > 0
     assert 0.0 <= meta["test_accuracy"] <= 1.0 and meta["test_images"] == 24 and meta["val_images"] == 4
-    assert (tmp_path / "out" / "m_curves.png").stat().st_size > 1000
+    for png in ("curves", "confusion", "reliability", "mistakes"):
+        assert (tmp_path / "out" / f"m_{png}.png").stat().st_size > 1000
+    assert meta["calibration"]["temperature"] > 0 and meta["evaluation"]["images"] == 24
+    assert meta["evaluation"]["accuracy"] == pytest.approx(meta["test_accuracy"], abs=1e-6)
+    assert "## Test metrics" in (tmp_path / "out" / "m_card.md").read_text()
     classifier = Classifier.from_path(out.with_suffix(".h5"))
     probs = classifier.probabilities(np.zeros((2, 32, 32, 3), np.uint8))
     assert probs.shape == (2, 2)
@@ -53,3 +57,12 @@ def test_shipped_model_loads_with_its_sidecar():
                                    "dog", "frog", "horse", "ship", "truck"]
     assert model.output_shape == (None, 10)
     assert "cifar10-jpeg" in meta["data_source"] and meta["command"].startswith("python train.py")
+
+
+def test_evaluate_command_rewrites_report(tmp_path, tiny_dataset, capsys):
+    out = tmp_path / "m"
+    assert train.main(["--data", str(tiny_dataset), "--epochs", "1", "--val-size", "4", "--out", str(out)]) == 0
+    (tmp_path / "m_card.md").unlink()
+    assert train.evaluate_main(["--model", str(out) + ".h5", "--data", str(tiny_dataset)]) == 0
+    assert "accuracy" in capsys.readouterr().out and (tmp_path / "m_card.md").exists()
+    assert train.evaluate_main(["--model", str(tmp_path / "none.h5"), "--data", str(tiny_dataset)]) == 2

@@ -1,0 +1,123 @@
+"""Evaluate a saved model: calibrate on the validation split, report on the test split, write the card."""
+from pathlib import Path
+
+import numpy as np
+
+from . import checkpoint, evaluation, plots
+from .inference import Classifier, calibrate
+
+MISTAKES_SHOWN = 24  # images in the most-confident-mistakes grid
+
+
+def artefact_paths(model_path):
+    """PNG and Markdown files written beside a model file."""
+    stem = Path(model_path).with_suffix("")
+    return {"confusion": f"{stem}_confusion.png", "reliability": f"{stem}_reliability.png",
+            "mistakes": f"{stem}_mistakes.png", "curves": f"{stem}_curves.png", "card": f"{stem}_card.md"}
+
+
+def evaluate(model_path, data):
+    """Fit the temperature on the held-out validation split, evaluate on test, update sidecar and card."""
+    classifier = Classifier.from_path(model_path)
+    meta = classifier.meta
+    names = classifier.class_names
+    if list(data.class_names) != names:
+        raise ValueError(f"dataset classes {data.class_names} differ from the model's {names}")
+    _, val = data.split_validation(int(meta.get("val_images", 0)), seed=int(meta.get("seed", 0)))
+    test_raw = predict_in_batches(classifier, data.x_test)
+    if val is not None:
+        val_raw = predict_in_batches(classifier, val[0])
+        temperature = evaluation.fit_temperature(val_raw, val[1])
+        threshold = evaluation.unsure_threshold(calibrate(val_raw, temperature), val[1])
+    else:  # nothing held out: no honest way to calibrate
+        temperature, threshold = 1.0, 0.5
+    test_cal = calibrate(test_raw, temperature)
+    y = data.y_test
+    report = evaluation.classification_report(y, test_cal, names)
+    report.update({
+        "nll_before": evaluation.negative_log_likelihood(test_raw, y),
+        "nll_after": evaluation.negative_log_likelihood(test_cal, y),
+        "ece_before": evaluation.expected_calibration_error(test_raw, y),
+        "ece_after": evaluation.expected_calibration_error(test_cal, y),
+        "data_source": data.source,
+    })
+    meta["calibration"] = {"temperature": temperature, "fitted_on": f"{0 if val is None else len(val[0])} "
+                           "validation images held out from training", "unsure_threshold": threshold,
+                           "unsure_rule": "calibrated top probability below this: >=90% of validation "
+                                          "predictions above it are right"}
+    meta["evaluation"] = report
+    checkpoint.write_json(checkpoint.sidecar_path(model_path), meta)
+
+    paths = artefact_paths(model_path)
+    plots.confusion_matrix(report["confusion_matrix"], names, paths["confusion"])
+    plots.reliability_diagram([
+        ("raw", evaluation.reliability_bins(test_raw, y), report["ece_before"]),
+        (f"temperature {temperature:.2f}", evaluation.reliability_bins(test_cal, y), report["ece_after"]),
+    ], paths["reliability"])
+    wrong = np.flatnonzero(test_cal.argmax(1) != y)
+    worst = wrong[np.argsort(-test_cal[wrong].max(1))][:MISTAKES_SHOWN]
+    plots.mistakes_grid(data.x_test[worst], [names[i] for i in y[worst]], [names[i] for i in test_cal[worst].argmax(1)],
+                        test_cal[worst].max(1), paths["mistakes"])
+    Path(paths["card"]).write_text(model_card(meta, paths))
+    return meta
+
+
+def predict_in_batches(classifier, x, batch=500):
+    """Uncalibrated probabilities for many images."""
+    return np.concatenate([classifier.raw_probabilities(x[i:i + batch]) for i in range(0, len(x), batch)])
+
+
+def model_card(meta, paths):
+    """The Markdown model card."""
+    ev, cal, hp = meta["evaluation"], meta["calibration"], meta["hyperparameters"]
+    jpeg = "jpeg" in meta["data_source"].lower()
+    rows = "\n".join(f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
+                     for name, m in ev["per_class"].items())
+    name = lambda key: Path(paths[key]).name  # noqa: E731
+    return f"""# Model card: {meta['name']} ({meta['arch']})
+
+A Keras CNN that classifies 32×32 RGB images into {len(meta['class_names'])} classes: {', '.join(meta['class_names'])}.
+Input: raw RGB pixels 0..255, shape (N, 32, 32, 3) (rescaling{', test-time augmentation' if hp.get('tta_level') else ''} inside the model).
+Output: softmax probabilities; the app divides their logarithms by the temperature {cal['temperature']:.3f} (see Calibration).
+
+## Data
+- Source: `{meta['data_source']}`{' — the CIFAR-10 images saved as JPEG at quality 75, so every accuracy here is on that JPEG copy of the CIFAR-10 test set' if jpeg else ''}.
+- {meta['train_images']:,} training images, {meta['val_images']:,} held out for validation (temperature and the "unsure" threshold), {meta['test_images']:,} test images (touched only for this report).
+
+## Training
+- Command: `{meta['command']}`
+- Recipe `{meta['arch']}`: {', '.join(f'{k}={v}' for k, v in hp.items())}
+- Hardware: {meta['device']}; precision {meta['precision']}; Keras {meta['keras']} ({meta['backend']}).
+- Training wall time: {meta['train_seconds'] / 60:.1f} min (evaluation excluded), {meta['epochs']} epochs, {meta['parameters']:,} parameters.
+
+## Test metrics ({ev['images']:,} images)
+| metric | value |
+|---|---:|
+| accuracy | {ev['accuracy']:.2%} |
+| top-2 accuracy | {ev['top2_accuracy']:.2%} |
+| top-3 accuracy | {ev['top3_accuracy']:.2%} |
+| macro precision / recall / F1 | {ev['macro_precision']:.3f} / {ev['macro_recall']:.3f} / {ev['macro_f1']:.3f} |
+| NLL before → after temperature | {ev['nll_before']:.3f} → {ev['nll_after']:.3f} |
+| ECE ({evaluation.ECE_BINS} bins) before → after temperature | {ev['ece_before']:.4f} → {ev['ece_after']:.4f} |
+
+| class | precision | recall | F1 | support |
+|---|---:|---:|---:|---:|
+{rows}
+
+![confusion matrix]({name('confusion')})
+![reliability diagram]({name('reliability')})
+![training curves]({name('curves')})
+![most confident mistakes]({name('mistakes')})
+
+## Calibration
+Temperature {cal['temperature']:.3f}, fitted by minimising the negative log-likelihood on {cal['fitted_on']}.
+The app flags a prediction as unsure when the calibrated top probability is below {cal['unsure_threshold']:.2f}.
+
+## Known limits
+- Sees only 32×32 pixels: any upload is shrunk (and squashed to a square), so small objects and fine detail are lost.
+- Knows only these {len(meta['class_names'])} classes. Anything else (a person, a cartoon, a blank image) is still
+  forced into one of them, often with high confidence; treat the unsure flag as a hint, not a detector.
+- Trained on CIFAR-10 photos: other styles (drawings, screenshots, unusual viewpoints) are out of distribution.
+
+Generated by `python train.py evaluate --model <this .h5> --data <dataset>` (also run at the end of training).
+"""
