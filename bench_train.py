@@ -40,7 +40,7 @@ def table(base, fast):
     t_base, t_fast = first_time_reaching(base, target), first_time_reaching(fast, target)
     if t_base and t_fast:
         lines.append(f"\nTime to the baseline's final test accuracy ({target:.2%}): baseline {t_base:.0f} s, "
-                     f"fast {t_fast:.0f} s -> fast is {t_base / t_fast:.1f}x quicker.")
+                     f"fast {t_fast:.0f} s (time ratio fast/baseline {t_fast / t_base:.1f}).")
     lines.append(f"Machine: {fast['device']}; {datetime.date.today().isoformat()}. "
                  "Per-epoch accuracies are without TTA; evaluation time is not counted as training time.")
     return "\n".join(lines)

@@ -4,6 +4,7 @@ import numpy as np
 from .inference import calibrate
 
 ECE_BINS = 15  # equal-width confidence bins for the expected calibration error
+UNSURE_PRECISION = 0.95  # predictions at or above the unsure threshold are right this often on validation
 
 
 def classification_report(y_true, probs, class_names):
@@ -73,7 +74,7 @@ def fit_temperature(probs, y_true):
     return float(min(fine, key=lambda t: negative_log_likelihood(calibrate(probs, t), y_true)))
 
 
-def unsure_threshold(probs, y_true, target_precision=0.9):
+def unsure_threshold(probs, y_true, target_precision=UNSURE_PRECISION):
     """Smallest calibrated top-probability above which predictions are right >= target_precision of the time."""
     conf = probs.max(axis=1)
     correct = probs.argmax(axis=1) == np.asarray(y_true)

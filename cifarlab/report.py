@@ -43,8 +43,8 @@ def evaluate(model_path, data):
     })
     meta["calibration"] = {"temperature": temperature, "fitted_on": f"{0 if val is None else len(val[0])} "
                            "validation images held out from training", "unsure_threshold": threshold,
-                           "unsure_rule": "calibrated top probability below this: >=90% of validation "
-                                          "predictions above it are right"}
+                           "unsure_rule": f"calibrated top probability below this; at or above it, >= "
+                                          f"{evaluation.UNSURE_PRECISION:.0%} of validation predictions are right"}
     meta["evaluation"] = report
     checkpoint.write_json(checkpoint.sidecar_path(model_path), meta)
 
