@@ -37,16 +37,8 @@ def classification_report(y_true, probs, class_names):
 
 def expected_calibration_error(probs, y_true, bins=ECE_BINS):
     """Sum over equal-width confidence bins of |accuracy - confidence| weighted by the bin's share."""
-    conf = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == np.asarray(y_true)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        mask = which == b
-        if mask.any():
-            ece += mask.mean() * abs(correct[mask].mean() - conf[mask].mean())
-    return float(ece)
+    _, acc, conf, counts = reliability_bins(probs, y_true, bins)
+    return float((counts / counts.sum() * np.abs(acc - conf)).sum())
 
 
 def reliability_bins(probs, y_true, bins=ECE_BINS):

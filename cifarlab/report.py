@@ -46,6 +46,7 @@ def evaluate(model_path, data):
                            "unsure_rule": f"calibrated top probability below this; at or above it, >= "
                                           f"{evaluation.UNSURE_PRECISION:.0%} of validation predictions are right"}
     meta["evaluation"] = report
+    meta["test_accuracy"], meta["test_loss"] = report["accuracy"], report["nll_before"]  # the model's own output
     checkpoint.write_json(checkpoint.sidecar_path(model_path), meta)
 
     paths = artefact_paths(model_path)

@@ -37,6 +37,11 @@ def test_train_writes_model_sidecar_and_curves(tmp_path, tiny_dataset, arch):
     probs = classifier.probabilities(np.zeros((2, 32, 32, 3), np.uint8))
     assert probs.shape == (2, 2)
     np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+    from cifarlab.data import load_image_folder
+
+    data = load_image_folder(tiny_dataset)
+    independent = (classifier.raw_probabilities(data.x_test).argmax(1) == data.y_test).mean()
+    assert meta["test_accuracy"] == pytest.approx(independent, abs=1e-6)
 
 
 def test_train_without_network_exits_with_one_line(monkeypatch, capsys, tmp_path):
