@@ -4,8 +4,6 @@
     python app.py --host 127.0.0.1 --port 5000
 """
 import argparse
-import base64
-import io
 import logging
 import os
 import secrets
@@ -16,9 +14,9 @@ from flask import Flask, abort, g, render_template, request, send_file, send_fro
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from cifarlab import report, storage
+from cifarlab import api, gradcam, report, service, storage
 from cifarlab.checkpoint import ModelFileError
-from cifarlab.images import DEFAULT_MAX_PIXELS, ImageError, decode_image, to_model_input
+from cifarlab.images import DEFAULT_MAX_PIXELS, ImageError, to_model_input
 
 log = logging.getLogger("cifarlab.app")
 PLOTS = ("confusion", "reliability", "curves", "mistakes")  # model-card figures written beside the .h5
@@ -46,14 +44,22 @@ def create_app(test_config=None):
         MAX_IMAGE_PIXELS=DEFAULT_MAX_PIXELS,  # width x height accepted for decoding
         UPLOAD_MAX_FILES=500,  # retention cap on uploads/: files ...
         UPLOAD_MAX_BYTES=200 * 1024 * 1024,  # ... and bytes; oldest removed first
+        MAX_BATCH_FILES=32,  # images per form post or /api/predict request
+        MAX_SERVING_INSTANCES=256,  # instances per TF-Serving-style predict request
+        SERVING_MODEL_NAME="cifar10",  # the NAME in /v1/models/NAME
+        UNSURE_THRESHOLD=None,  # top probability below which results say "unsure"; None: the sidecar's
+        GRADCAM=True,  # Grad-CAM overlays on result pages (one extra backward pass per image)
         SECRET_KEY=None,
     )
     for key in ("MODEL_PATH", "UPLOAD_FOLDER", "SECRET_KEY"):
         if os.environ.get(key):
             app.config[key] = os.environ[key]
-    for key in ("MAX_CONTENT_LENGTH", "MAX_IMAGE_PIXELS", "UPLOAD_MAX_FILES", "UPLOAD_MAX_BYTES"):
+    for key in ("MAX_CONTENT_LENGTH", "MAX_IMAGE_PIXELS", "UPLOAD_MAX_FILES", "UPLOAD_MAX_BYTES",
+                "MAX_BATCH_FILES", "MAX_SERVING_INSTANCES"):
         if os.environ.get(key):
             app.config[key] = int(os.environ[key])
+    if os.environ.get("UNSURE_THRESHOLD"):
+        app.config["UNSURE_THRESHOLD"] = float(os.environ["UNSURE_THRESHOLD"])
     if test_config:
         app.config.update(test_config)
     if not app.config["SECRET_KEY"]:
@@ -68,13 +74,52 @@ def create_app(test_config=None):
     app.extensions["classifier"] = classifier
     os.makedirs(app.config["UPLOAD_FOLDER"], exist_ok=True)
     csrf.init_app(app)
+    csrf.exempt(api.bp)  # no cookies or sessions behind the JSON API, so nothing for a forged post to ride on
+    app.register_blueprint(api.bp)
     register_routes(app)
     return app
 
 
 def render_form(message=None, status=200):
     """The upload form, optionally with an error message."""
-    return render_template("index.html", message=message), status
+    return render_template("index.html", message=message, examples=example_names()), status
+
+
+def example_names():
+    """Class names with a bundled example image in static/examples/."""
+    folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static", "examples")
+    return sorted(name[:-4] for name in os.listdir(folder) if name.endswith(".png")) if os.path.isdir(folder) else []
+
+
+def unsure_threshold(app):
+    """Configured threshold, else the one chosen on validation data (sidecar), else 0.5."""
+    configured = app.config["UNSURE_THRESHOLD"]
+    if configured is not None:
+        return float(configured)
+    return float(app.extensions["classifier"].meta.get("calibration", {}).get("unsure_threshold", 0.5))
+
+
+def explain(app, item):
+    """Attach the Grad-CAM overlay of the top class to a classified item (when enabled and local)."""
+    classifier = app.extensions["classifier"]
+    if not app.config["GRADCAM"] or getattr(classifier, "model", None) is None:
+        return
+    pixels = to_model_input(item.image, classifier.input_size)
+    cam, _ = gradcam.heatmap(classifier.model, pixels, item.prediction.index)
+    item.extras["gradcam"] = service.png_data_uri(gradcam.overlay(pixels, cam))
+
+
+def render_results(app, items):
+    """Result page for one image, results table for several."""
+    threshold = unsure_threshold(app)
+    for item in items:
+        if item.error is None:
+            item.extras["unsure"] = item.prediction.confidence < threshold
+            item.extras["src"] = item.extras.get("src") or save_upload(app, item.image)
+            explain(app, item)
+    if len(items) == 1:
+        return render_template("result.html", item=items[0], threshold=threshold)
+    return render_template("batch.html", items=items, threshold=threshold)
 
 
 def register_routes(app):
@@ -103,22 +148,36 @@ def register_routes(app):
 
     @app.post("/")
     def predict():
-        upload = request.files.get("file")
-        if upload is None:
+        if "file" not in request.files:
             return render_form("No file was sent: choose an image to upload.", 400)
-        if not upload.filename:
+        uploads = [f for f in request.files.getlist("file") if f.filename]
+        if not uploads:
             return render_form("No file was selected: choose an image to upload.", 400)
-        data = upload.read()
-        try:
-            image = decode_image(data, app.config["MAX_IMAGE_PIXELS"])
-        except ImageError as exc:
-            return render_form(exc.message, exc.status)
-        classifier = app.extensions["classifier"]
-        prediction = classifier.classify_pixels(to_model_input(image, classifier.input_size))
-        image_src = save_upload(app, image)
-        threshold = classifier.meta.get("calibration", {}).get("unsure_threshold", 0.5)
-        return render_template("result.html", prediction=prediction, image_src=image_src,
-                               filename=upload.filename[:200], unsure=prediction.confidence < threshold)
+        if len(uploads) > app.config["MAX_BATCH_FILES"]:
+            return render_form(f"Too many files: at most {app.config['MAX_BATCH_FILES']} at once.", 400)
+        items = service.decode_items([(f.filename, f.read()) for f in uploads], app.config["MAX_IMAGE_PIXELS"])
+        if all(item.error is not None for item in items):
+            error = items[0].error if len(items) == 1 else ImageError(
+                "None of the files is an image this app can read: " +
+                "; ".join(f"{item.filename}: {item.error.message}" for item in items[:5]), 400)
+            return render_form(error.message, error.status)
+        service.classify_items(app.extensions["classifier"], items)
+        return render_results(app, items)
+
+    @app.get("/examples/<name>")
+    def example(name):
+        if name not in example_names():
+            abort(404)
+        path = os.path.join(app.static_folder, "examples", f"{name}.png")
+        with open(path, "rb") as f:
+            items = service.decode_items([(f"{name}.png", f.read())], app.config["MAX_IMAGE_PIXELS"])
+        items[0].extras["src"] = f"/static/examples/{name}.png"
+        service.classify_items(app.extensions["classifier"], items)
+        return render_results(app, items)
+
+    @app.get("/api")
+    def api_docs():
+        return render_template("api.html", serving_name=app.config["SERVING_MODEL_NAME"])
 
     @app.get("/model")
     def model_card():
@@ -144,7 +203,8 @@ def register_routes(app):
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(exc):
         limit = app.config["MAX_CONTENT_LENGTH"] / (1024 * 1024)
-        return render_form(f"The upload is too large: the limit is {limit:.0f} MB per request.", 413)
+        message = f"The upload is too large: the limit is {limit:.0f} MB per request."
+        return api.error_json(message, 413) if api.is_json_path(request.path) else render_form(message, 413)
 
     @app.errorhandler(CSRFError)
     def csrf_failed(exc):
@@ -152,11 +212,15 @@ def register_routes(app):
 
     @app.errorhandler(HTTPException)
     def http_error(exc):
+        if api.is_json_path(request.path):
+            return api.error_json(exc.description, exc.code)
         return render_template("error.html", code=exc.code, name=exc.name, description=exc.description), exc.code
 
     @app.errorhandler(Exception)
     def unexpected(exc):
         log.exception("unhandled error on %s %s", request.method, request.path)
+        if api.is_json_path(request.path):
+            return api.error_json("internal error; it was logged", 500)
         return render_template("error.html", code=500, name="Internal error",
                                description="Something went wrong on our side; the error was logged."), 500
 
@@ -170,9 +234,7 @@ def save_upload(app, image):
         return f"/uploads/{name}"
     except OSError as exc:
         log.warning("could not save upload: %s", exc)
-        buffer = io.BytesIO()
-        storage.display_copy(image).save(buffer, format="PNG")
-        return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+        return service.png_data_uri(storage.display_copy(image))
 
 
 def main(argv=None):

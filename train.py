@@ -85,7 +85,10 @@ def main(argv=None):
 
     # --- train --------------------------------------------------------------------------------
     log = training.EpochLog(eval_sets)
-    net.fit(batches, epochs=hp["epochs"], callbacks=[log], verbose=1 if sys.stdout.isatty() else 2)
+    callbacks = [log]
+    if hp.get("lookahead_every"):  # before the log, so each epoch is evaluated with the weights it ends with
+        callbacks.insert(0, training.Lookahead(hp["epochs"] * len(batches), hp["lookahead_every"]))
+    net.fit(batches, epochs=hp["epochs"], callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
 
     # --- evaluate -----------------------------------------------------------------------------
     keras.mixed_precision.set_global_policy("float32")

@@ -1,4 +1,6 @@
 """Inference: a loaded model plus its sidecar, with a compiled predict path and calibration."""
+import hashlib
+
 import numpy as np
 
 from . import checkpoint
@@ -7,8 +9,9 @@ from . import checkpoint
 class Classifier:
     """Predicts calibrated class probabilities for uint8 (N, 32, 32, 3) images."""
 
-    def __init__(self, model, meta):
-        self.model, self.meta = model, meta
+    def __init__(self, model, meta, version="unversioned"):
+        self.model, self.meta, self.version = model, meta, version
+        self.warmed_up = False
         self.class_names = list(meta["class_names"])
         self.input_size = int(meta["input_size"])
         self.temperature = float(meta.get("calibration", {}).get("temperature", 1.0))
@@ -17,7 +20,10 @@ class Classifier:
     @classmethod
     def from_path(cls, model_path):
         """Load model + sidecar; raises checkpoint.ModelFileError with a one-line reason."""
-        return cls(*checkpoint.load(model_path))
+        model, meta = checkpoint.load(model_path)
+        with open(model_path, "rb") as f:
+            version = hashlib.sha256(f.read()).hexdigest()[:12]  # changes whenever the weights do
+        return cls(model, meta, version)
 
     @staticmethod
     def _compile(model):
@@ -51,6 +57,11 @@ class Classifier:
     def warm_up(self):
         """Run one prediction so the first request does not pay for graph tracing."""
         self.probabilities(np.zeros((1, self.input_size, self.input_size, 3), np.uint8))
+        self.warmed_up = True
+
+    def ready(self):
+        """(ready, detail): loaded and answered a warm-up prediction."""
+        return (True, "model loaded and warmed up") if self.warmed_up else (False, "model not warmed up yet")
 
 
 def calibrate(probs, temperature):

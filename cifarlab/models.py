@@ -61,12 +61,18 @@ def build_baseline(num_classes=10, input_size=INPUT_SIZE):
     ], name="baseline")
 
 
+def fan_in_uniform():
+    """Uniform(+-1/sqrt(fan_in)), PyTorch's default: smaller weights than Glorot, so larger effective steps."""
+    return keras.initializers.VarianceScaling(1 / 3, mode="fan_in", distribution="uniform")
+
+
 def _conv_bn(x, width, name, bn_momentum, pool=False):
     """Conv3x3 (no bias) -> [MaxPool2] -> BatchNorm (offset only: a decayed scale would shrink to 0) -> GELU."""
-    x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = layers.Conv2D(width, 3, padding="same", use_bias=False, kernel_initializer=fan_in_uniform(),
+                      name=f"{name}_conv")(x)
     if pool:
         x = layers.MaxPooling2D(2, name=f"{name}_pool")(x)
-    x = layers.BatchNormalization(momentum=bn_momentum, epsilon=1e-5, scale=False, name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=bn_momentum, epsilon=1e-12, scale=False, name=f"{name}_bn")(x)
     return layers.Activation("gelu", name=f"{name}_gelu")(x)
 
 
@@ -82,7 +88,8 @@ def build_fast_backbone(num_classes=10, widths=(64, 256, 256), whiten_width=24,
         x = _conv_bn(x, width, f"block{i}b", bn_momentum)
     x = layers.MaxPooling2D(3, name="head_pool")(x)
     x = layers.Flatten(name="flatten")(x)
-    x = layers.Dense(num_classes, use_bias=False, dtype="float32", name="head")(x)
+    x = layers.Dense(num_classes, use_bias=False, kernel_initializer=fan_in_uniform(), dtype="float32",
+                     name="head")(x)
     logits = layers.Rescaling(logit_scale, dtype="float32", name="logit_scale")(x)
     return keras.Model(inputs, logits, name="fast_backbone")
 
@@ -106,10 +113,24 @@ def with_tta(backbone, level=2):
     return keras.Model(inputs, probs, name=f"fast_tta{level}")
 
 
+def dirac_init(net):
+    """Make the first in_channels filters of every 3x3 conv an identity map (airbench's partial Dirac init)."""
+    for layer in net.layers:
+        if isinstance(layer, layers.Conv2D) and layer.kernel_size == (3, 3):
+            kernel = keras.ops.convert_to_numpy(layer.kernel)
+            n_in, n_out = kernel.shape[2:]
+            n = min(n_in, n_out)
+            kernel[:, :, :, :n] = 0
+            kernel[1, 1, np.arange(n), np.arange(n)] = 1
+            layer.kernel.assign(kernel)
+
+
 def whitening_kernel(images, kernel_size=2, eps=5e-4):
-    """Whitening filters from the eigenvectors of the patch covariance of images (N, H, W, 3) in 0..1."""
+    """Whitening filters for images (N, H, W, 3) in 0..1, from the patch covariance of standardised pixels."""
     n, h, w, c = images.shape
     k = kernel_size
+    std = images.reshape(-1, c).std(axis=0)
+    images = images / std  # eps is relative to unit-variance channels, as in airbench
     patches = np.stack([images[:, i:h - k + 1 + i, j:w - k + 1 + j, :]
                         for i in range(k) for j in range(k)], axis=3)  # N, H', W', k*k, C
     patches = patches.reshape(-1, k * k * c).astype(np.float64)
@@ -118,4 +139,4 @@ def whitening_kernel(images, kernel_size=2, eps=5e-4):
     eigval, eigvec = np.linalg.eigh(cov)
     filters = eigvec.T / np.sqrt(eigval + eps)[:, None]  # (k*k*C, k*k*C): one filter per row
     filters = np.concatenate([filters, -filters])  # +/- pairs, as airbench: 2*k*k*C filters
-    return filters.T.reshape(k, k, c, -1).astype(np.float32)
+    return (filters.T.reshape(k, k, c, -1) / std[None, None, :, None]).astype(np.float32)

@@ -30,6 +30,7 @@ PRESETS = {
         widths=(64, 256, 256),    # channels of the three conv groups
         bn_momentum=0.4,          # Keras convention: running = m*running + (1-m)*batch (torch's 0.6)
         logit_scale=1 / 9,        # fixed multiplier on the logits
+        lookahead_every=5,        # steps between pulls of the weights to their moving average (0: off)
         tta_level=2,              # 0 none, 1 mirror, 2 mirror + 1-pixel shifts (6 views), in the saved model
     ),
 }

@@ -156,7 +156,41 @@ def build_training_model(arch, hp, num_classes, x_train):
     whiten = net.get_layer("whiten")
     whiten.set_weights([kernel, bias.astype(np.float32)])
     whiten.trainable = False  # fixed whitening filters: decorrelated inputs from the first step
+    models.dirac_init(net)
     return net, True
+
+
+class Lookahead(keras.callbacks.Callback):
+    """airbench's lookahead: every `every` steps, weights are pulled back to their moving average.
+
+    The average's decay ramps up cubically to `final_decay` over training; at the end the net takes the
+    average. Batch-norm running statistics are averaged too.
+    """
+
+    def __init__(self, total_steps, every=5, final_decay=0.95 ** 5):
+        super().__init__()
+        self.total_steps, self.every, self.final_decay = total_steps, every, final_decay
+
+    def on_train_begin(self, logs=None):
+        self.variables = [v for v in self.model.variables if "float" in str(v.dtype)]
+        self.average = [keras.ops.convert_to_numpy(v).copy() for v in self.variables]
+        self.step = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.step % self.every == 0:
+            self.pull(self.final_decay * (self.step / self.total_steps) ** 3)
+
+    def on_train_end(self, logs=None):
+        self.pull(1.0)
+
+    def pull(self, decay):
+        """average <- decay*average + (1-decay)*weights; weights <- average."""
+        for variable, average in zip(self.variables, self.average):
+            if decay < 1.0:
+                average *= decay
+                average += (1 - decay) * keras.ops.convert_to_numpy(variable)
+            variable.assign(average)
 
 
 class EpochLog(keras.callbacks.Callback):

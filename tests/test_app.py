@@ -31,8 +31,12 @@ def test_result_page_shows_class_index_and_top3(client, app, fmt, mode):
     name = re.search(r'class="class-name">([^<]+)<', html).group(1)
     index = int(re.search(r'class="class-index">(\d+)<', html).group(1))
     assert CIFAR10_CLASSES[index] == name
-    percents = [float(p) for p in re.findall(r'class="pct">([\d.]+)%<', html)]
+    top3 = re.search(r'<table class="probabilities top3">(.*?)</table>', html, re.S).group(1)
+    percents = [float(p) for p in re.findall(r'class="pct">([\d.]+)%<', top3)]
     assert len(percents) == 3 and percents == sorted(percents, reverse=True)
+    every = re.search(r'<table class="probabilities all">(.*?)</table>', html, re.S).group(1)
+    assert len(re.findall(r'class="pct">', every)) == len(CIFAR10_CLASSES)
+    assert 'alt="Grad-CAM heatmap' in html and "data:image/png;base64," in html
     assert "Classify another image" in html
 
 
@@ -157,3 +161,67 @@ def test_model_card_page(client):
     assert response.status_code == 200
     assert b"Model card" in response.data and b"airplane" in response.data
     assert client.get("/model/secrets.png").status_code == 404
+
+
+def post_files(client, payloads, url="/"):
+    return client.post(url, data={"file": [(io.BytesIO(data), name) for name, data in payloads]},
+                       content_type="multipart/form-data")
+
+
+def test_batch_upload_gives_one_row_per_file(client, app):
+    payloads = [(f"img{i}.png", image_bytes(seed=i)) for i in range(3)] + [("notes.png", b"plain text")]
+    response = post_files(client, payloads)
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert html.count('<tr class="classified">') == 3 and html.count('<tr class="refused">') == 1
+    assert "Refused: " in html and "img2.png" in html
+    assert html.count("<details><summary>Full result for") == 3
+    assert len(os.listdir(app.config["UPLOAD_FOLDER"])) == 3  # only the valid images were kept
+
+
+def test_batch_of_only_bad_files_is_400(client, app):
+    response = post_files(client, [("a.png", b"x"), ("b.png", b"")])
+    assert response.status_code == 400
+    assert "None of the files" in response.get_data(as_text=True)
+    assert os.listdir(app.config["UPLOAD_FOLDER"]) == []
+
+
+def test_too_many_files_is_refused(tiny_model_path, tmp_path):
+    app = create_app({"TESTING": True, "MODEL_PATH": str(tiny_model_path), "WTF_CSRF_ENABLED": False,
+                      "UPLOAD_FOLDER": str(tmp_path), "MAX_BATCH_FILES": 2, "SECRET_KEY": "t"})
+    response = post_files(app.test_client(), [(f"{i}.png", image_bytes(seed=i)) for i in range(3)])
+    assert response.status_code == 400 and "at most 2" in response.get_data(as_text=True)
+
+
+def test_too_many_form_parts_is_413(tiny_model_path, tmp_path):
+    app = create_app({"TESTING": True, "MODEL_PATH": str(tiny_model_path), "WTF_CSRF_ENABLED": False,
+                      "UPLOAD_FOLDER": str(tmp_path), "MAX_FORM_PARTS": 5, "SECRET_KEY": "t"})
+    data = {f"field{i}": "x" for i in range(10)}
+    response = app.test_client().post("/", data=data, content_type="multipart/form-data")
+    assert response.status_code == 413
+    assert b'name="file"' in response.data
+
+
+def test_examples_classify_with_one_click(client):
+    index = client.get("/").get_data(as_text=True)
+    links = re.findall(r'href="(/examples/[a-z]+)"', index)
+    assert len(links) == len(CIFAR10_CLASSES)
+    response = client.get(links[0])
+    assert response.status_code == 200 and b'class="class-name"' in response.data
+    assert client.get("/examples/not-a-class").status_code == 404
+
+
+def test_unsure_threshold_is_configurable(tiny_model_path, tmp_path):
+    settings = {"TESTING": True, "MODEL_PATH": str(tiny_model_path), "WTF_CSRF_ENABLED": False,
+                "UPLOAD_FOLDER": str(tmp_path), "SECRET_KEY": "t"}
+    always = create_app({**settings, "UNSURE_THRESHOLD": 1.01}).test_client()
+    never = create_app({**settings, "UNSURE_THRESHOLD": 0.0}).test_client()
+    assert "may not be one of the" in post_file(always, image_bytes()).get_data(as_text=True)
+    assert "may not be one of the" not in post_file(never, image_bytes()).get_data(as_text=True)
+
+
+def test_pages_link_the_script_only_as_a_file(client):
+    html = client.get("/").get_data(as_text=True)
+    assert '<script src="/static/app.js" defer></script>' in html
+    assert re.search(r"<script(?![^>]*\bsrc=)", html) is None  # no inline scripts (the CSP forbids them)
+    assert client.get("/static/app.js").status_code == 200

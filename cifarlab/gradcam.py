@@ -1,0 +1,84 @@
+"""Grad-CAM: which parts of a 32x32 input a class score depends on, for the baseline and the fast net."""
+import keras
+import numpy as np
+from PIL import Image
+
+MIN_CAM_SIDE = 7  # pixels of the feature map; later, coarser conv outputs (3x3) say too little about where
+
+
+def scoring_network(model):
+    """The plain network inside a model: the backbone of a TTA wrapper (view 0 is the identity), else the model."""
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    return nested[0] if nested else model
+
+
+def output_shapes(network):
+    """{layer name: output shape}; a Sequential loaded from .h5 has no symbolic outputs, so propagate shapes."""
+    if not isinstance(network, keras.Sequential):
+        return {layer.name: layer.output.shape for layer in network.layers}
+    shape, shapes = (None, *network.input_shape[1:]), {}
+    for layer in network.layers:
+        shape = shapes[layer.name] = layer.compute_output_shape(shape)
+    return shapes
+
+
+def target_layer(network):
+    """The last Conv2D whose output is at least MIN_CAM_SIDE pixels on a side."""
+    shapes = output_shapes(network)
+    convs = [layer for layer in network.layers
+             if isinstance(layer, keras.layers.Conv2D) and min(shapes[layer.name][1:3]) >= MIN_CAM_SIDE]
+    if not convs:
+        raise ValueError(f"{network.name} has no Conv2D layer with an output of at least {MIN_CAM_SIDE}x{MIN_CAM_SIDE}")
+    return convs[-1]
+
+
+def ends_in_softmax(network):
+    """True when the network's last layer applies a softmax (the baseline), False for logits (the fast net)."""
+    activation = getattr(network.layers[-1], "activation", None)
+    return getattr(activation, "__name__", "") == "softmax"
+
+
+def forward_with_features(network, layer, x):
+    """(output of `layer`, output of the network) for a batch x."""
+    if isinstance(network, keras.Sequential):
+        features = None
+        for each in network.layers:
+            x = each(x, training=False)
+            if each is layer:
+                features = x
+        return features, x
+    return keras.Model(network.inputs, [layer.output, network.output])(x, training=False)
+
+
+def heatmap(model, pixels, class_index=None):
+    """(heatmap 32x32 in 0..1, class index) for one uint8 image (32, 32, 3); default class: the top one."""
+    import tensorflow as tf
+
+    network = scoring_network(model)
+    layer = target_layer(network)
+    x = tf.convert_to_tensor(np.asarray(pixels, np.float32)[None])
+    with tf.GradientTape() as tape:
+        features, outputs = forward_with_features(network, layer, x)
+        scores = tf.cast(outputs, tf.float32)
+        if ends_in_softmax(network):  # log-probabilities: gradients that do not vanish as p -> 1
+            scores = tf.math.log(tf.maximum(scores, 1e-12))
+        if class_index is None:
+            class_index = int(tf.argmax(scores[0]))
+        score = scores[0, class_index]
+    grads = tape.gradient(score, features)
+    weights = tf.reduce_mean(tf.cast(grads, tf.float32), axis=(1, 2))  # one weight per channel
+    cam = tf.nn.relu(tf.reduce_sum(tf.cast(features, tf.float32) * weights[:, None, None, :], axis=-1))[0]
+    size = pixels.shape[:2]
+    cam = tf.image.resize(cam[..., None], size, method="bilinear")[..., 0].numpy()
+    peak = cam.max()
+    return (cam / peak if peak > 0 else cam).astype(np.float32), class_index
+
+
+def overlay(pixels, cam, display_size=192, alpha=0.45):
+    """A display-size RGB PIL image: the input upscaled pixel-sharp with the heatmap blended over it."""
+    from matplotlib import colormaps
+
+    base = Image.fromarray(np.asarray(pixels, np.uint8)).resize((display_size, display_size), Image.NEAREST)
+    colours = (colormaps["jet"](cam)[..., :3] * 255).astype(np.uint8)
+    heat = Image.fromarray(colours).resize((display_size, display_size), Image.BILINEAR)
+    return Image.blend(base, heat, alpha)

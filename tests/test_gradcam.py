@@ -1,0 +1,53 @@
+import os
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from cifarlab import gradcam, models
+from cifarlab.checkpoint import load
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLE = os.path.join(ROOT, "static", "examples", "cat.png")
+
+
+@pytest.fixture(scope="module")
+def real_image():
+    return np.asarray(Image.open(EXAMPLE).convert("RGB"))
+
+
+@pytest.mark.parametrize("model_file", ["cifar10_cnn.h5", "baseline.h5"])
+def test_heatmap_on_shipped_models(model_file, real_image):
+    model, _ = load(os.path.join(ROOT, "model", model_file))
+    cam, index = gradcam.heatmap(model, real_image)
+    assert cam.shape == (32, 32)
+    assert np.isfinite(cam).all() and cam.min() >= 0 and cam.max() <= 1
+    assert cam.std() > 0.05  # not constant on a real image
+    assert index == int(np.argmax(model(real_image[None].astype("float32"))[0]))
+
+
+def test_fast_net_uses_a_7x7_map_of_the_backbone():
+    wrapped = models.with_tta(models.build_fast_backbone(10, widths=(8, 16, 16)), level=1)
+    network = gradcam.scoring_network(wrapped)
+    assert network.name == "fast_backbone" and not gradcam.ends_in_softmax(network)
+    assert gradcam.target_layer(network).output.shape[1:3] == (7, 7)
+
+
+def test_baseline_sequential_scores_log_probabilities():
+    network = gradcam.scoring_network(models.build_baseline(10))
+    assert isinstance(network, keras.Sequential) and gradcam.ends_in_softmax(network)
+    assert gradcam.target_layer(network).name == network.layers[3].name  # the last conv, 13x13
+
+
+def test_requested_class_is_explained(real_image):
+    model = models.build_baseline(10)
+    cam, index = gradcam.heatmap(model, real_image, class_index=7)
+    assert index == 7 and cam.shape == (32, 32) and np.isfinite(cam).all()
+
+
+def test_overlay_is_a_display_size_rgb_image(real_image):
+    cam = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32)
+    image = gradcam.overlay(real_image, cam, display_size=96)
+    assert image.mode == "RGB" and image.size == (96, 96)
+    assert np.asarray(image).std() > 0
