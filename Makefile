@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 5000
 DATA   ?= ../shared/data/cifar10-jpeg.tar.gz
 
-.PHONY: run test train train-baseline venv clean
+.PHONY: run serve test train train-baseline venv clean
 
 venv: $(BIN)/.installed
 $(BIN)/.installed: requirements.txt
@@ -17,6 +17,9 @@ $(BIN)/.installed: requirements.txt
 
 run: venv
 	$(BIN)/python app.py --host $(HOST) --port $(PORT)
+
+serve: venv         ## production server (gunicorn, settings in gunicorn.conf.py) on BIND, default 127.0.0.1:8000
+	$(BIN)/gunicorn -c gunicorn.conf.py
 
 test: venv
 	$(BIN)/python -m pytest -q

@@ -1,0 +1,33 @@
+"""gunicorn settings for `make serve`: small CPU box, model loaded in each worker after the fork."""
+import multiprocessing
+import os
+import secrets
+import sys
+
+bind = os.environ.get("BIND", "127.0.0.1:8000")
+wsgi_app = "app:create_app()"
+worker_class = "gthread"
+# One process per core: TensorFlow inference holds the GIL only briefly, but Python request handling
+# (decoding, templating) does, so processes scale it; a few threads per worker keep I/O waits overlapped.
+workers = int(os.environ.get("WEB_WORKERS", multiprocessing.cpu_count()))
+threads = int(os.environ.get("WEB_THREADS", 4))
+preload_app = False  # TensorFlow's runtime must not be forked: each worker builds the app (and model) itself
+timeout = 60
+graceful_timeout = 20
+max_requests = 0
+accesslog = None  # the app logs method, path, status and latency itself
+loglevel = os.environ.get("LOG_LEVEL", "info")
+
+
+if not os.environ.get("SECRET_KEY"):  # workers must share one key, or a CSRF token from one fails on another
+    os.environ["SECRET_KEY"] = secrets.token_hex(32)
+    print("warning: SECRET_KEY is not set: using a random key for this server run (forms served before a "
+          "restart will ask to be sent again). Set SECRET_KEY in the environment.", file=sys.stderr)
+
+
+def post_fork(server, worker):
+    """Give each worker an equal share of the cores for TensorFlow, before TensorFlow starts."""
+    share = str(max(1, multiprocessing.cpu_count() // workers))
+    for name in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
+        os.environ.setdefault(name, share)
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
