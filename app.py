@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from cifarlab import api, gradcam, report, service, storage
 from cifarlab.checkpoint import ModelFileError
 from cifarlab.images import DEFAULT_MAX_PIXELS, ImageError, to_model_input
+from cifarlab.remote import BackendUnavailable, RemoteClassifier
 
 log = logging.getLogger("cifarlab.app")
 PLOTS = ("confusion", "reliability", "curves", "mistakes")  # model-card figures written beside the .h5
@@ -49,9 +50,12 @@ def create_app(test_config=None):
         SERVING_MODEL_NAME="cifar10",  # the NAME in /v1/models/NAME
         UNSURE_THRESHOLD=None,  # top probability below which results say "unsure"; None: the sidecar's
         GRADCAM=True,  # Grad-CAM overlays on result pages (one extra backward pass per image)
+        INFERENCE_URL=None,  # e.g. http://backend:8501: predict through a TF Serving REST server instead
+        INFERENCE_TIMEOUT=10.0,  # seconds per backend call
+        INFERENCE_RETRIES=2,  # extra attempts after a failed backend call (predict is idempotent)
         SECRET_KEY=None,
     )
-    for key in ("MODEL_PATH", "UPLOAD_FOLDER", "SECRET_KEY"):
+    for key in ("MODEL_PATH", "UPLOAD_FOLDER", "SECRET_KEY", "INFERENCE_URL", "SERVING_MODEL_NAME"):
         if os.environ.get(key):
             app.config[key] = os.environ[key]
     for key in ("MAX_CONTENT_LENGTH", "MAX_IMAGE_PIXELS", "UPLOAD_MAX_FILES", "UPLOAD_MAX_BYTES",
@@ -67,9 +71,13 @@ def create_app(test_config=None):
         log.warning("SECRET_KEY is not set: using a random per-process key (sessions and CSRF tokens "
                     "will not survive a restart or be shared between workers).")
 
-    from cifarlab.inference import Classifier
+    if app.config["INFERENCE_URL"]:
+        classifier = RemoteClassifier(app.config["INFERENCE_URL"], app.config["SERVING_MODEL_NAME"],
+                                      app.config["INFERENCE_TIMEOUT"], app.config["INFERENCE_RETRIES"])
+    else:
+        from cifarlab.inference import Classifier
 
-    classifier = Classifier.from_path(app.config["MODEL_PATH"])  # raises ModelFileError, once per process
+        classifier = Classifier.from_path(app.config["MODEL_PATH"])  # raises ModelFileError, once per process
     classifier.warm_up()
     app.extensions["classifier"] = classifier
     os.makedirs(app.config["UPLOAD_FOLDER"], exist_ok=True)
@@ -205,6 +213,14 @@ def register_routes(app):
         limit = app.config["MAX_CONTENT_LENGTH"] / (1024 * 1024)
         message = f"The upload is too large: the limit is {limit:.0f} MB per request."
         return api.error_json(message, 413) if api.is_json_path(request.path) else render_form(message, 413)
+
+    @app.errorhandler(BackendUnavailable)
+    def backend_down(exc):
+        log.warning("inference backend unavailable: %s", exc)
+        message = "The inference backend is unavailable right now; please try again in a moment."
+        if api.is_json_path(request.path):
+            return api.error_json(message, 503)
+        return render_template("error.html", code=503, name="Service unavailable", description=message), 503
 
     @app.errorhandler(CSRFError)
     def csrf_failed(exc):

@@ -3,6 +3,7 @@
     python train.py --data ../shared/data/cifar10-jpeg.tar.gz --arch fast --out model/cifar10_cnn
     python train.py                      # official CIFAR-10 download, baseline recipe
     python train.py evaluate --model model/cifar10_cnn.h5 --data ../shared/data/cifar10-jpeg.tar.gz
+    python train.py export --model model/cifar10_cnn.h5 --data ../shared/data/cifar10-jpeg.tar.gz --out exports
 """
 import argparse
 import datetime
@@ -168,5 +169,30 @@ def evaluate_main(argv):
     return 0
 
 
+def export_main(argv):
+    """python train.py export --model M.h5 [--data D] [--out DIR]: SavedModel + TFLite float16/int8, with a table."""
+    p = argparse.ArgumentParser(prog="train.py export", description=export_main.__doc__)
+    p.add_argument("--model", default="model/cifar10_cnn.h5", help=".h5 model with its .json sidecar")
+    p.add_argument("--data", help="dataset for int8 calibration (training images) and test accuracy")
+    p.add_argument("--out", default="exports", help="output folder")
+    args = p.parse_args(argv)
+    from cifarlab import export
+    from cifarlab.checkpoint import ModelFileError
+    from cifarlab.data import DataError, load_dataset
+
+    try:
+        rows = export.export_all(args.model, args.out, load_dataset(args.data))
+    except (DataError, ModelFileError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"Exports of {args.model}: test accuracy on the whole test split; latency = median of 50 one-image calls")
+    print("| format | file | size MB | 1-image latency ms | test accuracy |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['format']} | {r['path']} | {r['mb']:.1f} | {r['latency_ms']:.2f} | {r['accuracy']:.4f} |")
+    return 0
+
+
+SUBCOMMANDS = {"evaluate": evaluate_main, "export": export_main}
+
 if __name__ == "__main__":
-    sys.exit(evaluate_main(sys.argv[2:]) if sys.argv[1:2] == ["evaluate"] else main())
+    sys.exit(SUBCOMMANDS[sys.argv[1]](sys.argv[2:]) if sys.argv[1:2] and sys.argv[1] in SUBCOMMANDS else main())

@@ -3,6 +3,8 @@ import keras
 import numpy as np
 from PIL import Image
 
+from . import models
+
 MIN_CAM_SIDE = 7  # pixels of the feature map; later, coarser conv outputs (3x3) say too little about where
 
 
@@ -12,19 +14,9 @@ def scoring_network(model):
     return nested[0] if nested else model
 
 
-def output_shapes(network):
-    """{layer name: output shape}; a Sequential loaded from .h5 has no symbolic outputs, so propagate shapes."""
-    if not isinstance(network, keras.Sequential):
-        return {layer.name: layer.output.shape for layer in network.layers}
-    shape, shapes = (None, *network.input_shape[1:]), {}
-    for layer in network.layers:
-        shape = shapes[layer.name] = layer.compute_output_shape(shape)
-    return shapes
-
-
 def target_layer(network):
     """The last Conv2D whose output is at least MIN_CAM_SIDE pixels on a side."""
-    shapes = output_shapes(network)
+    shapes = models.output_shapes(network)
     convs = [layer for layer in network.layers
              if isinstance(layer, keras.layers.Conv2D) and min(shapes[layer.name][1:3]) >= MIN_CAM_SIDE]
     if not convs:

@@ -140,3 +140,28 @@ def whitening_kernel(images, kernel_size=2, eps=5e-4):
     filters = eigvec.T / np.sqrt(eigval + eps)[:, None]  # (k*k*C, k*k*C): one filter per row
     filters = np.concatenate([filters, -filters])  # +/- pairs, as airbench: 2*k*k*C filters
     return (filters.T.reshape(k, k, c, -1) / std[None, None, :, None]).astype(np.float32)
+
+
+def output_shapes(network):
+    """{layer name: output shape}; a Sequential loaded from .h5 has no symbolic outputs, so propagate shapes."""
+    if not isinstance(network, keras.Sequential):
+        return {layer.name: layer.output.shape for layer in network.layers}
+    shape, shapes = (None, *network.input_shape[1:]), {}
+    for layer in network.layers:
+        shape = shapes[layer.name] = layer.compute_output_shape(shape)
+    return shapes
+
+
+def forward_flops(model):
+    """Multiply-add FLOPs (x2) of one image through the model's Conv2D and Dense layers, nested models included."""
+    shapes, total = output_shapes(model), 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += forward_flops(layer) * len(layer._inbound_nodes)  # a backbone called once per TTA view
+        elif isinstance(layer, layers.Conv2D):
+            kh, kw, c_in, c_out = layer.kernel.shape
+            h, w = shapes[layer.name][1:3]
+            total += 2 * h * w * kh * kw * c_in * c_out
+        elif isinstance(layer, layers.Dense):
+            total += 2 * layer.kernel.shape[0] * layer.kernel.shape[1]
+    return total

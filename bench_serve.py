@@ -1,0 +1,122 @@
+"""Serving benchmark: our production server against a seed-style reference, on the same model and machine.
+
+    python bench_serve.py                      # 15 s per concurrency level, loopback only; stops by itself
+    python bench_serve.py --seconds 5 --model model/baseline.h5
+
+Prints one Markdown table (req/s, p50, p99, errors, RSS; ours/reference), then batch throughput of the
+API and of the model in-process as a fraction of the machine's measured 3x3-convolution peak.
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+from cifarlab import loadtest
+from tests.conftest import image_bytes
+
+
+def conv_peak_gflops(seconds=5.0):
+    """GFLOP/s of a float32 3x3 convolution (256 -> 256 channels, 16x16, batch 64) in TensorFlow."""
+    import tensorflow as tf
+
+    x = tf.random.normal([64, 16, 16, 256])
+    k = tf.random.normal([3, 3, 256, 256])
+    conv = tf.function(lambda a: tf.nn.conv2d(a, k, 1, "SAME"))
+    conv(x).numpy()
+    flops, runs, started = 2 * 64 * 16 * 16 * 9 * 256 * 256, 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        conv(x).numpy()
+        runs += 1
+    return flops * runs / (time.perf_counter() - started) / 1e9
+
+
+def in_process_images_per_second(model_path, batch=256, seconds=10.0):
+    """Images/s of Classifier.probabilities on batches of random images (the compiled inference path)."""
+    import numpy as np
+
+    from cifarlab.inference import Classifier
+
+    clf = Classifier.from_path(model_path)
+    x = np.random.default_rng(0).integers(0, 256, (batch, clf.input_size, clf.input_size, 3), dtype=np.uint8)
+    clf.probabilities(x)
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        clf.probabilities(x)
+        done += batch
+    return done / (time.perf_counter() - started)
+
+
+def load(port, path, field_files, clients, seconds, expected=200):
+    """Post the same multipart body from `clients` threads for `seconds`; summary dict."""
+    body, ctype = loadtest.multipart({}, field_files)
+
+    def post(client, rng):
+        status, _ = loadtest.request("POST", port, path, body, {"Content-Type": ctype})
+        return status == expected, status, "image"
+
+    started = time.monotonic()
+    results = loadtest.run_clients(clients, seconds, post)
+    return loadtest.summarise(results, time.monotonic() - started)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="model/cifar10_cnn.h5")
+    p.add_argument("--seconds", type=float, default=15, help="per concurrency level and server")
+    p.add_argument("--concurrency", default="1,8,32")
+    args = p.parse_args(argv)
+    levels = [int(c) for c in args.concurrency.split(",")]
+    png = image_bytes("PNG", size=(32, 32), seed=1)
+    tmp = tempfile.mkdtemp(prefix="cifarlab-serve-")
+
+    from cifarlab import checkpoint, models
+
+    flops = models.forward_flops(checkpoint.load(args.model)[0])
+    peak = conv_peak_gflops()
+
+    ours_port, ref_port = loadtest.free_port(), loadtest.free_port()
+    rows, batch = [], {}
+    servers = {
+        "ours": (loadtest.python_command("-m", "gunicorn", "-c", "gunicorn.conf.py"), ours_port, "/api/predict",
+                 {"BIND": f"127.0.0.1:{ours_port}", "MODEL_PATH": args.model, "UPLOAD_FOLDER": os.path.join(tmp, "ours"),
+                  "SECRET_KEY": os.urandom(16).hex(), "LOG_LEVEL": "warning"}),
+        "reference": (loadtest.python_command("tools/reference_server.py", str(ref_port), args.model,
+                                              os.path.join(tmp, "ref")), ref_port, "/predict", {}),
+    }
+    os.makedirs(os.path.join(tmp, "ref"))
+    for name, (command, port, path, env) in servers.items():
+        proc = loadtest.start_server(command, port, env, log_path=os.path.join(tmp, f"{name}.log"))
+        try:
+            for clients in levels:
+                s = load(port, path, [("file", "cat.png", png)], clients, args.seconds)
+                s["rss"] = loadtest.process_tree_rss_mb(proc.pid)
+                rows.append((name, clients, s))
+            if name == "ours":
+                files = [("file", f"{i}.png", png) for i in range(32)]
+                s = load(port, path, files, clients=2, seconds=args.seconds)
+                batch["api"] = s["rps"] * 32
+        finally:
+            loadtest.stop_server(proc)
+    batch["model"] = in_process_images_per_second(args.model)
+
+    print(f"Serving {args.model} ({flops / 1e6:,.0f} MFLOP per image), {args.seconds:.0f} s per row, same 32x32 PNG")
+    print("| server | clients | req/s | p50 ms | p99 ms | errors | RSS MB (processes) | req/s ours/ref |")
+    print("|---|---|---|---|---|---|---|---|")
+    ref = {c: s for n, c, s in rows if n == "reference"}
+    for name, clients, s in rows:
+        ratio = f"{s['rps'] / ref[clients]['rps']:.1f}x" if name == "ours" and ref[clients]["rps"] else ""
+        rss = s["rss"]
+        workers = sorted(rss.values())[1:] if name == "ours" and len(rss) > 1 else list(rss.values())
+        print(f"| {name} | {clients} | {s['rps']:.1f} | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {s['unexpected']} | "
+              f"{sum(rss.values()):.0f} ({len(rss)}; per worker {max(workers):.0f}) | {ratio} |")
+    print(f"\nConv peak (TF float32 3x3 probe): {peak:.0f} GFLOP/s")
+    print("| batch path | images/s | GFLOP/s | of conv peak |\n|---|---|---|---|")
+    for label, key in (("API, 32 files per request, 2 clients", "api"), ("model in-process, batch 256", "model")):
+        gflops = batch[key] * flops / 1e9
+        print(f"| {label} | {batch[key]:,.0f} | {gflops:.0f} | {gflops / peak:.0%} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

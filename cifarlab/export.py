@@ -1,0 +1,133 @@
+"""Exports of a trained .h5 for other serving systems: SavedModel (TF Serving), TFLite float16 and int8."""
+import os
+import time
+
+import numpy as np
+
+from . import checkpoint
+
+
+def calibrated_model(model, temperature):
+    """A Keras model: uint8-range pixels -> temperature-calibrated probabilities (softmax(logits / T))."""
+    import keras
+
+    inputs = keras.Input(model.input_shape[1:], name="images")
+    names = [layer.name for layer in model.layers]
+    if "probabilities" in names:  # the TTA model: its logits are the input of the final softmax
+        logits = keras.Model(model.inputs, model.get_layer("probabilities").input)(inputs)
+    else:  # a softmax-ending model: log-probabilities are logits up to a constant
+        logits = keras.ops.log(keras.ops.maximum(model(inputs), 1e-12))
+    probs = keras.layers.Activation("softmax", name="probabilities")(logits / temperature)
+    return keras.Model(inputs, probs, name=f"{model.name}_calibrated")
+
+
+def export_saved_model(model, temperature, path):
+    """SavedModel whose serving_default takes uint8 images (N, 32, 32, 3) and returns {"probabilities"}."""
+    import keras
+    import tensorflow as tf
+
+    calibrated = calibrated_model(model, temperature)
+    size = model.input_shape[1]
+    archive = keras.export.ExportArchive()
+    archive.track(calibrated)
+    archive.add_endpoint(
+        name="serving_default",
+        fn=lambda images: {"probabilities": calibrated(tf.cast(images, tf.float32), training=False)},
+        input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8, name="images")])
+    archive.write_out(path, verbose=False)
+    return path
+
+
+def export_tflite(saved_model_path, path, kind, calibration_images=None):
+    """TFLite flatbuffer from the SavedModel: kind 'float16' (weights) or 'int8' (full integer, calibrated)."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_path, signature_keys=["serving_default"])
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if kind == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif kind == "int8":
+        images = np.asarray(calibration_images, np.uint8)
+        converter.representative_dataset = lambda: ([images[i:i + 1]] for i in range(len(images)))
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8
+    else:
+        raise ValueError(f"unknown TFLite kind {kind!r}")
+    with open(path, "wb") as f:
+        f.write(converter.convert())
+    return path
+
+
+class TFLiteRunner:
+    """Batched predictions from a .tflite file with uint8 input."""
+
+    def __init__(self, path, threads=None):
+        import tensorflow as tf
+
+        self.interpreter = tf.lite.Interpreter(model_path=path, num_threads=threads or os.cpu_count())
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self.batch = None
+
+    def __call__(self, images):
+        images = np.asarray(images)
+        if self.batch != len(images):
+            self.interpreter.resize_tensor_input(self.input["index"], images.shape)
+            self.interpreter.allocate_tensors()
+            self.batch = len(images)
+        self.interpreter.set_tensor(self.input["index"], images.astype(self.input["dtype"]))
+        self.interpreter.invoke()
+        out = self.interpreter.get_tensor(self.output["index"]).astype(np.float32)
+        scale, zero = self.output.get("quantization", (0.0, 0))
+        return (out - zero) * scale if scale else out
+
+
+def saved_model_runner(path):
+    """Batched predictions from the SavedModel's serving signature."""
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    return lambda images: serve(images=tf.constant(np.asarray(images, np.uint8)))["probabilities"].numpy()
+
+
+def measure(predict, x_test, y_test, batch=250, repeats=50):
+    """(test accuracy, median single-image latency in ms) of a predict function."""
+    correct = sum(int((predict(x_test[i:i + batch]).argmax(1) == y_test[i:i + batch]).sum())
+                  for i in range(0, len(x_test), batch))
+    one = x_test[:1]
+    predict(one)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        predict(one)
+        times.append(time.perf_counter() - started)
+    return correct / len(x_test), 1000 * float(np.median(times))
+
+
+def export_all(model_path, out_dir, data, calibration_count=500, seed=0):
+    """Write the SavedModel and TFLite files; return rows of format, path, MB, latency, test accuracy."""
+    from .inference import Classifier
+
+    model, meta = checkpoint.load(model_path)
+    temperature = float(meta.get("calibration", {}).get("temperature", 1.0))
+    os.makedirs(out_dir, exist_ok=True)
+    stem = os.path.join(out_dir, os.path.splitext(os.path.basename(model_path))[0])
+    saved = export_saved_model(model, temperature, f"{stem}_savedmodel")
+    calibration = data.x_train[np.random.default_rng(seed).permutation(len(data.x_train))[:calibration_count]]
+    fp16 = export_tflite(saved, f"{stem}_float16.tflite", "float16")
+    int8 = export_tflite(saved, f"{stem}_int8.tflite", "int8", calibration)
+    clf = Classifier(model, meta)
+    formats = [("Keras .h5", model_path, clf.probabilities), ("SavedModel (uint8 in)", saved, saved_model_runner(saved)),
+               ("TFLite float16", fp16, TFLiteRunner(fp16)), ("TFLite int8", int8, TFLiteRunner(int8))]
+    rows = []
+    for name, path, predict in formats:
+        accuracy, latency = measure(predict, data.x_test, data.y_test)
+        rows.append({"format": name, "path": path, "mb": size_mb(path), "latency_ms": latency, "accuracy": accuracy})
+    return rows
+
+
+def size_mb(path):
+    """Size of a file, or of a directory tree, in MB."""
+    if os.path.isfile(path):
+        return os.path.getsize(path) / 1e6
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files) / 1e6
