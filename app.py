@@ -80,6 +80,8 @@ def create_app(test_config=None):
         classifier = Classifier.from_path(app.config["MODEL_PATH"])  # raises ModelFileError, once per process
     classifier.warm_up()
     app.extensions["classifier"] = classifier
+    if app.config["GRADCAM"] and getattr(classifier, "model", None) is not None:
+        app.extensions["explainer"] = gradcam.Explainer(classifier.model)
     os.makedirs(app.config["UPLOAD_FOLDER"], exist_ok=True)
     csrf.init_app(app)
     csrf.exempt(api.bp)  # no cookies or sessions behind the JSON API, so nothing for a forged post to ride on
@@ -109,11 +111,11 @@ def unsure_threshold(app):
 
 def explain(app, item):
     """Attach the Grad-CAM overlay of the top class to a classified item (when enabled and local)."""
-    classifier = app.extensions["classifier"]
-    if not app.config["GRADCAM"] or getattr(classifier, "model", None) is None:
+    explainer = app.extensions.get("explainer")
+    if explainer is None:
         return
-    pixels = to_model_input(item.image, classifier.input_size)
-    cam, _ = gradcam.heatmap(classifier.model, pixels, item.prediction.index)
+    pixels = to_model_input(item.image, app.extensions["classifier"].input_size)
+    cam, _ = explainer.heatmap(pixels, item.prediction.index)
     item.extras["gradcam"] = service.png_data_uri(gradcam.overlay(pixels, cam))
 
 

@@ -30,40 +30,51 @@ def ends_in_softmax(network):
     return getattr(activation, "__name__", "") == "softmax"
 
 
-def forward_with_features(network, layer, x):
-    """(output of `layer`, output of the network) for a batch x."""
-    if isinstance(network, keras.Sequential):
+class Explainer:
+    """Grad-CAM for one model: the scoring network, target layer and feature probe are built once."""
+
+    def __init__(self, model):
+        self.network = scoring_network(model)
+        self.layer = target_layer(self.network)
+        self.softmax = ends_in_softmax(self.network)
+        self.probe = None if isinstance(self.network, keras.Sequential) else keras.Model(
+            self.network.inputs, [self.layer.output, self.network.output])
+
+    def features_and_outputs(self, x):
+        """(output of the target layer, output of the network) for a batch x."""
+        if self.probe is not None:
+            return self.probe(x, training=False)
         features = None
-        for each in network.layers:
+        for each in self.network.layers:  # a Sequential loaded from .h5 has no symbolic outputs
             x = each(x, training=False)
-            if each is layer:
+            if each is self.layer:
                 features = x
         return features, x
-    return keras.Model(network.inputs, [layer.output, network.output])(x, training=False)
+
+    def heatmap(self, pixels, class_index=None):
+        """(heatmap 32x32 in 0..1, class index) for one uint8 image (32, 32, 3); default class: the top one."""
+        import tensorflow as tf
+
+        x = tf.convert_to_tensor(np.asarray(pixels, np.float32)[None])
+        with tf.GradientTape() as tape:
+            features, outputs = self.features_and_outputs(x)
+            scores = tf.cast(outputs, tf.float32)
+            if self.softmax:  # log-probabilities: gradients that do not vanish as p -> 1
+                scores = tf.math.log(tf.maximum(scores, 1e-12))
+            if class_index is None:
+                class_index = int(tf.argmax(scores[0]))
+            score = scores[0, class_index]
+        grads = tape.gradient(score, features)
+        weights = tf.reduce_mean(tf.cast(grads, tf.float32), axis=(1, 2))  # one weight per channel
+        cam = tf.nn.relu(tf.reduce_sum(tf.cast(features, tf.float32) * weights[:, None, None, :], axis=-1))[0]
+        cam = tf.image.resize(cam[..., None], pixels.shape[:2], method="bilinear")[..., 0].numpy()
+        peak = cam.max()
+        return (cam / peak if peak > 0 else cam).astype(np.float32), class_index
 
 
 def heatmap(model, pixels, class_index=None):
-    """(heatmap 32x32 in 0..1, class index) for one uint8 image (32, 32, 3); default class: the top one."""
-    import tensorflow as tf
-
-    network = scoring_network(model)
-    layer = target_layer(network)
-    x = tf.convert_to_tensor(np.asarray(pixels, np.float32)[None])
-    with tf.GradientTape() as tape:
-        features, outputs = forward_with_features(network, layer, x)
-        scores = tf.cast(outputs, tf.float32)
-        if ends_in_softmax(network):  # log-probabilities: gradients that do not vanish as p -> 1
-            scores = tf.math.log(tf.maximum(scores, 1e-12))
-        if class_index is None:
-            class_index = int(tf.argmax(scores[0]))
-        score = scores[0, class_index]
-    grads = tape.gradient(score, features)
-    weights = tf.reduce_mean(tf.cast(grads, tf.float32), axis=(1, 2))  # one weight per channel
-    cam = tf.nn.relu(tf.reduce_sum(tf.cast(features, tf.float32) * weights[:, None, None, :], axis=-1))[0]
-    size = pixels.shape[:2]
-    cam = tf.image.resize(cam[..., None], size, method="bilinear")[..., 0].numpy()
-    peak = cam.max()
-    return (cam / peak if peak > 0 else cam).astype(np.float32), class_index
+    """(heatmap 32x32 in 0..1, class index) for one image; builds an Explainer (reuse one for many images)."""
+    return Explainer(model).heatmap(pixels, class_index)
 
 
 def overlay(pixels, cam, display_size=192, alpha=0.45):

@@ -51,14 +51,14 @@ def stop_server(proc):
 
 
 def process_tree_rss_mb(pid):
-    """{pid: resident MB} for a process and all its descendants (Linux /proc)."""
+    """{pid: resident MiB} for a process and all its descendants (Linux /proc)."""
     result, todo = {}, [pid]
     while todo:
         p = todo.pop()
         try:
             with open(f"/proc/{p}/status") as f:
                 rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
-            result[p] = rss / 1024
+            result[p] = rss / 1024  # kB -> MiB
             with open(f"/proc/{p}/task/{p}/children") as f:
                 todo += [int(c) for c in f.read().split()]
         except (OSError, StopIteration):
