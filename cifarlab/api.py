@@ -125,7 +125,7 @@ def serving_predict(name):
         raise ApiError(f"too many instances: at most {limit} per request")
     c = classifier()
     pixels = np.stack([instance_pixels(instance, i, c.input_size) for i, instance in enumerate(instances)])
-    return jsonify(predictions=np.round(c.probabilities(pixels), 7).tolist())
+    return jsonify(predictions=np.round(c.probabilities(pixels).astype(np.float64), 7).tolist())
 
 
 def instance_pixels(instance, index, size):
