@@ -10,7 +10,7 @@ import secrets
 import sys
 import time
 
-from flask import Flask, abort, g, render_template, request, send_file, send_from_directory
+from flask import Flask, abort, current_app, g, render_template, request, send_file, send_from_directory
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -82,6 +82,7 @@ def create_app(test_config=None):
     app.extensions["classifier"] = classifier
     if app.config["GRADCAM"] and getattr(classifier, "model", None) is not None:
         app.extensions["explainer"] = gradcam.Explainer(classifier.model)
+    app.extensions["examples"] = example_names(os.path.join(app.static_folder, "examples"))
     os.makedirs(app.config["UPLOAD_FOLDER"], exist_ok=True)
     csrf.init_app(app)
     csrf.exempt(api.bp)  # no cookies or sessions behind the JSON API, so nothing for a forged post to ride on
@@ -92,12 +93,11 @@ def create_app(test_config=None):
 
 def render_form(message=None, status=200):
     """The upload form, optionally with an error message."""
-    return render_template("index.html", message=message, examples=example_names()), status
+    return render_template("index.html", message=message, examples=current_app.extensions["examples"]), status
 
 
-def example_names():
-    """Class names with a bundled example image in static/examples/."""
-    folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static", "examples")
+def example_names(folder):
+    """Class names with a bundled example image in the folder (read once, at start-up)."""
     return sorted(name[:-4] for name in os.listdir(folder) if name.endswith(".png")) if os.path.isdir(folder) else []
 
 
@@ -176,7 +176,7 @@ def register_routes(app):
 
     @app.get("/examples/<name>")
     def example(name):
-        if name not in example_names():
+        if name not in app.extensions["examples"]:
             abort(404)
         path = os.path.join(app.static_folder, "examples", f"{name}.png")
         with open(path, "rb") as f:

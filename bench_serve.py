@@ -101,7 +101,7 @@ def main(argv=None):
     batch["model"] = in_process_images_per_second(args.model)
 
     print(f"Serving {args.model} ({flops / 1e6:,.0f} MFLOP per image), {args.seconds:.0f} s per row, same 32x32 PNG")
-    print("| server | clients | req/s | p50 ms | p99 ms | errors | RSS MB (processes) | req/s ours/ref |")
+    print("| server | clients | req/s | p50 ms | p99 ms | errors | RSS MiB (processes) | req/s ours/ref |")
     print("|---|---|---|---|---|---|---|---|")
     ref = {c: s for n, c, s in rows if n == "reference"}
     for name, clients, s in rows:

@@ -70,12 +70,8 @@ def predict():
                    model=service.model_summary(classifier()))
 
 
-def serving_name():
-    return current_app.config["SERVING_MODEL_NAME"]
-
-
 def check_model_name(name):
-    if name != serving_name():
+    if name != current_app.config["SERVING_MODEL_NAME"]:
         raise ApiError(f"Servable not found for request: Latest({name})", 404)
 
 

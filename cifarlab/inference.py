@@ -50,10 +50,6 @@ class Classifier:
         """Temperature-calibrated probabilities for uint8 images (N, H, W, 3)."""
         return calibrate(self.raw_probabilities(images), self.temperature)
 
-    def classify_pixels(self, pixels):
-        """One uint8 image (H, W, 3) from images.to_model_input -> Prediction."""
-        return Prediction(self.probabilities(pixels[None])[0], self.class_names)
-
     def warm_up(self):
         """Run one prediction so the first request does not pay for graph tracing."""
         self.probabilities(np.zeros((1, self.input_size, self.input_size, 3), np.uint8))

@@ -80,16 +80,15 @@ def multipart(fields, files):
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
 
 
-def request(method, port, path, body=None, headers=None, timeout=60, connection=None):
+def request(method, port, path, body=None, headers=None, timeout=60):
     """(status, body bytes) of one HTTP request to 127.0.0.1:port."""
-    conn = connection or http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         response = conn.getresponse()
         return response.status, response.read()
     finally:
-        if connection is None:
-            conn.close()
+        conn.close()
 
 
 def run_clients(n_clients, seconds, make_request):

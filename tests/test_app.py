@@ -42,9 +42,11 @@ def test_result_page_shows_class_index_and_top3(client, app, fmt, mode):
 
 def test_result_matches_the_classifier(client, app):
     from cifarlab.images import preprocess_bytes
+    from cifarlab.inference import Prediction
 
     data = image_bytes(size=(32, 32), seed=3)
-    expected = app.extensions["classifier"].classify_pixels(preprocess_bytes(data))
+    classifier = app.extensions["classifier"]
+    expected = Prediction(classifier.probabilities(preprocess_bytes(data)[None])[0], classifier.class_names)
     html = post_file(client, data).get_data(as_text=True)
     assert f'class="class-index">{expected.index}<' in html
     top_pct = "%.1f%%" % (100 * expected.top(1)[0][2])
