@@ -17,6 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 
 def parse_args(argv=None):
     """Command-line options; preset values fill whatever is not given."""
+    from cifarlab.distribute import STRATEGIES
     from cifarlab.presets import PRESETS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -28,6 +29,9 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="random seed for split, init, shuffling, augmentation")
     p.add_argument("--precision", choices=["auto", "float32"], default="auto",
                    help="auto: bfloat16/float16 mixed precision where the hardware computes it natively")
+    p.add_argument("--strategy", choices=STRATEGIES, default="auto",
+                   help="tf.distribute: mirrored = all local GPUs, multiworker = the cluster in TF_CONFIG, "
+                        "auto = multiworker if TF_CONFIG is set, mirrored on 2+ GPUs, else one device")
     p.add_argument("--out", default="model/cifar10_cnn", help="output path without extension (.h5/.json/.png)")
     return p.parse_args(argv)
 
@@ -39,22 +43,31 @@ def main(argv=None):
     import keras
     import numpy as np
 
-    from cifarlab import checkpoint, models, plots, report, training
+    from cifarlab import checkpoint, distribute, models, plots, report, training
     from cifarlab.data import DataError, load_dataset
     from cifarlab.images import INPUT_SIZE
     from cifarlab.presets import PRESETS
+
+    # --- device -------------------------------------------------------------------------------
+    try:
+        strategy = distribute.make_strategy(args.strategy)  # first: collective ops are set up at start-up
+    except distribute.StrategyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    replicas, chief = distribute.replicas(strategy), distribute.is_chief(strategy)
+    keras.utils.set_random_seed(args.seed)
+    device_kind, device_name = training.describe_device()
+    policy = "float32" if args.precision == "float32" else training.mixed_precision_policy(device_kind)
+    print(f"Device: {device_kind} ({device_name}); Keras {keras.__version__} on {keras.backend.backend()}; "
+          f"precision {policy}; {distribute.describe(strategy)}, {replicas} replica(s)"
+          f"{'' if chief else ', not the chief: writes no files'}", flush=True)
 
     hp = dict(PRESETS[args.arch])
     for key in ("epochs", "batch_size", "val_size"):
         if getattr(args, key) is not None:
             hp[key] = getattr(args, key)
-
-    # --- device -------------------------------------------------------------------------------
-    keras.utils.set_random_seed(args.seed)
-    device_kind, device_name = training.describe_device()
-    policy = "float32" if args.precision == "float32" else training.mixed_precision_policy(device_kind)
-    print(f"Device: {device_kind} ({device_name}); Keras {keras.__version__} on {keras.backend.backend()}; "
-          f"precision {policy}", flush=True)
+    hp["batch_size"] *= replicas  # the global batch: --batch-size images on every replica
+    hp["lr"] *= replicas  # linear scaling rule (Goyal et al. 2017): same step per image at any replica count
 
     # --- data ---------------------------------------------------------------------------------
     started = time.perf_counter()
@@ -77,19 +90,30 @@ def main(argv=None):
     keras.mixed_precision.set_global_policy(policy)
     batches = training.Batches(x_train, one_hot(y_train), hp["batch_size"], args.seed,
                                augment=hp["augment"], translate=hp.get("translate", 0))
-    net, from_logits = training.build_training_model(args.arch, hp, num_classes, x_train)
-    optimizer = training.make_optimizer(hp, steps=hp["epochs"] * len(batches))
-    net.compile(optimizer=optimizer,
-                loss=keras.losses.CategoricalCrossentropy(from_logits=from_logits, label_smoothing=hp["label_smoothing"]),
-                metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+    with distribute.scope(strategy):  # variables mirrored on every replica, updates all-reduced
+        net, from_logits = training.build_training_model(args.arch, hp, num_classes, x_train, replicas)
+        optimizer = training.make_optimizer(hp, steps=hp["epochs"] * len(batches))
+        net.compile(optimizer=optimizer,
+                    loss=keras.losses.CategoricalCrossentropy(from_logits=from_logits,
+                                                              label_smoothing=hp["label_smoothing"]),
+                    metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
     print(f"Model: {args.arch}, {net.count_params():,} parameters", flush=True)
 
     # --- train --------------------------------------------------------------------------------
     log = training.EpochLog(eval_sets)
-    callbacks = [log]
+    callbacks = [keras.callbacks.TerminateOnNaN(), log]
     if hp.get("lookahead_every"):  # before the log, so each epoch is evaluated with the weights it ends with
         callbacks.insert(0, training.Lookahead(hp["epochs"] * len(batches), hp["lookahead_every"]))
-    net.fit(batches, epochs=hp["epochs"], callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
+    with distribute.multiworker_fit_fix(strategy):
+        net.fit(batches, epochs=hp["epochs"], callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
+    if not log.history or not np.isfinite(log.history[-1]["train_loss"]):
+        print(f"error: training diverged: the loss became NaN or infinite in epoch {len(log.history)}; nothing was "
+              f"saved (images of one flat colour, or a learning rate too high for the batch size, do this).",
+              file=sys.stderr)
+        return 3
+    print(f"Final weights sha256 {distribute.weights_digest(net)}", flush=True)
+    if not chief:
+        return 0
 
     # --- evaluate -----------------------------------------------------------------------------
     keras.mixed_precision.set_global_policy("float32")
@@ -118,6 +142,8 @@ def main(argv=None):
         "hyperparameters": hp,
         "epochs": hp["epochs"],
         "precision": policy,
+        "replicas": replicas,
+        "strategy": distribute.describe(strategy),
         "device": f"{device_kind}: {device_name}",
         "keras": keras.__version__,
         "backend": keras.backend.backend(),

@@ -66,26 +66,31 @@ def fan_in_uniform():
     return keras.initializers.VarianceScaling(1 / 3, mode="fan_in", distribution="uniform")
 
 
-def _conv_bn(x, width, name, bn_momentum, pool=False):
+def _conv_bn(x, width, name, bn_momentum, pool=False, synchronized=False):
     """Conv3x3 (no bias) -> [MaxPool2] -> BatchNorm (offset only: a decayed scale would shrink to 0) -> GELU."""
     x = layers.Conv2D(width, 3, padding="same", use_bias=False, kernel_initializer=fan_in_uniform(),
                       name=f"{name}_conv")(x)
     if pool:
         x = layers.MaxPooling2D(2, name=f"{name}_pool")(x)
-    x = layers.BatchNormalization(momentum=bn_momentum, epsilon=1e-12, scale=False, name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=bn_momentum, epsilon=1e-12, scale=False, synchronized=synchronized,
+                                  name=f"{name}_bn")(x)
     return layers.Activation("gelu", name=f"{name}_gelu")(x)
 
 
 def build_fast_backbone(num_classes=10, widths=(64, 256, 256), whiten_width=24,
-                        bn_momentum=0.6, logit_scale=1 / 9, input_size=INPUT_SIZE):
-    """airbench-style net: 2x2 whitening conv, three conv-pool-BN-GELU groups; outputs logits."""
+                        bn_momentum=0.6, logit_scale=1 / 9, input_size=INPUT_SIZE, synchronized_bn=False):
+    """airbench-style net: 2x2 whitening conv, three conv-pool-BN-GELU groups; outputs logits.
+
+    synchronized_bn: batch statistics over all replicas of a tf.distribute strategy (TensorFlow only),
+    so every worker normalises, and keeps running statistics, as one device with the global batch would.
+    """
     inputs = keras.Input((input_size, input_size, 3), name="pixels")
     x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
     x = layers.Conv2D(whiten_width, 2, padding="valid", name="whiten")(x)
     x = layers.Activation("gelu", name="whiten_gelu")(x)
     for i, width in enumerate(widths, start=1):
-        x = _conv_bn(x, width, f"block{i}a", bn_momentum, pool=True)
-        x = _conv_bn(x, width, f"block{i}b", bn_momentum)
+        x = _conv_bn(x, width, f"block{i}a", bn_momentum, pool=True, synchronized=synchronized_bn)
+        x = _conv_bn(x, width, f"block{i}b", bn_momentum, synchronized=synchronized_bn)
     x = layers.MaxPooling2D(3, name="head_pool")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(num_classes, use_bias=False, kernel_initializer=fan_in_uniform(), dtype="float32",
@@ -129,7 +134,7 @@ def whitening_kernel(images, kernel_size=2, eps=5e-4):
     """Whitening filters for images (N, H, W, 3) in 0..1, from the patch covariance of standardised pixels."""
     n, h, w, c = images.shape
     k = kernel_size
-    std = images.reshape(-1, c).std(axis=0)
+    std = np.maximum(images.reshape(-1, c).std(axis=0), 1e-3)  # a constant channel must not divide by 0
     images = images / std  # eps is relative to unit-variance channels, as in airbench
     patches = np.stack([images[:, i:h - k + 1 + i, j:w - k + 1 + j, :]
                         for i in range(k) for j in range(k)], axis=3)  # N, H', W', k*k, C

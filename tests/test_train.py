@@ -12,8 +12,8 @@ from tests.test_data import write_folder
 
 @pytest.fixture
 def tiny_dataset(tmp_path):
-    """Two classes of flat-colour images of another size than 32x32."""
-    return write_folder(tmp_path / "data", ["red", "blue"], per_class=12, size=(40, 40))
+    """Two classes of noisy single-colour images of another size than 32x32."""
+    return write_folder(tmp_path / "data", ["red", "blue"], per_class=12, size=(40, 40), noise=40)
 
 
 @pytest.mark.parametrize("arch", ["baseline", "fast"])
@@ -42,6 +42,15 @@ def test_train_writes_model_sidecar_and_curves(tmp_path, tiny_dataset, arch):
     data = load_image_folder(tiny_dataset)
     independent = (classifier.raw_probabilities(data.x_test).argmax(1) == data.y_test).mean()
     assert meta["test_accuracy"] == pytest.approx(independent, abs=1e-6)
+
+
+def test_diverging_run_saves_nothing(tmp_path, capsys):
+    flat = write_folder(tmp_path / "flat", ["red", "blue"], per_class=12)  # zero-variance channels
+    out = tmp_path / "out" / "m"
+    assert train.main(["--data", str(flat), "--arch", "fast", "--epochs", "2", "--batch-size", "8",
+                       "--val-size", "4", "--out", str(out)]) == 3
+    assert "diverged" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_train_without_network_exits_with_one_line(monkeypatch, capsys, tmp_path):
