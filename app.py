@@ -189,17 +189,24 @@ def register_routes(app):
     def api_docs():
         return render_template("api.html", serving_name=app.config["SERVING_MODEL_NAME"])
 
+    def plot_paths():
+        """Evaluation plots of the served model; an export shows those of its source model, beside it."""
+        path, source = app.config["MODEL_PATH"], app.extensions["classifier"].meta.get("exported_from")
+        if source:
+            path = os.path.join(os.path.dirname(path), os.path.basename(source))
+        return report.artefact_paths(path)
+
     @app.get("/model")
     def model_card():
         meta = app.extensions["classifier"].meta
         return render_template("model.html", meta=meta, ev=meta.get("evaluation"), cal=meta.get("calibration"),
-                               plots=[k for k in PLOTS if os.path.exists(report.artefact_paths(app.config["MODEL_PATH"])[k])])
+                               plots=[k for k in PLOTS if os.path.exists(plot_paths()[k])])
 
     @app.get("/model/<kind>.png")
     def model_plot(kind):
         if kind not in PLOTS:
             abort(404)
-        path = report.artefact_paths(app.config["MODEL_PATH"])[kind]
+        path = plot_paths()[kind]
         if not os.path.exists(path):
             abort(404)
         return send_file(os.path.abspath(path), mimetype="image/png", max_age=3600)

@@ -1,10 +1,12 @@
 """Serving benchmark: our production server against a seed-style reference, on the same model and machine.
 
     python bench_serve.py                      # 15 s per concurrency level, loopback only; stops by itself
-    python bench_serve.py --seconds 5 --model model/baseline.h5
+    python bench_serve.py --seconds 5 --model model/baseline.h5 --fast-model ""
 
-Prints one Markdown table (req/s, p50, p99, errors, RSS; ours/reference), then batch throughput of the
-API and of the model in-process as a fraction of the machine's measured 3x3-convolution peak.
+Our gunicorn server runs twice, on the Keras .h5 and on its int8 TFLite export (`train.py export`), against
+a seed-style reference on the .h5. Prints one Markdown table (req/s, p50, p99, errors, RSS; ours/reference),
+then batch throughput of the API and of the model in-process as a fraction of the machine's measured
+3x3-convolution peak, then the targets of issue #7 and whether they were met.
 """
 import argparse
 import os
@@ -63,6 +65,7 @@ def load(port, path, field_files, clients, seconds, expected=200):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="model/cifar10_cnn.h5")
+    p.add_argument("--fast-model", default="model/cifar10_cnn_int8.tflite", help="int8 export of --model ('' to skip)")
     p.add_argument("--seconds", type=float, default=15, help="per concurrency level and server")
     p.add_argument("--concurrency", default="1,8,32")
     args = p.parse_args(argv)
@@ -75,46 +78,62 @@ def main(argv=None):
     flops = models.forward_flops(checkpoint.load(args.model)[0])
     peak = conv_peak_gflops()
 
-    ours_port, ref_port = loadtest.free_port(), loadtest.free_port()
-    rows, batch = [], {}
-    servers = {
-        "ours": (loadtest.python_command("-m", "gunicorn", "-c", "gunicorn.conf.py"), ours_port, "/api/predict",
-                 {"BIND": f"127.0.0.1:{ours_port}", "MODEL_PATH": args.model, "UPLOAD_FOLDER": os.path.join(tmp, "ours"),
-                  "SECRET_KEY": os.urandom(16).hex(), "LOG_LEVEL": "warning"}),
-        "reference": (loadtest.python_command("tools/reference_server.py", str(ref_port), args.model,
-                                              os.path.join(tmp, "ref")), ref_port, "/predict", {}),
-    }
+    models_served = {"ours .h5": args.model}
+    if args.fast_model:
+        models_served["ours int8"] = args.fast_model
+    servers = []
+    for label, model in models_served.items():
+        port = loadtest.free_port()
+        servers.append((label, model, loadtest.python_command("-m", "gunicorn", "-c", "gunicorn.conf.py"), port,
+                        "/api/predict", {"BIND": f"127.0.0.1:{port}", "MODEL_PATH": model, "LOG_LEVEL": "warning",
+                                         "UPLOAD_FOLDER": os.path.join(tmp, label), "SECRET_KEY": os.urandom(16).hex()}))
+    port = loadtest.free_port()
+    servers.append(("reference", args.model, loadtest.python_command("tools/reference_server.py", str(port), args.model,
+                                                                     os.path.join(tmp, "ref")), port, "/predict", {}))
     os.makedirs(os.path.join(tmp, "ref"))
-    for name, (command, port, path, env) in servers.items():
-        proc = loadtest.start_server(command, port, env, log_path=os.path.join(tmp, f"{name}.log"))
+    rows, batch = [], {}
+    for label, model, command, port, path, env in servers:
+        proc = loadtest.start_server(command, port, env, log_path=os.path.join(tmp, f"{label}.log"))
         try:
             for clients in levels:
                 s = load(port, path, [("file", "cat.png", png)], clients, args.seconds)
                 s["rss"] = loadtest.process_tree_rss_mb(proc.pid)
-                rows.append((name, clients, s))
-            if name == "ours":
+                rows.append((label, clients, s))
+            if label != "reference":
                 files = [("file", f"{i}.png", png) for i in range(32)]
                 s = load(port, path, files, clients=2, seconds=args.seconds)
-                batch["api"] = s["rps"] * 32
+                batch[f"API {label}, 32 files per request, 2 clients"] = s["rps"] * 32
         finally:
             loadtest.stop_server(proc)
-    batch["model"] = in_process_images_per_second(args.model)
+    for label, model in models_served.items():
+        batch[f"{label} in-process, batch 256"] = in_process_images_per_second(model)
 
     print(f"Serving {args.model} ({flops / 1e6:,.0f} MFLOP per image), {args.seconds:.0f} s per row, same 32x32 PNG")
     print("| server | clients | req/s | p50 ms | p99 ms | errors | RSS MiB (processes) | req/s ours/ref |")
     print("|---|---|---|---|---|---|---|---|")
     ref = {c: s for n, c, s in rows if n == "reference"}
-    for name, clients, s in rows:
-        ratio = f"{s['rps'] / ref[clients]['rps']:.1f}x" if name == "ours" and ref[clients]["rps"] else ""
+    for label, clients, s in rows:
+        ratio = f"{s['rps'] / ref[clients]['rps']:.1f}x" if label != "reference" and ref[clients]["rps"] else ""
         rss = s["rss"]
-        workers = sorted(rss.values())[1:] if name == "ours" and len(rss) > 1 else list(rss.values())
-        print(f"| {name} | {clients} | {s['rps']:.1f} | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {s['unexpected']} | "
+        workers = sorted(rss.values())[1:] if label != "reference" and len(rss) > 1 else list(rss.values())
+        print(f"| {label} | {clients} | {s['rps']:.1f} | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {s['unexpected']} | "
               f"{sum(rss.values()):.0f} ({len(rss)}; per worker {max(workers):.0f}) | {ratio} |")
     print(f"\nConv peak (TF float32 3x3 probe): {peak:.0f} GFLOP/s")
     print("| batch path | images/s | GFLOP/s | of conv peak |\n|---|---|---|---|")
-    for label, key in (("API, 32 files per request, 2 clients", "api"), ("model in-process, batch 256", "model")):
-        gflops = batch[key] * flops / 1e9
-        print(f"| {label} | {batch[key]:,.0f} | {gflops:.0f} | {gflops / peak:.0%} |")
+    for label, images_per_second in batch.items():
+        gflops = images_per_second * flops / 1e9
+        print(f"| {label} | {images_per_second:,.0f} | {gflops:.0f} | {gflops / peak:.0%} |")
+
+    print("\n| target (issue #7) | best measured | met |\n|---|---|---|")
+    ours = [(label, c, s) for label, c, s in rows if label != "reference"]
+    p50 = min((s["p50_ms"], label) for label, c, s in ours if c == 1) if 1 in levels else None
+    ratio8 = max((s["rps"] / ref[8]["rps"], label) for label, c, s in ours if c == 8) if 8 in levels else None
+    share = max((v * flops / 1e9 / peak, label) for label, v in batch.items() if "int8" not in label)  # float vs float
+    for target, best, met in (("p50 <= 10 ms at 1 client", p50 and f"{p50[0]:.1f} ms ({p50[1]})", p50 and p50[0] <= 10),
+                              (">= 10x reference req/s at 8 clients", ratio8 and f"{ratio8[0]:.1f}x ({ratio8[1]})",
+                               ratio8 and ratio8[0] >= 10),
+                              (">= 50 % of conv peak in batch", f"{share[0]:.0%} ({share[1]})", share[0] >= 0.5)):
+        print(f"| {target} | {best or 'not measured'} | {'yes' if met else 'no'} |")
     return 0
 
 

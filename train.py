@@ -196,7 +196,8 @@ def evaluate_main(argv):
 
 
 def export_main(argv):
-    """python train.py export --model M.h5 [--data D] [--out DIR]: SavedModel + TFLite float16/int8, with a table."""
+    """python train.py export --model M.h5 [--data D] [--out DIR]: SavedModel + TFLite float16/int8 (each .tflite
+    with a sidecar, servable by the app via MODEL_PATH), with a table."""
     p = argparse.ArgumentParser(prog="train.py export", description=export_main.__doc__)
     p.add_argument("--model", default="model/cifar10_cnn.h5", help=".h5 model with its .json sidecar")
     p.add_argument("--data", help="dataset for int8 calibration (training images) and test accuracy")
@@ -207,7 +208,8 @@ def export_main(argv):
     from cifarlab.data import DataError, load_dataset
 
     try:
-        rows = export.export_all(args.model, args.out, load_dataset(args.data))
+        command = "python train.py export " + " ".join(shlex.quote(a) for a in argv)
+        rows = export.export_all(args.model, args.out, load_dataset(args.data), command)
     except (DataError, ModelFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -56,10 +56,15 @@ def load(model_path):
         model = keras.models.load_model(model_path, compile=False, safe_mode=True)
     except Exception as exc:  # h5py/keras raise many types for corrupt or foreign files
         raise ModelFileError(f"{model_path}: cannot load model ({type(exc).__name__}: {str(exc)[:200]}).") from None
+    check_shapes(model_path, model.input_shape, model.output_shape, meta)
+    return model, meta
+
+
+def check_shapes(model_path, input_shape, output_shape, meta):
+    """Raise ModelFileError unless the model takes (N, size, size, 3) and has one output per sidecar class."""
     classes = meta.get("class_names")
     size = meta.get("input_size")
-    if not classes or model.output_shape[-1] != len(classes):
-        raise ModelFileError(f"{model_path}: model has {model.output_shape[-1]} outputs but the sidecar lists {classes}.")
-    if tuple(model.input_shape[1:]) != (size, size, 3):
-        raise ModelFileError(f"{model_path}: model input {model.input_shape[1:]} does not match input_size {size}.")
-    return model, meta
+    if not classes or output_shape[-1] != len(classes):
+        raise ModelFileError(f"{model_path}: model has {output_shape[-1]} outputs but the sidecar lists {classes}.")
+    if tuple(input_shape[1:]) != (size, size, 3):
+        raise ModelFileError(f"{model_path}: model input {tuple(input_shape[1:])} does not match input_size {size}.")

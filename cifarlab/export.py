@@ -5,6 +5,7 @@ import time
 import numpy as np
 
 from . import checkpoint
+from .inference import Classifier, TFLiteRunner
 
 
 def calibrated_model(model, temperature):
@@ -58,30 +59,6 @@ def export_tflite(saved_model_path, path, kind, calibration_images=None):
     return path
 
 
-class TFLiteRunner:
-    """Batched predictions from a .tflite file with uint8 input."""
-
-    def __init__(self, path, threads=None):
-        import tensorflow as tf
-
-        self.interpreter = tf.lite.Interpreter(model_path=path, num_threads=threads or os.cpu_count())
-        self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]
-        self.batch = None
-
-    def __call__(self, images):
-        images = np.asarray(images)
-        if self.batch != len(images):
-            self.interpreter.resize_tensor_input(self.input["index"], images.shape)
-            self.interpreter.allocate_tensors()
-            self.batch = len(images)
-        self.interpreter.set_tensor(self.input["index"], images.astype(self.input["dtype"]))
-        self.interpreter.invoke()
-        out = self.interpreter.get_tensor(self.output["index"]).astype(np.float32)
-        scale, zero = self.output.get("quantization", (0.0, 0))
-        return (out - zero) * scale if scale else out
-
-
 def saved_model_runner(path):
     """Batched predictions from the SavedModel's serving signature."""
     import tensorflow as tf
@@ -104,10 +81,9 @@ def measure(predict, x_test, y_test, batch=250, repeats=50):
     return correct / len(x_test), 1000 * float(np.median(times))
 
 
-def export_all(model_path, out_dir, data, calibration_count=500, seed=0):
-    """Write the SavedModel and TFLite files; return rows of format, path, MB, latency, test accuracy."""
-    from .inference import Classifier
-
+def export_all(model_path, out_dir, data, command="", calibration_count=500, seed=0):
+    """Write the SavedModel and TFLite files (each .tflite with a sidecar, so MODEL_PATH can serve it);
+    return rows of format, path, MB, latency, test accuracy."""
     model, meta = checkpoint.load(model_path)
     temperature = float(meta.get("calibration", {}).get("temperature", 1.0))
     os.makedirs(out_dir, exist_ok=True)
@@ -123,7 +99,19 @@ def export_all(model_path, out_dir, data, calibration_count=500, seed=0):
     for name, path, predict in formats:
         accuracy, latency = measure(predict, data.x_test, data.y_test)
         rows.append({"format": name, "path": path, "mb": size_mb(path), "latency_ms": latency, "accuracy": accuracy})
+        if path.endswith(".tflite"):
+            checkpoint.write_json(checkpoint.sidecar_path(path), export_meta(meta, name, model_path, accuracy, command))
     return rows
+
+
+def export_meta(meta, format_name, model_path, accuracy, command):
+    """Sidecar of an exported file: the source's, with this format's own test accuracy; calibration is inside."""
+    calibration = meta.get("calibration", {})
+    return {**meta, "name": f"{meta.get('name')} ({format_name})", "format": format_name,
+            "exported_from": str(model_path), "export_command": command, "test_accuracy": accuracy,
+            "output": "temperature-calibrated softmax probabilities over class_names",
+            "calibration": {**calibration, "temperature": 1.0,
+                            "applied_inside_model": calibration.get("temperature", 1.0)}}
 
 
 def size_mb(path):

@@ -1,5 +1,7 @@
 """Inference: a loaded model plus its sidecar, with a compiled predict path and calibration."""
 import hashlib
+import os
+import threading
 
 import numpy as np
 
@@ -7,22 +9,32 @@ from . import checkpoint
 
 
 class Classifier:
-    """Predicts calibrated class probabilities for uint8 (N, 32, 32, 3) images."""
+    """Predicts calibrated class probabilities for uint8 (N, 32, 32, 3) images.
 
-    def __init__(self, model, meta, version="unversioned"):
+    model: the Keras model (None when serving a TFLite file: no Grad-CAM then);
+    forward: uint8-range images -> probabilities, a compiled call of `model` unless given.
+    """
+
+    def __init__(self, model, meta, version="unversioned", forward=None):
         self.model, self.meta, self.version = model, meta, version
         self.warmed_up = False
         self.class_names = list(meta["class_names"])
         self.input_size = int(meta["input_size"])
         self.temperature = float(meta.get("calibration", {}).get("temperature", 1.0))
-        self._call = self._compile(model)
+        self._call = forward or self._compile(model)
 
     @classmethod
     def from_path(cls, model_path):
-        """Load model + sidecar; raises checkpoint.ModelFileError with a one-line reason."""
-        model, meta = checkpoint.load(model_path)
+        """Load a .h5 or .tflite file + sidecar; raises checkpoint.ModelFileError with a one-line reason."""
+        if not os.path.isfile(model_path):
+            raise checkpoint.ModelFileError(f"{model_path}: model file not found.")
         with open(model_path, "rb") as f:
             version = hashlib.sha256(f.read()).hexdigest()[:12]  # changes whenever the weights do
+        if str(model_path).endswith(".tflite"):
+            threads = int(os.environ.get("TF_NUM_INTRAOP_THREADS") or os.cpu_count())  # gunicorn's post_fork sets it
+            forward, meta = PerThreadTFLite.load(model_path, threads)
+            return cls(None, meta, version, forward)
+        model, meta = checkpoint.load(model_path)
         return cls(model, meta, version)
 
     @staticmethod
@@ -58,6 +70,57 @@ class Classifier:
     def ready(self):
         """(ready, detail): loaded and answered a warm-up prediction."""
         return (True, "model loaded and warmed up") if self.warmed_up else (False, "model not warmed up yet")
+
+
+class TFLiteRunner:
+    """Batched predictions from a .tflite file (uint8 or float input, quantised or float output)."""
+
+    def __init__(self, path, threads=None):
+        import tensorflow as tf
+
+        self.interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=threads or os.cpu_count())
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self.batch = None
+
+    def __call__(self, images):
+        images = np.asarray(images)
+        if self.batch != len(images):
+            self.interpreter.resize_tensor_input(self.input["index"], images.shape)
+            self.interpreter.allocate_tensors()
+            self.batch = len(images)
+        self.interpreter.set_tensor(self.input["index"], images.astype(self.input["dtype"]))
+        self.interpreter.invoke()
+        out = self.interpreter.get_tensor(self.output["index"]).astype(np.float32)
+        scale, zero = self.output.get("quantization", (0.0, 0))
+        return (out - zero) * scale if scale else out
+
+
+class PerThreadTFLite:
+    """A TFLite forward pass usable from many threads: one interpreter per thread (one is not thread-safe)."""
+
+    def __init__(self, path, threads):
+        self.path, self.threads = path, threads
+        self.local = threading.local()
+
+    @classmethod
+    def load(cls, path, threads=1):
+        """(forward, sidecar) after checking the file opens and its shapes match the sidecar."""
+        meta = checkpoint.read_meta(path)
+        try:
+            probe = TFLiteRunner(path, threads)
+        except (ValueError, RuntimeError) as exc:
+            raise checkpoint.ModelFileError(f"{path}: cannot load TFLite model ({str(exc)[:200]}).") from None
+        checkpoint.check_shapes(path, tuple(probe.input["shape"]), tuple(probe.output["shape"]), meta)
+        forward = cls(path, threads)
+        forward.local.runner = probe
+        return forward, meta
+
+    def __call__(self, images):
+        runner = getattr(self.local, "runner", None)
+        if runner is None:
+            runner = self.local.runner = TFLiteRunner(self.path, self.threads)
+        return runner(images)
 
 
 def calibrate(probs, temperature):

@@ -1,0 +1,86 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import train
+from app import create_app
+from cifarlab import checkpoint
+from cifarlab.inference import Classifier
+from tests.conftest import image_bytes
+from tests.test_data import write_folder
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tiny_model_path):
+    """The tiny model exported once: SavedModel + TFLite float16/int8 with sidecars."""
+    root = tmp_path_factory.mktemp("export")
+    data = write_folder(root / "data", ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                                        "ship", "truck"], per_class=4, noise=60)
+    model = root / "tiny.h5"
+    shutil.copy(tiny_model_path, model)
+    shutil.copy(checkpoint.sidecar_path(tiny_model_path), checkpoint.sidecar_path(model))
+    assert train.export_main(["--model", str(model), "--data", str(data), "--out", str(root / "out")]) == 0
+    return root / "out", model, data
+
+
+def test_export_writes_every_format_with_tflite_sidecars(exported):
+    out, model, _ = exported
+    assert (out / "tiny_savedmodel" / "saved_model.pb").is_file()
+    for kind in ("float16", "int8"):
+        meta = json.loads((out / f"tiny_{kind}.json").read_text())
+        assert meta["exported_from"] == str(model) and meta["export_command"].startswith("python train.py export")
+        assert meta["calibration"]["temperature"] == 1.0 and 0 <= meta["test_accuracy"] <= 1
+        assert meta["class_names"][0] == "airplane"
+
+
+@pytest.mark.parametrize("kind", ["float16", "int8"])
+def test_tflite_classifier_agrees_with_keras(exported, kind):
+    out, model, _ = exported
+    keras_clf, tflite_clf = Classifier.from_path(model), Classifier.from_path(out / f"tiny_{kind}.tflite")
+    assert tflite_clf.model is None and tflite_clf.class_names == keras_clf.class_names
+    x = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+    expected, got = keras_clf.probabilities(x), tflite_clf.probabilities(x)
+    assert got.shape == (16, 10)
+    np.testing.assert_allclose(got.sum(1), 1.0, atol=0.02)
+    np.testing.assert_allclose(got, expected, atol=0.05 if kind == "int8" else 0.005)
+
+
+def test_tflite_forward_is_safe_from_many_threads(exported):
+    from concurrent.futures import ThreadPoolExecutor
+
+    clf = Classifier.from_path(exported[0] / "tiny_int8.tflite")
+    batches = [np.full((1 + i % 3, 32, 32, 3), 10 * i, np.uint8) for i in range(24)]
+    expected = [clf.probabilities(b) for b in batches]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(clf.probabilities, batches))
+    for want, got in zip(expected, results):
+        np.testing.assert_array_equal(want, got)
+
+
+def test_app_serves_a_tflite_model(exported, tmp_path):
+    app = create_app({"TESTING": True, "MODEL_PATH": str(exported[0] / "tiny_int8.tflite"), "WTF_CSRF_ENABLED": False,
+                      "UPLOAD_FOLDER": str(tmp_path / "uploads"), "SECRET_KEY": "test-only"})
+    client = app.test_client()
+    import io
+
+    r = client.post("/api/predict", data={"file": (io.BytesIO(image_bytes()), "a.png")})
+    assert r.status_code == 200 and r.get_json()["predictions"][0]["class"] in app.extensions["classifier"].class_names
+    page = client.post("/", data={"file": (io.BytesIO(image_bytes()), "a.png")})
+    assert page.status_code == 200 and b"Top 3" in page.data and b"Grad-CAM" not in page.data
+    assert client.get("/model").status_code == 200
+
+
+@pytest.mark.parametrize("damage", ["garbage", "no-sidecar", "wrong-classes"])
+def test_broken_tflite_file_is_a_model_file_error(exported, tmp_path, damage):
+    src = exported[0] / "tiny_int8.tflite"
+    path = tmp_path / "m.tflite"
+    path.write_bytes(b"not a flatbuffer" if damage == "garbage" else src.read_bytes())
+    meta = json.loads(src.with_suffix(".json").read_text())
+    if damage == "wrong-classes":
+        meta["class_names"] = ["a", "b"]
+    if damage != "no-sidecar":
+        path.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(checkpoint.ModelFileError, match=str(path.with_suffix(".json") if damage == "no-sidecar" else path)):
+        Classifier.from_path(path)
