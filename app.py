@@ -160,12 +160,13 @@ def register_routes(app):
     def predict():
         if "file" not in request.files:
             return render_form("No file was sent: choose an image to upload.", 400)
-        uploads = [f for f in request.files.getlist("file") if f.filename]
+        try:
+            uploads = service.read_uploads(request.files, app.config["MAX_BATCH_FILES"])
+        except service.TooManyFiles as exc:
+            return render_form(f"Too many files: at most {exc.limit} at once.", 400)
         if not uploads:
             return render_form("No file was selected: choose an image to upload.", 400)
-        if len(uploads) > app.config["MAX_BATCH_FILES"]:
-            return render_form(f"Too many files: at most {app.config['MAX_BATCH_FILES']} at once.", 400)
-        items = service.decode_items([(f.filename, f.read()) for f in uploads], app.config["MAX_IMAGE_PIXELS"])
+        items = service.decode_items(uploads, app.config["MAX_IMAGE_PIXELS"])
         if all(item.error is not None for item in items):
             error = items[0].error if len(items) == 1 else ImageError(
                 "None of the files is an image this app can read: " +

@@ -20,6 +20,7 @@ from PIL import Image
 from cifarlab import loadtest
 from tests.conftest import image_bytes
 
+
 def blank_png(width, height):
     """A PNG of one flat colour: tiny file, many pixels."""
     buffer = io.BytesIO()

@@ -38,7 +38,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    command = "python train.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    command = command_line([], sys.argv[1:] if argv is None else argv)
 
     import keras
     import numpy as np
@@ -163,6 +163,11 @@ def main(argv=None):
     return 0
 
 
+def command_line(subcommand, argv):
+    """The shell command that reproduces this run, recorded in sidecars."""
+    return " ".join(["python", "train.py", *subcommand, *(shlex.quote(a) for a in argv)])
+
+
 def print_report(meta):
     """Print the evaluation summary of a sidecar."""
     ev, cal = meta["evaluation"], meta["calibration"]
@@ -208,8 +213,7 @@ def export_main(argv):
     from cifarlab.data import DataError, load_dataset
 
     try:
-        command = "python train.py export " + " ".join(shlex.quote(a) for a in argv)
-        rows = export.export_all(args.model, args.out, load_dataset(args.data), command)
+        rows = export.export_all(args.model, args.out, load_dataset(args.data), command_line(["export"], argv))
     except (DataError, ModelFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -53,13 +53,13 @@ def readyz():
 
 @bp.post("/api/predict")
 def predict():
-    uploads = [f for f in request.files.getlist("file") if f.filename]
+    try:
+        uploads = service.read_uploads(request.files, current_app.config["MAX_BATCH_FILES"])
+    except service.TooManyFiles as exc:
+        raise ApiError(f"too many files: at most {exc.limit} per request", 400) from None
     if not uploads:
         raise ApiError('send one or more images as multipart/form-data field "file"')
-    limit = current_app.config["MAX_BATCH_FILES"]
-    if len(uploads) > limit:
-        raise ApiError(f"too many files: at most {limit} per request", 400)
-    items = service.decode_items([(f.filename, f.read()) for f in uploads], current_app.config["MAX_IMAGE_PIXELS"])
+    items = service.decode_items(uploads, current_app.config["MAX_IMAGE_PIXELS"])
     refused = [item for item in items if item.error is not None]
     if refused:  # all or nothing: a client gets either every prediction or the reason for each refusal
         first = refused[0]

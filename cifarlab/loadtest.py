@@ -131,4 +131,3 @@ def summarise(results, seconds):
 def python_command(*args):
     """The current interpreter running args (so a venv's packages are used)."""
     return [sys.executable, *args]
-

@@ -20,6 +20,22 @@ class Item:
     extras: dict = field(default_factory=dict)
 
 
+class TooManyFiles(ValueError):
+    """More files in one request than the app takes; `limit` is the most it takes."""
+
+    def __init__(self, limit):
+        super().__init__(f"too many files: at most {limit}")
+        self.limit = limit
+
+
+def read_uploads(files, limit):
+    """[(filename, bytes)] of the "file" parts that name a file; TooManyFiles past `limit`, before reading any."""
+    uploads = [f for f in files.getlist("file") if f.filename]
+    if len(uploads) > limit:
+        raise TooManyFiles(limit)
+    return [(f.filename, f.read()) for f in uploads]
+
+
 def decode_items(named_payloads, max_pixels):
     """[(filename, bytes)] -> [Item], each decoded or carrying the ImageError that refused it."""
     items = []

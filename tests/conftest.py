@@ -37,14 +37,23 @@ def tiny_model_path(tmp_path_factory):
 
 
 @pytest.fixture
-def app(tiny_model_path, tmp_path):
-    return create_app({
-        "TESTING": True,
-        "MODEL_PATH": str(tiny_model_path),
-        "UPLOAD_FOLDER": str(tmp_path / "uploads"),
-        "WTF_CSRF_ENABLED": False,
-        "SECRET_KEY": "test-only",
-    })
+def make_app(tiny_model_path, tmp_path):
+    """Build the app on the tiny model with test settings, some of them overridden."""
+    def build(**overrides):
+        return create_app({
+            "TESTING": True,
+            "MODEL_PATH": str(tiny_model_path),
+            "UPLOAD_FOLDER": str(tmp_path / "uploads"),
+            "WTF_CSRF_ENABLED": False,
+            "SECRET_KEY": "test-only",
+            **overrides,
+        })
+    return build
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
 
 
 @pytest.fixture

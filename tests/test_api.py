@@ -44,11 +44,8 @@ def test_api_agrees_with_the_result_page(client):
         assert f"<td>{t['class']}</td><td>{t['index']}</td><td class=\"pct\">{100 * t['probability']:.1f}%<" in html
 
 
-def test_api_needs_no_csrf_token_and_sets_no_cookie(tiny_model_path, tmp_path):
-    from app import create_app
-
-    app = create_app({"TESTING": True, "MODEL_PATH": str(tiny_model_path), "UPLOAD_FOLDER": str(tmp_path),
-                      "SECRET_KEY": "t"})  # CSRF on
+def test_api_needs_no_csrf_token_and_sets_no_cookie(make_app):
+    app = make_app(WTF_CSRF_ENABLED=True)
     response = api_post(app.test_client(), [("a.png", image_bytes())])
     assert response.status_code == 200 and "Set-Cookie" not in response.headers
 
@@ -70,11 +67,8 @@ def test_api_json_for_unknown_paths_and_methods(client):
         assert response.status_code == status and response.is_json and response.get_json()["error"]
 
 
-def test_api_body_too_large_is_json_413(tiny_model_path, tmp_path):
-    from app import create_app
-
-    app = create_app({"TESTING": True, "MODEL_PATH": str(tiny_model_path), "UPLOAD_FOLDER": str(tmp_path),
-                      "MAX_CONTENT_LENGTH": 1000, "SECRET_KEY": "t"})
+def test_api_body_too_large_is_json_413(make_app):
+    app = make_app(WTF_CSRF_ENABLED=True, MAX_CONTENT_LENGTH=1000)
     response = api_post(app.test_client(), [("big.png", image_bytes(size=(200, 200)))])
     assert response.status_code == 413 and "too large" in response.get_json()["error"]
 
@@ -131,3 +125,9 @@ def test_probes(client):
 def test_api_page_has_working_examples(client):
     html = client.get("/api").get_data(as_text=True)
     assert "curl -F file=@cat.png" in html and "/v1/models/cifar10:predict" in html
+
+
+def test_api_too_many_files_is_json_400(make_app):
+    response = api_post(make_app(MAX_BATCH_FILES=2).test_client(),
+                        [(f"{i}.png", image_bytes(seed=i)) for i in range(3)])
+    assert response.status_code == 400 and "at most 2 per request" in response.get_json()["error"]

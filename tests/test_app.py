@@ -89,17 +89,15 @@ def test_bad_uploads_get_a_message_and_4xx(client, app, upload, status, message)
     assert os.listdir(app.config["UPLOAD_FOLDER"]) == []  # nothing kept
 
 
-def test_too_many_pixels_is_413(tiny_model_path, tmp_path):
-    app = create_app({"TESTING": True, "MODEL_PATH": str(tiny_model_path), "WTF_CSRF_ENABLED": False,
-                      "UPLOAD_FOLDER": str(tmp_path), "MAX_IMAGE_PIXELS": 1000, "SECRET_KEY": "t"})
+def test_too_many_pixels_is_413(make_app):
+    app = make_app(MAX_IMAGE_PIXELS=1000)
     response = post_file(app.test_client(), image_bytes(size=(100, 100)))
     assert response.status_code == 413
     assert "the limit is 1,000 pixels" in response.get_data(as_text=True)
 
 
-def test_body_over_limit_is_413(tiny_model_path, tmp_path):
-    app = create_app({"TESTING": True, "MODEL_PATH": str(tiny_model_path), "WTF_CSRF_ENABLED": False,
-                      "UPLOAD_FOLDER": str(tmp_path), "MAX_CONTENT_LENGTH": 1024, "SECRET_KEY": "t"})
+def test_body_over_limit_is_413(make_app):
+    app = make_app(MAX_CONTENT_LENGTH=1024)
     response = post_file(app.test_client(), os.urandom(4096))
     assert response.status_code == 413
     assert "too large" in response.get_data(as_text=True)
@@ -124,9 +122,8 @@ def test_security_headers_on_every_page(client):
         assert response.headers["Referrer-Policy"]
 
 
-def test_csrf_token_required(tiny_model_path, tmp_path):
-    app = create_app({"TESTING": True, "MODEL_PATH": str(tiny_model_path), "UPLOAD_FOLDER": str(tmp_path),
-                      "SECRET_KEY": "t"})
+def test_csrf_token_required(make_app):
+    app = make_app(WTF_CSRF_ENABLED=True)
     client = app.test_client()
     page = client.get("/").get_data(as_text=True)
     token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
@@ -188,16 +185,14 @@ def test_batch_of_only_bad_files_is_400(client, app):
     assert os.listdir(app.config["UPLOAD_FOLDER"]) == []
 
 
-def test_too_many_files_is_refused(tiny_model_path, tmp_path):
-    app = create_app({"TESTING": True, "MODEL_PATH": str(tiny_model_path), "WTF_CSRF_ENABLED": False,
-                      "UPLOAD_FOLDER": str(tmp_path), "MAX_BATCH_FILES": 2, "SECRET_KEY": "t"})
+def test_too_many_files_is_refused(make_app):
+    app = make_app(MAX_BATCH_FILES=2)
     response = post_files(app.test_client(), [(f"{i}.png", image_bytes(seed=i)) for i in range(3)])
     assert response.status_code == 400 and "at most 2" in response.get_data(as_text=True)
 
 
-def test_too_many_form_parts_is_413(tiny_model_path, tmp_path):
-    app = create_app({"TESTING": True, "MODEL_PATH": str(tiny_model_path), "WTF_CSRF_ENABLED": False,
-                      "UPLOAD_FOLDER": str(tmp_path), "MAX_FORM_PARTS": 5, "SECRET_KEY": "t"})
+def test_too_many_form_parts_is_413(make_app):
+    app = make_app(MAX_FORM_PARTS=5)
     data = {f"field{i}": "x" for i in range(10)}
     response = app.test_client().post("/", data=data, content_type="multipart/form-data")
     assert response.status_code == 413
@@ -213,11 +208,9 @@ def test_examples_classify_with_one_click(client):
     assert client.get("/examples/not-a-class").status_code == 404
 
 
-def test_unsure_threshold_is_configurable(tiny_model_path, tmp_path):
-    settings = {"TESTING": True, "MODEL_PATH": str(tiny_model_path), "WTF_CSRF_ENABLED": False,
-                "UPLOAD_FOLDER": str(tmp_path), "SECRET_KEY": "t"}
-    always = create_app({**settings, "UNSURE_THRESHOLD": 1.01}).test_client()
-    never = create_app({**settings, "UNSURE_THRESHOLD": 0.0}).test_client()
+def test_unsure_threshold_is_configurable(make_app):
+    always = make_app(UNSURE_THRESHOLD=1.01).test_client()
+    never = make_app(UNSURE_THRESHOLD=0.0).test_client()
     assert "may not be one of the" in post_file(always, image_bytes()).get_data(as_text=True)
     assert "may not be one of the" not in post_file(never, image_bytes()).get_data(as_text=True)
 

@@ -1,3 +1,4 @@
+import io
 import json
 import shutil
 
@@ -5,7 +6,6 @@ import numpy as np
 import pytest
 
 import train
-from app import create_app
 from cifarlab import checkpoint
 from cifarlab.inference import Classifier
 from tests.conftest import image_bytes
@@ -59,12 +59,9 @@ def test_tflite_forward_is_safe_from_many_threads(exported):
         np.testing.assert_array_equal(want, got)
 
 
-def test_app_serves_a_tflite_model(exported, tmp_path):
-    app = create_app({"TESTING": True, "MODEL_PATH": str(exported[0] / "tiny_int8.tflite"), "WTF_CSRF_ENABLED": False,
-                      "UPLOAD_FOLDER": str(tmp_path / "uploads"), "SECRET_KEY": "test-only"})
+def test_app_serves_a_tflite_model(exported, make_app):
+    app = make_app(MODEL_PATH=str(exported[0] / "tiny_int8.tflite"))
     client = app.test_client()
-    import io
-
     r = client.post("/api/predict", data={"file": (io.BytesIO(image_bytes()), "a.png")})
     assert r.status_code == 200 and r.get_json()["predictions"][0]["class"] in app.extensions["classifier"].class_names
     page = client.post("/", data={"file": (io.BytesIO(image_bytes()), "a.png")})
