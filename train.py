@@ -121,8 +121,7 @@ def main(argv=None):
         model = models.build_baseline(num_classes)
         model.set_weights(net.get_weights())
     else:  # a float32 copy of the trained net, wrapped with test-time augmentation
-        backbone = models.build_fast_backbone(num_classes, hp["widths"], bn_momentum=hp["bn_momentum"],
-                                              logit_scale=hp["logit_scale"])
+        backbone = models.fast_backbone_for(hp, num_classes)
         backbone.set_weights(net.get_weights())
         model = models.with_tta(backbone, hp["tta_level"])
     # --- save ---------------------------------------------------------------------------------

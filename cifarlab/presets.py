@@ -14,7 +14,7 @@ PRESETS = {
     ),
     # airbench94-style recipe written for Keras on a small CPU (see README, "Flagship model").
     "fast": dict(
-        epochs=10,                # passes over the training images (10 x ~135-160 s: inside the 30-minute budget)
+        epochs=15,                # passes over the training images (15 x ~100-115 s: inside the 30-minute budget)
         batch_size=1024,          # images per step
         optimizer="sgd",          # SGD with Nesterov momentum, decoupled weight decay
         lr=1.5,                   # peak step size for the mean loss (airbench's 11.5 per kilostep)
@@ -30,6 +30,8 @@ PRESETS = {
         widths=(64, 256, 256),    # channels of the three conv groups
         bn_momentum=0.4,          # Keras convention: running = m*running + (1-m)*batch (torch's 0.6)
         logit_scale=1 / 9,        # fixed multiplier on the logits
+        gelu_tanh=True,           # GELU in its tanh form: same curve to ~1e-3, epochs ~1.5x faster than erf here
+        fused_bn=True,            # TensorFlow's fused batch-norm kernel while training: same maths, fewer memory passes
         lookahead_every=5,        # steps between pulls of the weights to their moving average (0: off)
         tta_level=2,              # 0 none, 1 mirror, 2 mirror + 1-pixel shifts (6 views), in the saved model
     ),

@@ -147,8 +147,7 @@ def build_training_model(arch, hp, num_classes, x_train, replicas=1):
     """(model to train, whether it outputs logits) for an architecture name."""
     if arch == "baseline":
         return models.build_baseline(num_classes), False
-    net = models.build_fast_backbone(num_classes, hp["widths"], bn_momentum=hp["bn_momentum"],
-                                     logit_scale=hp["logit_scale"], synchronized_bn=replicas > 1)
+    net = models.fast_backbone_for(hp, num_classes, synchronized_bn=replicas > 1)
     sample = x_train[np.random.default_rng(0).permutation(len(x_train))[:5000]].astype(np.float32) / 255
     kernel = models.whitening_kernel(sample)
     mean_patch = sample[:, :2, :2, :].mean(axis=0)  # (2, 2, 3), approximately stationary over the image

@@ -1,3 +1,5 @@
+import math
+
 import keras
 import numpy as np
 import pytest
@@ -33,6 +35,23 @@ def test_tta_model_round_trips_through_h5(tmp_path):
     np.testing.assert_allclose(np.asarray(loaded(x)), probs, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("approximate", [False, True])
+def test_gelu_layer_matches_the_erf_curve_and_keeps_its_form(approximate):
+    x = np.linspace(-6, 6, 1001, dtype="float32")
+    exact = 0.5 * x * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
+    layer = models.GELU(approximate)
+    np.testing.assert_allclose(np.asarray(layer(x)), exact, atol=1e-3 if approximate else 1e-6)
+    assert models.GELU.from_config(layer.get_config()).approximate is approximate
+
+
+def test_preset_chooses_the_gelu_form_of_the_saved_backbone(tmp_path):
+    hp = dict(widths=(8, 16, 16), bn_momentum=0.4, logit_scale=1 / 9, gelu_tanh=True)
+    models.fast_backbone_for(hp, 10).save(tmp_path / "b.h5")
+    loaded = keras.models.load_model(tmp_path / "b.h5", compile=False, safe_mode=True)
+    gelus = [layer for layer in loaded.layers if isinstance(layer, models.GELU)]
+    assert len(gelus) == 7 and all(layer.approximate for layer in gelus)
+
+
 def test_tta_is_mirror_invariant():
     model = models.with_tta(models.build_fast_backbone(10, widths=(8, 16, 16)), level=1)
     x = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3)).astype("float32")
@@ -48,3 +67,24 @@ def test_whitening_kernel_decorrelates_patches():
     patches = np.stack([images[:, i:15 + i, j:15 + j] for i in range(2) for j in range(2)], 3).reshape(-1, 12)
     out = (patches - patches.mean(0)) @ kernel.reshape(12, 24)[:, :12]
     np.testing.assert_allclose(np.cov(out.T), np.eye(12), atol=0.05)
+
+
+def test_fused_batch_norm_trains_like_keras_batch_norm():
+    import tensorflow as tf
+    x = tf.constant(np.random.default_rng(0).normal(1.0, 3.0, (8, 5, 5, 6)), tf.float32)
+    layers = [cls(momentum=0.4, epsilon=1e-12, scale=False) for cls in (models.FusedBatchNorm,
+                                                                       keras.layers.BatchNormalization)]
+    outputs, grads = [], []
+    for layer in layers:
+        layer.build(x.shape)
+        layer.beta.assign(np.linspace(-1, 1, 6))
+        with tf.GradientTape() as tape:
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y ** 3)
+        outputs.append(y.numpy())
+        grads.append(tape.gradient(loss, layer.beta).numpy())
+    np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-4)
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-3, atol=1e-3)
+    for name in ("moving_mean", "moving_variance"):
+        np.testing.assert_allclose(getattr(layers[0], name).numpy(), getattr(layers[1], name).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(layers[0](x, training=False), layers[1](x, training=False), atol=1e-4)
