@@ -5,8 +5,8 @@
 
 Synthetic images, the fast preset's net, optimizer, loss and batch size; the epoch time assumes
 48,000 training images. The first call of fit (tracing) is not timed; each row is the median step of
-its configuration, and the configurations run in turn --rounds times, because this shared machine's
-speed drifts by up to 1.6x over minutes.
+its configuration, and the configurations run in turn --rounds times, because a shared machine's
+speed drifts over minutes.
 """
 import argparse
 import datetime

@@ -1,4 +1,6 @@
 """Keras models: the seed baseline CNN and the fast airbench-style network with built-in TTA."""
+import functools
+
 import keras
 import numpy as np
 from keras import layers, ops
@@ -48,7 +50,7 @@ class WeightedMean(layers.Layer):
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class GELU(layers.Layer):
-    """GELU activation, exact (erf) or in its tanh form (the same curve to ~1e-3, and far cheaper on CPU)."""
+    """GELU activation, exact (erf) or in its tanh form (the same curve to ~1e-3); Keras's Activation has no switch."""
 
     def __init__(self, approximate=False, **kwargs):
         super().__init__(**kwargs)
@@ -122,6 +124,7 @@ def _conv_bn(x, width, name, bn_momentum, pool=False, synchronized=False, gelu_t
 
 def fast_backbone_for(hp, num_classes, synchronized_bn=False):
     """The fast backbone a preset's hyperparameters describe."""
+    # a recipe recorded before gelu_tanh/fused_bn existed trained with erf GELU and Keras's batch norm
     return build_fast_backbone(num_classes, hp["widths"], bn_momentum=hp["bn_momentum"], logit_scale=hp["logit_scale"],
                                synchronized_bn=synchronized_bn, gelu_tanh=hp.get("gelu_tanh", False),
                                fused_bn=hp.get("fused_bn", False))
@@ -139,11 +142,11 @@ def build_fast_backbone(num_classes=10, widths=(64, 256, 256), whiten_width=24,
     x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
     x = layers.Conv2D(whiten_width, 2, padding="valid", name="whiten")(x)
     x = GELU(gelu_tanh, name="whiten_gelu")(x)
+    conv_bn = functools.partial(_conv_bn, bn_momentum=bn_momentum, synchronized=synchronized_bn, gelu_tanh=gelu_tanh,
+                                fused_bn=fused_bn)
     for i, width in enumerate(widths, start=1):
-        x = _conv_bn(x, width, f"block{i}a", bn_momentum, pool=True, synchronized=synchronized_bn, gelu_tanh=gelu_tanh,
-                     fused_bn=fused_bn)
-        x = _conv_bn(x, width, f"block{i}b", bn_momentum, synchronized=synchronized_bn, gelu_tanh=gelu_tanh,
-                     fused_bn=fused_bn)
+        x = conv_bn(x, width, f"block{i}a", pool=True)
+        x = conv_bn(x, width, f"block{i}b")
     x = layers.MaxPooling2D(3, name="head_pool")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(num_classes, use_bias=False, kernel_initializer=fan_in_uniform(), dtype="float32",

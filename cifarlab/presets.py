@@ -30,8 +30,8 @@ PRESETS = {
         widths=(64, 256, 256),    # channels of the three conv groups
         bn_momentum=0.4,          # Keras convention: running = m*running + (1-m)*batch (torch's 0.6)
         logit_scale=1 / 9,        # fixed multiplier on the logits
-        gelu_tanh=True,           # GELU in its tanh form: same curve to ~1e-3, epochs ~1.5x faster than erf here
-        fused_bn=True,            # TensorFlow's fused batch-norm kernel while training: same maths, fewer memory passes
+        gelu_tanh=True,           # GELU in its tanh form (within 1e-3 of erf); what the shipped model trained with
+        fused_bn=True,            # TensorFlow's fused batch-norm kernel while training: same maths, ~15 % faster steps
         lookahead_every=5,        # steps between pulls of the weights to their moving average (0: off)
         tta_level=2,              # 0 none, 1 mirror, 2 mirror + 1-pixel shifts (6 views), in the saved model
     ),
