@@ -1,0 +1,91 @@
+"""Accuracy-vs-training-time frontier from train.py sidecars: the best test accuracy within each time budget.
+
+    python bench_frontier.py results/*.json
+
+Prints three Markdown tables: every run by training time, the best run inside each budget (with the
+command that trained it), and runs that differ only by --seed as mean and spread.
+"""
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+BUDGETS_MIN = (10, 20, 30, 45)  # training wall-time budgets, minutes
+
+
+def load_run(path):
+    """The fields the frontier needs from one sidecar."""
+    meta = json.loads(Path(path).read_text())
+    last = meta["history"][-1] if meta.get("history") else {}
+    return {
+        "name": meta["name"], "command": meta["command"], "seed": meta.get("seed", 0),
+        "epochs": meta["hyperparameters"]["epochs"], "minutes": meta["train_seconds"] / 60,
+        "test_accuracy": meta["test_accuracy"],  # the saved model (TTA inside) on the whole test split
+        "val_accuracy": last.get("val_accuracy"),  # last epoch, no TTA
+        "recipe": json.dumps([meta["arch"], meta["hyperparameters"], meta.get("precision"), meta["data_source"],
+                              meta.get("train_images")], sort_keys=True),
+    }
+
+
+def best_within(runs, minutes):
+    """The most accurate run whose training took at most `minutes`, else None."""
+    inside = [r for r in runs if r["minutes"] <= minutes]
+    return max(inside, key=lambda r: r["test_accuracy"]) if inside else None
+
+
+def seed_groups(runs):
+    """[(runs of one recipe)] for every recipe trained with more than one seed."""
+    groups = {}
+    for run in runs:
+        groups.setdefault(run["recipe"], []).append(run)
+    return [g for g in groups.values() if len({r["seed"] for r in g}) > 1]
+
+
+def runs_table(runs):
+    """Markdown: one row per run."""
+    lines = ["| run | seed | epochs | training time | val acc (no TTA) | test acc (TTA) |", "|---|---:|---:|---:|---:|---:|"]
+    for r in runs:
+        val = "" if r["val_accuracy"] is None else f"{r['val_accuracy']:.2%}"
+        lines.append(f"| {r['name']} | {r['seed']} | {r['epochs']} | {r['minutes']:.1f} min | {val} | "
+                     f"{r['test_accuracy']:.2%} |")
+    return "\n".join(lines)
+
+
+def frontier_table(runs, budgets=BUDGETS_MIN):
+    """Markdown: the best run within each budget."""
+    lines = ["| budget | best test acc (TTA) | run | epochs | training time | command |",
+             "|---:|---:|---|---:|---:|---|"]
+    for minutes in budgets:
+        best = best_within(runs, minutes)
+        if best is None:
+            lines.append(f"| {minutes} min | not measured | | | | |")
+        else:
+            lines.append(f"| {minutes} min | {best['test_accuracy']:.2%} | {best['name']} | {best['epochs']} | "
+                         f"{best['minutes']:.1f} min | `{best['command']}` |")
+    return "\n".join(lines)
+
+
+def seeds_table(runs):
+    """Markdown: mean and spread of the test accuracy over seeds of one recipe."""
+    lines = ["| runs | seeds | epochs | test acc (TTA) mean | min .. max | training time |", "|---|---|---:|---:|---:|---:|"]
+    for group in seed_groups(runs):
+        accs = [r["test_accuracy"] for r in group]
+        minutes = [r["minutes"] for r in group]
+        lines.append(f"| {', '.join(r['name'] for r in group)} | {', '.join(str(r['seed']) for r in group)} | "
+                     f"{group[0]['epochs']} | {statistics.mean(accs):.2%} | {min(accs):.2%} .. {max(accs):.2%} | "
+                     f"{min(minutes):.1f} .. {max(minutes):.1f} min |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sidecars", nargs="+", help="train.py sidecar .json files")
+    args = p.parse_args(argv)
+    runs = sorted((load_run(path) for path in args.sidecars), key=lambda r: r["minutes"])
+    print("\n\n".join([runs_table(runs), frontier_table(runs), seeds_table(runs)]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

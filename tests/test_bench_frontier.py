@@ -1,0 +1,48 @@
+import json
+
+import pytest
+
+import bench_frontier
+
+
+def write_sidecar(directory, name, minutes, accuracy, seed=0, epochs=10, lr=1.5):
+    """A minimal train.py sidecar."""
+    path = directory / f"{name}.json"
+    path.write_text(json.dumps({
+        "name": name, "arch": "fast", "command": f"python train.py --seed {seed} --out runs/{name}", "seed": seed,
+        "hyperparameters": {"epochs": epochs, "lr": lr}, "precision": "mixed_bfloat16", "data_source": "d.tar.gz",
+        "train_images": 48000, "train_seconds": minutes * 60, "test_accuracy": accuracy,
+        "history": [{"epoch": epochs, "val_accuracy": accuracy - 0.01}],
+    }))
+    return path
+
+
+@pytest.fixture
+def sidecars(tmp_path):
+    return [write_sidecar(tmp_path, "short", 9.5, 0.88, epochs=5),
+            write_sidecar(tmp_path, "mid", 19, 0.90),
+            write_sidecar(tmp_path, "mid_seed1", 21, 0.91, seed=1),
+            write_sidecar(tmp_path, "other_lr", 19.5, 0.895, lr=1.0),
+            write_sidecar(tmp_path, "long", 44, 0.92, epochs=23)]
+
+
+def test_best_within_takes_the_most_accurate_run_inside_each_budget(sidecars):
+    runs = [bench_frontier.load_run(p) for p in sidecars]
+    assert bench_frontier.best_within(runs, 5) is None
+    assert bench_frontier.best_within(runs, 10)["name"] == "short"
+    assert bench_frontier.best_within(runs, 20)["name"] == "mid"  # mid_seed1 is better but took 21 min
+    assert bench_frontier.best_within(runs, 30)["name"] == "mid_seed1"
+    assert bench_frontier.best_within(runs, 45)["name"] == "long"
+
+
+def test_seed_groups_join_only_runs_that_differ_by_seed(sidecars):
+    groups = bench_frontier.seed_groups([bench_frontier.load_run(p) for p in sidecars])
+    assert [sorted(r["name"] for r in g) for g in groups] == [["mid", "mid_seed1"]]
+
+
+def test_main_prints_frontier_and_seed_tables(sidecars, capsys):
+    assert bench_frontier.main([str(p) for p in sidecars]) == 0
+    out = capsys.readouterr().out
+    assert "| 10 min | 88.00% | short | 5 | 9.5 min |" in out
+    assert "| mid, mid_seed1 | 0, 1 | 10 | 90.50% | 90.00% .. 91.00% | 19.0 .. 21.0 min |" in out
+    assert out.index("| short |") < out.index("| mid |") < out.index("| long |")  # runs listed by time
