@@ -45,4 +45,5 @@ def test_main_prints_frontier_and_seed_tables(sidecars, capsys):
     out = capsys.readouterr().out
     assert "| 10 min | 88.00% | short | 5 | 9.5 min |" in out
     assert "| mid, mid_seed1 | 0, 1 | 10 | 90.50% | 90.00% .. 91.00% | 19.0 .. 21.0 min |" in out
+    assert "| short | 0 | 5 | 9.5 min | 114 | 87.00% | 88.00% |" in out
     assert out.index("| short |") < out.index("| mid |") < out.index("| long |")  # runs listed by time
