@@ -26,6 +26,8 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, help="passes over the training set (default: preset)")
     p.add_argument("--batch-size", type=int, help="images per step (default: preset)")
     p.add_argument("--val-size", type=int, help="training images held out for validation (default: preset)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override one preset hyperparameter, e.g. --set whiten_eps=5e-3 (repeatable)")
     p.add_argument("--seed", type=int, default=0, help="random seed for split, init, shuffling, augmentation")
     p.add_argument("--precision", choices=["auto", "float32"], default="auto",
                    help="auto: bfloat16/float16 mixed precision where the hardware computes it natively")
@@ -46,7 +48,7 @@ def main(argv=None):
     from cifarlab import checkpoint, distribute, models, plots, report, training
     from cifarlab.data import DataError, load_dataset
     from cifarlab.images import INPUT_SIZE
-    from cifarlab.presets import PRESETS
+    from cifarlab.presets import PRESETS, with_overrides
 
     # --- device -------------------------------------------------------------------------------
     try:
@@ -62,7 +64,11 @@ def main(argv=None):
           f"precision {policy}; {distribute.describe(strategy)}, {replicas} replica(s)"
           f"{'' if chief else ', not the chief: writes no files'}", flush=True)
 
-    hp = dict(PRESETS[args.arch])
+    try:
+        hp = with_overrides(PRESETS[args.arch], args.overrides)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     for key in ("epochs", "batch_size", "val_size"):
         if getattr(args, key) is not None:
             hp[key] = getattr(args, key)

@@ -127,21 +127,24 @@ def fast_backbone_for(hp, num_classes, synchronized_bn=False):
     # a recipe recorded before gelu_tanh/fused_bn existed trained with erf GELU and Keras's batch norm
     return build_fast_backbone(num_classes, hp["widths"], bn_momentum=hp["bn_momentum"], logit_scale=hp["logit_scale"],
                                synchronized_bn=synchronized_bn, gelu_tanh=hp.get("gelu_tanh", False),
-                               fused_bn=hp.get("fused_bn", False))
+                               fused_bn=hp.get("fused_bn", False),
+                               whiten_dtype="float32" if hp.get("whiten_float32") else None)
 
 
 def build_fast_backbone(num_classes=10, widths=(64, 256, 256), whiten_width=24,
                         bn_momentum=0.6, logit_scale=1 / 9, input_size=INPUT_SIZE, synchronized_bn=False,
-                        gelu_tanh=False, fused_bn=True):
+                        gelu_tanh=False, fused_bn=True, whiten_dtype=None):
     """airbench-style net: 2x2 whitening conv, three conv-pool-BN-GELU groups; outputs logits.
 
     synchronized_bn: batch statistics over all replicas of a tf.distribute strategy (TensorFlow only),
     so every worker normalises, and keeps running statistics, as one device with the global batch would.
+    whiten_dtype: "float32" keeps the whitening in full precision under a mixed policy; its filters subtract
+    neighbouring pixels with large weights, and bfloat16 inputs (8 significant bits) swamp the weakest channels.
     """
     inputs = keras.Input((input_size, input_size, 3), name="pixels")
-    x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
-    x = layers.Conv2D(whiten_width, 2, padding="valid", name="whiten")(x)
-    x = GELU(gelu_tanh, name="whiten_gelu")(x)
+    x = layers.Rescaling(1.0 / 255, dtype=whiten_dtype, name="rescale")(inputs)
+    x = layers.Conv2D(whiten_width, 2, padding="valid", dtype=whiten_dtype, name="whiten")(x)
+    x = GELU(gelu_tanh, dtype=whiten_dtype, name="whiten_gelu")(x)
     conv_bn = functools.partial(_conv_bn, bn_momentum=bn_momentum, synchronized=synchronized_bn, gelu_tanh=gelu_tanh,
                                 fused_bn=fused_bn)
     for i, width in enumerate(widths, start=1):

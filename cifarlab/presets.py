@@ -1,4 +1,5 @@
 """Training recipes, one place for every hyperparameter (units in the comments)."""
+import ast
 
 PRESETS = {
     # The seed CNN and the seed recipe: the reference every other recipe is measured against.
@@ -28,6 +29,8 @@ PRESETS = {
         augment=True,             # alternating mirror + reflect-padded translation
         translate=2,              # maximum shift in pixels, each axis
         widths=(64, 256, 256),    # channels of the three conv groups
+        whiten_eps=5e-4,          # added to the patch-covariance eigenvalues (unit-variance pixels) before whitening
+        whiten_float32=False,     # run the whitening conv in float32 under mixed precision
         bn_momentum=0.4,          # Keras convention: running = m*running + (1-m)*batch (torch's 0.6)
         logit_scale=1 / 9,        # fixed multiplier on the logits
         gelu_tanh=True,           # GELU in its tanh form (within 1e-3 of erf); what the shipped model trained with
@@ -36,3 +39,25 @@ PRESETS = {
         tta_level=2,              # 0 none, 1 mirror, 2 mirror + 1-pixel shifts (6 views), in the saved model
     ),
 }
+
+
+def with_overrides(hp, assignments):
+    """A copy of preset hp with KEY=VALUE strings applied; ValueError names a bad key or value."""
+    hp = dict(hp)
+    for assignment in assignments:
+        key, sep, text = (part.strip() for part in assignment.partition("="))
+        if not sep or key not in hp:
+            raise ValueError(f"--set {assignment!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(hp))}")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text  # a bare word, e.g. optimizer=sgd
+        old = hp[key]
+        if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        elif isinstance(old, tuple) and isinstance(value, list):
+            value = tuple(value)
+        if type(value) is not type(old) or (isinstance(old, tuple) and len(value) != len(old)):
+            raise ValueError(f"--set {assignment!r}: {key} takes a value like {old!r}")
+        hp[key] = value
+    return hp

@@ -149,7 +149,7 @@ def build_training_model(arch, hp, num_classes, x_train, replicas=1):
         return models.build_baseline(num_classes), False
     net = models.fast_backbone_for(hp, num_classes, synchronized_bn=replicas > 1)
     sample = x_train[np.random.default_rng(0).permutation(len(x_train))[:5000]].astype(np.float32) / 255
-    kernel = models.whitening_kernel(sample)
+    kernel = models.whitening_kernel(sample, eps=hp.get("whiten_eps", 5e-4))
     mean_patch = sample[:, :2, :2, :].mean(axis=0)  # (2, 2, 3), approximately stationary over the image
     bias = -np.tensordot(mean_patch, kernel, axes=3)
     whiten = net.get_layer("whiten")

@@ -52,6 +52,21 @@ def test_preset_chooses_the_gelu_form_of_the_saved_backbone(tmp_path):
     assert len(gelus) == 7 and all(layer.approximate for layer in gelus)
 
 
+@pytest.mark.parametrize("whiten_float32", [False, True])
+def test_whitening_can_stay_float32_under_mixed_precision(whiten_float32):
+    hp = dict(widths=(8, 16, 16), bn_momentum=0.4, logit_scale=1 / 9, whiten_float32=whiten_float32)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        net = models.fast_backbone_for(hp, 10)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    expected = "float32" if whiten_float32 else "bfloat16"
+    assert [net.get_layer(n).compute_dtype for n in ("rescale", "whiten", "whiten_gelu")] == [expected] * 3
+    assert net.get_layer("block1a_conv").compute_dtype == "bfloat16"
+    x = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("float32")
+    assert np.isfinite(np.asarray(net(x), dtype="float32")).all()
+
+
 def test_tta_is_mirror_invariant():
     model = models.with_tta(models.build_fast_backbone(10, widths=(8, 16, 16)), level=1)
     x = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3)).astype("float32")

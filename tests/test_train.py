@@ -53,6 +53,14 @@ def test_diverging_run_saves_nothing(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_bad_override_exits_before_training(tmp_path, tiny_dataset, capsys):
+    out = tmp_path / "out" / "m"
+    assert train.main(["--data", str(tiny_dataset), "--arch", "fast", "--set", "whiten_eps=big", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "whiten_eps" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_train_without_network_exits_with_one_line(monkeypatch, capsys, tmp_path):
     import keras
 
