@@ -41,6 +41,13 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     command = command_line([], sys.argv[1:] if argv is None else argv)
+    from cifarlab.presets import PRESETS, with_overrides
+
+    try:
+        hp = with_overrides(PRESETS[args.arch], args.overrides)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
     import keras
     import numpy as np
@@ -48,7 +55,6 @@ def main(argv=None):
     from cifarlab import checkpoint, distribute, models, plots, report, training
     from cifarlab.data import DataError, load_dataset
     from cifarlab.images import INPUT_SIZE
-    from cifarlab.presets import PRESETS, with_overrides
 
     # --- device -------------------------------------------------------------------------------
     try:
@@ -64,11 +70,6 @@ def main(argv=None):
           f"precision {policy}; {distribute.describe(strategy)}, {replicas} replica(s)"
           f"{'' if chief else ', not the chief: writes no files'}", flush=True)
 
-    try:
-        hp = with_overrides(PRESETS[args.arch], args.overrides)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     for key in ("epochs", "batch_size", "val_size"):
         if getattr(args, key) is not None:
             hp[key] = getattr(args, key)

@@ -139,7 +139,8 @@ def build_fast_backbone(num_classes=10, widths=(64, 256, 256), whiten_width=24,
     synchronized_bn: batch statistics over all replicas of a tf.distribute strategy (TensorFlow only),
     so every worker normalises, and keeps running statistics, as one device with the global batch would.
     whiten_dtype: "float32" keeps the whitening in full precision under a mixed policy; its filters subtract
-    neighbouring pixels with large weights, and bfloat16 inputs (8 significant bits) swamp the weakest channels.
+    neighbouring pixels with large weights, so bfloat16 inputs (8 significant bits) add rounding noise to its
+    weakest channels.
     """
     inputs = keras.Input((input_size, input_size, 3), name="pixels")
     x = layers.Rescaling(1.0 / 255, dtype=whiten_dtype, name="rescale")(inputs)
