@@ -1,5 +1,5 @@
 #!/bin/bash
-# Re-train the experiments of session 6 (README, "What blocks 94 %"), one after another: about 1 h 15 min
+# Re-train the experiments of session 6 (README, "What blocks 94 %"), one after another: about 1 h 25 min
 # on 2 CPU cores. Each changes one thing against the preset; compare with front_e10 or fast6.
 set -e
 cd "$(dirname "$0")/.."
