@@ -1,9 +1,10 @@
 """Accuracy-vs-training-time frontier from train.py sidecars: the best test accuracy within each time budget.
 
-    python bench_frontier.py results/*.json
+    python bench_frontier.py --data cifar10-jpeg.tar.gz results/*.json
 
 Prints three Markdown tables: every run by training time, the best run inside each budget (with the
-command that trained it), and runs that differ only by --seed as mean and spread.
+command that trained it), and runs that differ only by --seed as mean and spread. With --data, the last
+two count only the runs trained on that dataset (file name of the sidecar's data_source).
 """
 import argparse
 import json
@@ -20,6 +21,7 @@ def load_run(path):
     last = meta["history"][-1] if meta.get("history") else {}
     return {
         "name": meta["name"], "command": meta["command"], "seed": meta.get("seed", 0),
+        "data": Path(meta["data_source"]).name,
         "epochs": meta["hyperparameters"]["epochs"], "minutes": meta["train_seconds"] / 60,
         "test_accuracy": meta["test_accuracy"],  # the saved model (TTA inside) on the whole test split
         "val_accuracy": last.get("val_accuracy"),  # last epoch, no TTA
@@ -44,11 +46,11 @@ def seed_groups(runs):
 
 def runs_table(runs):
     """Markdown: one row per run."""
-    lines = ["| run | seed | epochs | training time | s / epoch | val acc (no TTA) | test acc (TTA) |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| run | data | seed | epochs | training time | s / epoch | val acc (no TTA) | test acc (TTA) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in runs:
         val = "" if r["val_accuracy"] is None else f"{r['val_accuracy']:.2%}"
-        lines.append(f"| {r['name']} | {r['seed']} | {r['epochs']} | {r['minutes']:.1f} min | "
+        lines.append(f"| {r['name']} | {r['data']} | {r['seed']} | {r['epochs']} | {r['minutes']:.1f} min | "
                      f"{r['minutes'] * 60 / r['epochs']:.0f} | {val} | "
                      f"{r['test_accuracy']:.2%} |")
     return "\n".join(lines)
@@ -83,9 +85,13 @@ def seeds_table(runs):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sidecars", nargs="+", help="train.py sidecar .json files")
+    p.add_argument("--data", help="frontier and seed tables only over runs on this dataset file name")
     args = p.parse_args(argv)
     runs = sorted((load_run(path) for path in args.sidecars), key=lambda r: r["minutes"])
-    print("\n\n".join([runs_table(runs), frontier_table(runs), seeds_table(runs)]))
+    ranked = [r for r in runs if r["data"] == args.data] if args.data else runs
+    if not ranked:
+        p.error(f"no sidecar was trained on {args.data!r}")
+    print("\n\n".join([runs_table(runs), frontier_table(ranked), seeds_table(ranked)]))
     return 0
 
 

@@ -20,7 +20,8 @@ PRESETS = {
         optimizer="sgd",          # SGD with Nesterov momentum, decoupled weight decay
         lr=1.5,                   # peak step size for the mean loss (airbench's 11.5 per kilostep)
         lr_start=0.2,             # warm-up starts at this fraction of the peak
-        lr_warmup=0.2,            # fraction of all steps spent warming up; then linear decay to 0
+        lr_warmup=0.2,            # fraction of all steps spent warming up; then linear decay
+        lr_end=0.0,               # fraction of the peak the decay ends at
         momentum=0.85,            # Nesterov momentum
         weight_decay=0.0089,      # decoupled decay per unit of step size (= airbench's 0.0153 through momentum)
         bias_lr_scale=64.0,       # BatchNorm offsets learn this many times faster (airbench's bias_scaler)

@@ -101,20 +101,20 @@ class Batches(keras.utils.PyDataset):
 
 @keras.saving.register_keras_serializable(package=models.PACKAGE)
 class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up from start*peak to peak over warmup*total steps, then linear decay to 0."""
+    """Linear warm-up from start*peak to peak over warmup*total steps, then linear decay to end*peak."""
 
-    def __init__(self, peak, total_steps, start=0.2, warmup=0.2):
-        self.peak, self.total_steps, self.start, self.warmup = peak, total_steps, start, warmup
+    def __init__(self, peak, total_steps, start=0.2, warmup=0.2, end=0.0):
+        self.peak, self.total_steps, self.start, self.warmup, self.end = peak, total_steps, start, warmup, end
 
     def __call__(self, step):
         step = keras.ops.cast(step, "float32")
         up = max(1.0, self.warmup * self.total_steps)
         rise = self.start + (1 - self.start) * step / up
-        fall = (self.total_steps - step) / max(1.0, self.total_steps - up)
+        fall = self.end + (1 - self.end) * (self.total_steps - step) / max(1.0, self.total_steps - up)
         return self.peak * keras.ops.clip(keras.ops.minimum(rise, fall), 0.0, 1.0)
 
     def get_config(self):
-        return dict(peak=self.peak, total_steps=self.total_steps, start=self.start, warmup=self.warmup)
+        return dict(peak=self.peak, total_steps=self.total_steps, start=self.start, warmup=self.warmup, end=self.end)
 
 
 class ScaledBiasSGD(keras.optimizers.SGD):
@@ -138,7 +138,7 @@ def make_optimizer(hp, steps):
     """The optimizer a preset asks for."""
     if hp["optimizer"] == "adam":
         return keras.optimizers.Adam(hp["lr"])
-    schedule = WarmupLinearDecay(hp["lr"], steps, hp["lr_start"], hp["lr_warmup"])
+    schedule = WarmupLinearDecay(hp["lr"], steps, hp["lr_start"], hp["lr_warmup"], hp.get("lr_end", 0.0))
     return ScaledBiasSGD(bias_lr_scale=hp["bias_lr_scale"], learning_rate=schedule,
                          momentum=hp["momentum"], nesterov=True, weight_decay=hp["weight_decay"])
 

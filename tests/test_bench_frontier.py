@@ -5,12 +5,12 @@ import pytest
 import bench_frontier
 
 
-def write_sidecar(directory, name, minutes, accuracy, seed=0, epochs=10, lr=1.5):
+def write_sidecar(directory, name, minutes, accuracy, seed=0, epochs=10, lr=1.5, data="d.tar.gz"):
     """A minimal train.py sidecar."""
     path = directory / f"{name}.json"
     path.write_text(json.dumps({
         "name": name, "arch": "fast", "command": f"python train.py --seed {seed} --out runs/{name}", "seed": seed,
-        "hyperparameters": {"epochs": epochs, "lr": lr}, "precision": "mixed_bfloat16", "data_source": "d.tar.gz",
+        "hyperparameters": {"epochs": epochs, "lr": lr}, "precision": "mixed_bfloat16", "data_source": f"../{data}",
         "train_images": 48000, "train_seconds": minutes * 60, "test_accuracy": accuracy,
         "history": [{"epoch": epochs, "val_accuracy": accuracy - 0.01}],
     }))
@@ -45,5 +45,20 @@ def test_main_prints_frontier_and_seed_tables(sidecars, capsys):
     out = capsys.readouterr().out
     assert "| 10 min | 88.00% | short | 5 | 9.5 min |" in out
     assert "| mid, mid_seed1 | 0, 1 | 10 | 90.50% | 90.00% .. 91.00% | 19.0 .. 21.0 min |" in out
-    assert "| short | 0 | 5 | 9.5 min | 114 | 87.00% | 88.00% |" in out
+    assert "| short | d.tar.gz | 0 | 5 | 9.5 min | 114 | 87.00% | 88.00% |" in out
     assert out.index("| short |") < out.index("| mid |") < out.index("| long |")  # runs listed by time
+
+
+def test_data_option_ranks_only_runs_on_that_dataset(sidecars, tmp_path, capsys):
+    other = write_sidecar(tmp_path, "other_data", 8, 0.99, epochs=5, data="q50.tar.gz")
+    assert bench_frontier.main(["--data", "d.tar.gz", *map(str, sidecars), str(other)]) == 0
+    out = capsys.readouterr().out
+    assert "| other_data | q50.tar.gz |" in out  # listed with its dataset
+    assert "| 10 min | 88.00% | short |" in out  # but not ranked against the others
+
+
+def test_data_option_without_matching_runs_is_an_error(sidecars, capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench_frontier.main(["--data", "missing.tar.gz", *map(str, sidecars)])
+    assert exc.value.code == 2
+    assert "no sidecar was trained on 'missing.tar.gz'" in capsys.readouterr().err

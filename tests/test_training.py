@@ -1,0 +1,90 @@
+"""Training machinery: learning-rate schedule, batch augmentation, the bias-scaled optimizer, lookahead."""
+import keras
+import numpy as np
+import pytest
+
+from cifarlab import training
+
+
+def schedule_values(schedule, steps):
+    return [float(schedule(step)) for step in steps]
+
+
+@pytest.mark.parametrize("end", [0.0, 0.07])
+def test_schedule_warms_up_then_decays_to_its_end(end):
+    schedule = training.WarmupLinearDecay(peak=2.0, total_steps=100, start=0.2, warmup=0.25, end=end)
+    start, peak, middle, last = schedule_values(schedule, [0, 25, 62.5, 100])
+    assert start == pytest.approx(0.4)
+    assert peak == pytest.approx(2.0)
+    assert middle == pytest.approx(2.0 * (end + (1 - end) * 0.5))
+    assert last == pytest.approx(2.0 * end)
+
+
+def test_schedule_round_trips_through_its_config():
+    schedule = training.WarmupLinearDecay(peak=1.5, total_steps=40, start=0.1, warmup=0.3, end=0.05)
+    copy = training.WarmupLinearDecay(**schedule.get_config())
+    assert schedule_values(copy, range(41)) == schedule_values(schedule, range(41))
+
+
+def test_optimizer_ends_at_the_presets_lr_end():
+    hp = {"optimizer": "sgd", "lr": 1.0, "lr_start": 0.2, "lr_warmup": 0.2, "lr_end": 0.1, "momentum": 0.9,
+          "weight_decay": 0.0, "bias_lr_scale": 1.0}
+    optimizer = training.make_optimizer(hp, steps=50)
+    optimizer.iterations.assign(50)
+    assert float(optimizer.learning_rate) == pytest.approx(0.1)
+
+
+def test_augment_mirrors_every_other_epoch_and_only_shifts_within_reach():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (64, 8, 8, 3), dtype=np.uint8)
+    flip_bits = np.zeros(64, dtype=np.int64)
+    even = training.augment(x.copy(), rng, epoch=0, flip_bits=flip_bits, translate=0)
+    odd = training.augment(x.copy(), rng, epoch=1, flip_bits=flip_bits, translate=0)
+    np.testing.assert_array_equal(even, x)
+    np.testing.assert_array_equal(odd, x[:, :, ::-1])
+    shifted = training.augment(x.copy(), rng, epoch=0, flip_bits=flip_bits, translate=1)
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+    for i in range(len(x)):  # every image is one of the 9 reflect-padded crops of itself
+        assert any(np.array_equal(shifted[i], padded[i, dy:dy + 8, dx:dx + 8]) for dy in range(3) for dx in range(3))
+    assert not np.array_equal(shifted, x)
+
+
+def test_batches_cover_every_image_once_per_epoch():
+    x = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1).repeat(3, axis=3)
+    y = np.arange(10)
+    batches = training.Batches(x, y, batch_size=4, seed=0)
+    assert len(batches) == 3
+    for _ in range(2):
+        seen_x = np.concatenate([batches[i][0][:, 0, 0, 0] for i in range(len(batches))])
+        seen_y = np.concatenate([batches[i][1] for i in range(len(batches))])
+        np.testing.assert_array_equal(np.sort(seen_x), y)
+        np.testing.assert_array_equal(seen_x, seen_y)  # images stay with their labels
+        batches.on_epoch_end()
+
+
+def test_bias_scaled_sgd_steps_batch_norm_offsets_further():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, use_bias=False),
+                              keras.layers.BatchNormalization(scale=False)])
+    optimizer = training.ScaledBiasSGD(bias_lr_scale=8.0, learning_rate=0.1)
+    optimizer.build(model.trainable_variables)
+    kernel, beta = model.trainable_variables
+    before = [keras.ops.convert_to_numpy(v).copy() for v in (kernel, beta)]
+    grads = [keras.ops.ones_like(kernel), keras.ops.ones_like(beta)]
+    optimizer.apply(grads, [kernel, beta])
+    kernel_step, beta_step = (before[i] - keras.ops.convert_to_numpy(v) for i, v in enumerate((kernel, beta)))
+    np.testing.assert_allclose(kernel_step, 0.1, rtol=1e-6)
+    np.testing.assert_allclose(beta_step, 0.8, rtol=1e-6)
+
+
+def test_lookahead_pulls_weights_to_their_average_at_the_end():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")])
+    lookahead = training.Lookahead(total_steps=4, every=1)
+    lookahead.set_model(model)
+    lookahead.on_train_begin()
+    for value in (1.0, 2.0, 3.0, 4.0):
+        model.layers[0].kernel.assign(np.full((2, 1), value, dtype=np.float32))
+        lookahead.on_train_batch_end(0)
+    lookahead.on_train_end()
+    final = keras.ops.convert_to_numpy(model.layers[0].kernel)
+    assert 0.0 < final[0, 0] < 4.0  # pulled back from the last weights towards earlier ones
+    np.testing.assert_array_equal(final, np.asarray(lookahead.average[0]))
