@@ -32,7 +32,7 @@ PRESETS = {
         widths=(64, 256, 256),    # channels of the three conv groups
         whiten_eps=5e-4,          # added to the patch-covariance eigenvalues (unit-variance pixels) before whitening
         whiten_float32=False,     # run the whitening conv in float32 under mixed precision
-        bn_momentum=0.4,          # Keras convention: running = m*running + (1-m)*batch (torch's 0.6)
+        bn_momentum=0.4,          # Keras convention: running = m*running + (1-m)*batch (airbench94 keeps 0.6; level, run air15)
         logit_scale=1 / 9,        # fixed multiplier on the logits
         gelu_tanh=True,           # GELU in its tanh form (within 1e-3 of erf); what the shipped model trained with
         fused_bn=True,            # TensorFlow's fused batch-norm kernel while training: same maths, ~15 % faster steps
