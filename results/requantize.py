@@ -2,8 +2,9 @@
 
     python results/requantize.py ../shared/data/cifar10-jpeg.tar.gz runs/cifar10-q50.tar.gz --quality 50
 
-Used to measure how much accuracy JPEG compression costs: the shared copy is already JPEG quality 75, so
-the cost of that compression can only be bounded from below by compressing further.
+Used to measure how sensitive training is to JPEG compression: the shared copy is already JPEG quality 75
+and no original is reachable here, so the cost of that first compression cannot be measured, only the
+cost of compressing further.
 """
 import argparse
 import io
