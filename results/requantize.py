@@ -24,13 +24,13 @@ def requantize(src, dst, quality):
                 tout.addfile(member)
                 continue
             with Image.open(tin.extractfile(member)) as image:
-                before = np.asarray(image.convert("RGB"), dtype=np.float64)
+                rgb = image.convert("RGB")
             buffer = io.BytesIO()
-            Image.fromarray(before.astype(np.uint8)).save(buffer, "JPEG", quality=quality)
+            rgb.save(buffer, "JPEG", quality=quality)
             member.size = buffer.tell()
             buffer.seek(0)
             with Image.open(buffer) as image:
-                squared_error += np.mean((np.asarray(image, dtype=np.float64) - before) ** 2)
+                squared_error += np.mean((np.asarray(image, dtype=np.float64) - np.asarray(rgb, dtype=np.float64)) ** 2)
             buffer.seek(0)
             tout.addfile(member, buffer)
             count += 1
