@@ -190,7 +190,7 @@ def dirac_init(net):
             layer.kernel.assign(kernel)
 
 
-def whitening_kernel(images, kernel_size=2, eps=5e-4):
+def whitening_kernel(images, eps, kernel_size=2):
     """Whitening filters for images (N, H, W, 3) in 0..1, from the patch covariance of standardised pixels."""
     n, h, w, c = images.shape
     k = kernel_size
