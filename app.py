@@ -4,20 +4,20 @@
     python app.py --host 127.0.0.1 --port 5000
 """
 import argparse
+import io
 import logging
 import os
 import secrets
 import sys
 import time
 
-from flask import Flask, abort, current_app, g, render_template, request, send_file, send_from_directory
+from flask import Flask, Request, abort, current_app, g, render_template, request, send_file, send_from_directory
 from flask_wtf.csrf import CSRFError, CSRFProtect
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, SecurityError
 
-from cifarlab import api, gradcam, report, service, storage
+from cifarlab import api, gradcam, memory, report, service, settings, storage
 from cifarlab.checkpoint import ModelFileError
-from cifarlab.images import DEFAULT_MAX_PIXELS, ImageError, to_model_input
-from cifarlab.remote import BackendUnavailable, RemoteClassifier
+from cifarlab.remote import BackendUnavailable, CircuitBreaker, RemoteClassifier
 
 log = logging.getLogger("cifarlab.app")
 PLOTS = ("confusion", "reliability", "curves", "mistakes")  # model-card figures written beside the .h5
@@ -33,37 +33,22 @@ SECURITY_HEADERS = {
 }
 
 
+class InMemoryRequest(Request):
+    """Uploaded files stay in memory (MAX_CONTENT_LENGTH bounds them): nothing is spooled to a TMPDIR that may be full."""
+
+    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
+        return io.BytesIO()
+
+
 def create_app(test_config=None):
-    """Application factory: config from defaults, then environment, then test_config."""
+    """Application factory: config from the settings table's defaults, then environment, then test_config.
+
+    Raises settings.ConfigError for a bad setting and ModelFileError for a bad model, each with a one-line message.
+    """
     app = Flask(__name__)
-    here = os.path.dirname(os.path.abspath(__file__))
-    app.config.from_mapping(
-        MODEL_PATH=os.path.join(here, "model", "cifar10_cnn.h5"),  # .h5 with a .json sidecar beside it
-        UPLOAD_FOLDER=os.path.join(here, "uploads"),  # validated, re-encoded uploads only
-        MAX_CONTENT_LENGTH=10 * 1024 * 1024,  # bytes per request
-        MAX_FORM_PARTS=64,  # multipart parts per request
-        MAX_IMAGE_PIXELS=DEFAULT_MAX_PIXELS,  # width x height accepted for decoding
-        UPLOAD_MAX_FILES=500,  # retention cap on uploads/: files ...
-        UPLOAD_MAX_BYTES=200 * 1024 * 1024,  # ... and bytes; oldest removed first
-        MAX_BATCH_FILES=32,  # images per form post or /api/predict request
-        MAX_SERVING_INSTANCES=256,  # instances per TF-Serving-style predict request
-        SERVING_MODEL_NAME="cifar10",  # the NAME in /v1/models/NAME
-        UNSURE_THRESHOLD=None,  # top probability below which results say "unsure"; None: the sidecar's
-        GRADCAM=True,  # Grad-CAM overlays on result pages (one extra backward pass per image)
-        INFERENCE_URL=None,  # e.g. http://backend:8501: predict through a TF Serving REST server instead
-        INFERENCE_TIMEOUT=10.0,  # seconds per backend call
-        INFERENCE_RETRIES=2,  # extra attempts after a failed backend call (predict is idempotent)
-        SECRET_KEY=None,
-    )
-    for key in ("MODEL_PATH", "UPLOAD_FOLDER", "SECRET_KEY", "INFERENCE_URL", "SERVING_MODEL_NAME"):
-        if os.environ.get(key):
-            app.config[key] = os.environ[key]
-    for key in ("MAX_CONTENT_LENGTH", "MAX_IMAGE_PIXELS", "UPLOAD_MAX_FILES", "UPLOAD_MAX_BYTES",
-                "MAX_BATCH_FILES", "MAX_SERVING_INSTANCES"):
-        if os.environ.get(key):
-            app.config[key] = int(os.environ[key])
-    if os.environ.get("UNSURE_THRESHOLD"):
-        app.config["UNSURE_THRESHOLD"] = float(os.environ["UNSURE_THRESHOLD"])
+    app.request_class = InMemoryRequest
+    app.config.from_mapping(settings.defaults(), SESSION_COOKIE_SAMESITE="Lax")
+    app.config.update(settings.from_environ())
     if test_config:
         app.config.update(test_config)
     if not app.config["SECRET_KEY"]:
@@ -71,15 +56,20 @@ def create_app(test_config=None):
         log.warning("SECRET_KEY is not set: using a random per-process key (sessions and CSRF tokens "
                     "will not survive a restart or be shared between workers).")
 
-    if app.config["INFERENCE_URL"]:
-        classifier = RemoteClassifier(app.config["INFERENCE_URL"], app.config["SERVING_MODEL_NAME"],
-                                      app.config["INFERENCE_TIMEOUT"], app.config["INFERENCE_RETRIES"])
+    config = app.config
+    if config["INFERENCE_URL"]:
+        classifier = RemoteClassifier(
+            config["INFERENCE_URL"], config["SERVING_MODEL_NAME"], config["INFERENCE_TIMEOUT"],
+            config["INFERENCE_RETRIES"], max_inflight=config["INFERENCE_MAX_INFLIGHT"],
+            max_response=config["INFERENCE_MAX_RESPONSE"],
+            breaker=CircuitBreaker(config["BREAKER_FAILURES"], config["BREAKER_COOLDOWN"]))
     else:
         from cifarlab.inference import Classifier
 
         classifier = Classifier.from_path(app.config["MODEL_PATH"])  # raises ModelFileError, once per process
     classifier.warm_up()
     app.extensions["classifier"] = classifier
+    app.extensions["unsure_threshold"] = unsure_threshold(config, classifier)
     if app.config["GRADCAM"] and getattr(classifier, "model", None) is not None:
         app.extensions["explainer"] = gradcam.Explainer(classifier.model)
     app.extensions["examples"] = example_names(os.path.join(app.static_folder, "examples"))
@@ -101,12 +91,12 @@ def example_names(folder):
     return sorted(name[:-4] for name in os.listdir(folder) if name.endswith(".png")) if os.path.isdir(folder) else []
 
 
-def unsure_threshold(app):
+def unsure_threshold(config, classifier):
     """Configured threshold, else the one chosen on validation data (sidecar), else 0.5."""
-    configured = app.config["UNSURE_THRESHOLD"]
+    configured = config["UNSURE_THRESHOLD"]
     if configured is not None:
         return float(configured)
-    return float(app.extensions["classifier"].meta.get("calibration", {}).get("unsure_threshold", 0.5))
+    return float(classifier.meta.get("calibration", {}).get("unsure_threshold", 0.5))
 
 
 def explain(app, item):
@@ -114,14 +104,13 @@ def explain(app, item):
     explainer = app.extensions.get("explainer")
     if explainer is None:
         return
-    pixels = to_model_input(item.image, app.extensions["classifier"].input_size)
-    cam, _ = explainer.heatmap(pixels, item.prediction.index)
-    item.extras["gradcam"] = service.png_data_uri(gradcam.overlay(pixels, cam))
+    cam, _ = explainer.heatmap(item.pixels, item.prediction.index)
+    item.extras["gradcam"] = service.png_data_uri(gradcam.overlay(item.pixels, cam))
 
 
 def render_results(app, items):
     """Result page for one image, results table for several."""
-    threshold = unsure_threshold(app)
+    threshold = app.extensions["unsure_threshold"]
     for item in items:
         if item.error is None:
             item.extras["unsure"] = item.prediction.confidence < threshold
@@ -138,6 +127,7 @@ def register_routes(app):
     @app.before_request
     def start_timer():
         g.started = time.perf_counter()
+        g.started_monotonic = time.monotonic()  # the request's decoding deadline counts from here
 
     @app.after_request
     def finish(response):
@@ -147,6 +137,11 @@ def register_routes(app):
             log.info("%s %s %s %.1fms", request.method, request.path, response.status_code,
                      (time.perf_counter() - started) * 1000)
         return response
+
+    @app.teardown_request
+    def give_memory_back(exc):
+        if request.method == "POST":  # decoded images leave freed heap behind; hand it to the OS between requests
+            memory.release()
 
     @app.context_processor
     def model_info():
@@ -166,12 +161,13 @@ def register_routes(app):
             return render_form(f"Too many files: at most {exc.limit} at once.", 400)
         if not uploads:
             return render_form("No file was selected: choose an image to upload.", 400)
-        items = service.decode_items(uploads, app.config["MAX_IMAGE_PIXELS"])
-        if all(item.error is not None for item in items):
-            error = items[0].error if len(items) == 1 else ImageError(
-                "None of the files is an image this app can read: " +
-                "; ".join(f"{item.filename}: {item.error.message}" for item in items[:5]), 400)
-            return render_form(error.message, error.status)
+        try:
+            items = decode(uploads)
+        except service.OverBudget as exc:
+            return render_form(exc.message, exc.status)
+        refusal = service.refusal(items)
+        if refusal:
+            return render_form(refusal.message, refusal.status)
         service.classify_items(app.extensions["classifier"], items)
         return render_results(app, items)
 
@@ -181,10 +177,14 @@ def register_routes(app):
             abort(404)
         path = os.path.join(app.static_folder, "examples", f"{name}.png")
         with open(path, "rb") as f:
-            items = service.decode_items([(f"{name}.png", f.read())], app.config["MAX_IMAGE_PIXELS"])
+            items = decode([(f"{name}.png", f.read())])
         items[0].extras["src"] = f"/static/examples/{name}.png"
         service.classify_items(app.extensions["classifier"], items)
         return render_results(app, items)
+
+    def decode(uploads):
+        return service.decode_items(uploads, app.extensions["classifier"].input_size,
+                                    service.Budget.from_config(app.config), g.started_monotonic)
 
     @app.get("/api")
     def api_docs():
@@ -216,12 +216,14 @@ def register_routes(app):
     def uploaded(name):
         if not storage.is_valid_name(name):
             abort(404)
-        return send_from_directory(app.config["UPLOAD_FOLDER"], name, mimetype="image/png", max_age=3600)
+        response = send_from_directory(app.config["UPLOAD_FOLDER"], name, mimetype="image/png", max_age=3600)
+        response.cache_control.public = False
+        response.cache_control.private = True  # someone's upload: no shared cache keeps it
+        return response
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(exc):
-        limit = app.config["MAX_CONTENT_LENGTH"] / (1024 * 1024)
-        message = f"The upload is too large: the limit is {limit:.0f} MB per request."
+        message = too_large_message(app.config, request.content_length)
         return api.error_json(message, 413) if api.is_json_path(request.path) else render_form(message, 413)
 
     @app.errorhandler(BackendUnavailable)
@@ -236,11 +238,20 @@ def register_routes(app):
     def csrf_failed(exc):
         return render_form("The form had expired or was not sent from this site; please try again.", 400)
 
+    @app.errorhandler(SecurityError)
+    def untrusted_host(exc):  # no URL adapter for an untrusted host, so no page templates either
+        return "Bad request: this server does not answer for that host name.\n", 400, {"Content-Type": "text/plain"}
+
     @app.errorhandler(HTTPException)
     def http_error(exc):
         if api.is_json_path(request.path):
-            return api.error_json(exc.description, exc.code)
-        return render_template("error.html", code=exc.code, name=exc.name, description=exc.description), exc.code
+            response = api.error_json(exc.description, exc.code)[0]
+        else:
+            response = app.make_response(render_template("error.html", code=exc.code, name=exc.name,
+                                                         description=exc.description))
+        response.status_code = exc.code
+        response.headers.extend((k, v) for k, v in exc.get_headers() if k != "Content-Type")  # Allow on 405
+        return response
 
     @app.errorhandler(Exception)
     def unexpected(exc):
@@ -249,6 +260,15 @@ def register_routes(app):
             return api.error_json("internal error; it was logged", 500)
         return render_template("error.html", code=500, name="Internal error",
                                description="Something went wrong on our side; the error was logged."), 500
+
+
+def too_large_message(config, content_length):
+    """The 413 message naming the limit the request actually hit: its size, or its number of parts."""
+    limit = config["MAX_CONTENT_LENGTH"]
+    if content_length is not None and content_length > limit:
+        return f"The upload is too large: {content_length / 2**20:.1f} MB; the limit is {limit / 2**20:g} MB per request."
+    return (f"The form has too many parts or too large a field: at most {config['MAX_FORM_PARTS']} parts "
+            f"and {limit / 2**20:g} MB per request.")
 
 
 def save_upload(app, image):
@@ -272,7 +292,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         app = create_app()
-    except ModelFileError as exc:
+    except (ModelFileError, settings.ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     app.run(host=args.host, port=args.port, debug=args.debug)

@@ -1,13 +1,12 @@
 """JSON APIs: /api/predict (multipart uploads), TF-Serving-compatible /v1/models/..., health probes."""
 import base64
 import binascii
+import json
 
 import numpy as np
-from flask import Blueprint, current_app, jsonify, request
-from werkzeug.exceptions import BadRequest
+from flask import Blueprint, current_app, g, jsonify, request
 
 from . import service
-from .images import ImageError, decode_image, to_model_input
 
 bp = Blueprint("api", __name__)
 JSON_PREFIXES = ("/api/", "/v1/", "/healthz", "/readyz")  # paths whose errors are answered in JSON
@@ -53,21 +52,24 @@ def readyz():
 
 @bp.post("/api/predict")
 def predict():
+    """Each file classified or refused on its own, like the form; 200 when at least one was classified."""
     try:
         uploads = service.read_uploads(request.files, current_app.config["MAX_BATCH_FILES"])
     except service.TooManyFiles as exc:
         raise ApiError(f"too many files: at most {exc.limit} per request", 400) from None
     if not uploads:
         raise ApiError('send one or more images as multipart/form-data field "file"')
-    items = service.decode_items(uploads, current_app.config["MAX_IMAGE_PIXELS"])
-    refused = [item for item in items if item.error is not None]
-    if refused:  # all or nothing: a client gets either every prediction or the reason for each refusal
-        first = refused[0]
-        raise ApiError(f"{first.filename}: {first.error.message}" +
-                       (f" (and {len(refused) - 1} more refused)" if len(refused) > 1 else ""), first.error.status)
+    try:
+        items = service.decode_items(uploads, classifier().input_size, service.Budget.from_config(current_app.config),
+                                     g.get("started_monotonic"))
+    except service.OverBudget as exc:
+        raise ApiError(exc.message, exc.status) from None
     service.classify_items(classifier(), items)
-    return jsonify(predictions=[service.prediction_json(item) for item in items],
-                   model=service.model_summary(classifier()))
+    threshold = current_app.extensions["unsure_threshold"]
+    body = {"predictions": [service.prediction_json(item, threshold) for item in items],
+            "model": service.model_summary(classifier())}
+    refusal = service.refusal(items)
+    return jsonify(error=refusal.message, **body) if refusal else jsonify(body), refusal.status if refusal else 200
 
 
 def check_model_name(name):
@@ -108,8 +110,8 @@ def serving_metadata(name):
 def serving_predict(name):
     check_model_name(name)
     try:
-        body = request.get_json(force=True, silent=False)
-    except BadRequest:
+        body = json.loads(request.get_data(cache=False))
+    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
         raise ApiError("the request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise ApiError('expected a JSON object with "instances" or "inputs"')
@@ -120,28 +122,46 @@ def serving_predict(name):
     if len(instances) > limit:
         raise ApiError(f"too many instances: at most {limit} per request")
     c = classifier()
-    pixels = np.stack([instance_pixels(instance, i, c.input_size) for i, instance in enumerate(instances)])
+    pixels = instances_pixels(instances, c.input_size, service.Budget.from_config(current_app.config))
     return jsonify(predictions=np.round(c.probabilities(pixels).astype(np.float64), 7).tolist())
 
 
-def instance_pixels(instance, index, size):
-    """One TF-Serving instance -> (size, size, 3) pixels: a nested pixel array or {"b64": image bytes}."""
-    if isinstance(instance, dict):
-        if set(instance) != {"b64"} or not isinstance(instance["b64"], str):
-            raise ApiError(f'instance {index}: an object instance must be {{"b64": "<base64 image bytes>"}}')
-        try:
-            data = base64.b64decode(instance["b64"], validate=True)
-        except (binascii.Error, ValueError):
-            raise ApiError(f"instance {index}: b64 is not valid base64") from None
-        try:
-            image = decode_image(data, current_app.config["MAX_IMAGE_PIXELS"])
-        except ImageError as exc:
-            raise ApiError(f"instance {index}: {exc.message}", exc.status) from None
-        return to_model_input(image, size)
+def instances_pixels(instances, size, budget):
+    """TF-Serving instances -> (N, size, size, 3) pixels; b64 images share the request's pixel budget."""
+    images = {i: b64_bytes(instance, i) for i, instance in enumerate(instances) if isinstance(instance, dict)}
+    try:
+        items = service.decode_items([(str(i), data) for i, data in images.items()], size, budget,
+                                     g.get("started_monotonic"))
+    except service.OverBudget as exc:
+        raise ApiError(exc.message, exc.status) from None
+    decoded = dict(zip(images, items))
+    pixels = []
+    for i, instance in enumerate(instances):
+        if i in decoded:
+            if decoded[i].error is not None:
+                raise ApiError(f"instance {i}: {decoded[i].error.message}", decoded[i].error.status)
+            pixels.append(decoded[i].pixels.astype(np.float32))
+        else:
+            pixels.append(array_pixels(instance, i, size))
+    return np.stack(pixels)
+
+
+def b64_bytes(instance, index):
+    """The image bytes of a {"b64": ...} instance."""
+    if set(instance) != {"b64"} or not isinstance(instance["b64"], str):
+        raise ApiError(f'instance {index}: an object instance must be {{"b64": "<base64 image bytes>"}}')
+    try:
+        return base64.b64decode(instance["b64"], validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(f"instance {index}: b64 is not valid base64") from None
+
+
+def array_pixels(instance, index, size):
+    """A nested [size][size][3] list of numbers in 0..255 -> float32 pixels."""
     try:
         array = np.asarray(instance, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ApiError(f"instance {index}: expected a {size}x{size}x3 array of numbers") from None
+    except (TypeError, ValueError, OverflowError):  # OverflowError: integers too large for a float
+        raise ApiError(f"instance {index}: expected a {size}x{size}x3 array of numbers in 0..255") from None
     if array.shape != (size, size, 3):
         raise ApiError(f"instance {index}: expected shape [{size}, {size}, 3], got {list(array.shape)}")
     if not np.isfinite(array).all() or array.min() < 0 or array.max() > 255:

@@ -2,12 +2,21 @@
 import io
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 INPUT_SIZE = 32  # pixels per side of the model input
 ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")  # never EPS/PDF/SVG/ICO etc.
 DEFAULT_MAX_PIXELS = 25_000_000  # width x height; Pillow's own bomb limit is 89 M
+WORKING_SIDE = 512  # pixels; larger images are reduced towards this while or right after decoding
 BACKGROUND = (255, 255, 255)  # transparent areas are composited onto white
+ORIENTATION = {  # EXIF orientation tag -> the transpose that makes the image upright
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+# Pillow's decoders raise a variety of errors on damaged files; all of them mean "bad upload".
+DECODER_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, ZeroDivisionError,
+                  MemoryError, RuntimeError, Image.DecompressionBombError)
 
 
 class ImageError(ValueError):
@@ -19,32 +28,80 @@ class ImageError(ValueError):
         self.status = status
 
 
-def decode_image(data, max_pixels=DEFAULT_MAX_PIXELS):
-    """Decode bytes into a fully loaded RGB PIL image, orientation applied, or raise ImageError."""
+def damaged(exc):
+    """The ImageError for a file Pillow's decoder choked on."""
+    return ImageError(f"The image could not be decoded (damaged or truncated file: {type(exc).__name__}).", 400)
+
+
+def _open(data, max_pixels):
+    """An opened (not yet decoded) image with its JPEG draft scale set; ImageError when it cannot be used."""
     if not data:
         raise ImageError("The file is empty.", 400)
     try:
-        with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as img:
-            width, height = img.size
-            if width * height > max_pixels:
-                raise ImageError(
-                    f"The image is {width}x{height} pixels; the limit is {max_pixels:,} pixels.", 413
-                )
-            img.load()  # decodes the first frame completely: truncated data fails here
-            img = ImageOps.exif_transpose(img)
-            return _to_rgb(img)
-    except ImageError:
-        raise
+        img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except UnidentifiedImageError:
+        raise ImageError("This is not an image in a supported format (PNG, JPEG, GIF, BMP, WebP, TIFF).", 415) from None
     except Image.DecompressionBombError:
         raise ImageError("The image declares too many pixels to decode safely.", 413) from None
-    except UnidentifiedImageError:
-        raise ImageError(
-            "This is not an image in a supported format (PNG, JPEG, GIF, BMP, WebP, TIFF).", 415
-        ) from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError,
-            ZeroDivisionError, MemoryError, RuntimeError) as exc:
-        # Pillow's decoders raise a variety of errors on damaged files; all mean "bad upload".
-        raise ImageError(f"The image could not be decoded (damaged or truncated file: {type(exc).__name__}).", 400) from None
+    except DECODER_ERRORS as exc:
+        raise damaged(exc) from None
+    width, height = img.size
+    if width * height > max_pixels:
+        img.close()
+        raise ImageError(f"The image is {width}x{height} pixels; the limit is {max_pixels:,} pixels.", 413)
+    if img.format == "JPEG":
+        try:
+            img.draft(None, (WORKING_SIDE, WORKING_SIDE))  # the JPEG decoder scales by 1/2..1/8 for free
+        except DECODER_ERRORS as exc:
+            img.close()
+            raise damaged(exc) from None
+    return img
+
+
+def decode_cost(data, max_pixels=DEFAULT_MAX_PIXELS):
+    """Pixels that decoding these bytes will produce (0 for what decode_image refuses before decoding)."""
+    try:
+        img = _open(data, max_pixels)
+    except ImageError:
+        return 0
+    with img:
+        return img.size[0] * img.size[1]
+
+
+def decode_image(data, max_pixels=DEFAULT_MAX_PIXELS):
+    """Decode bytes into an upright 8-bit RGB PIL image of at most about 2 x WORKING_SIDE per side, or raise ImageError.
+
+    Only one full-size copy exists at a time: it is reduced in its own mode before conversion to RGB.
+    """
+    img = _open(data, max_pixels)
+    try:
+        with img:
+            orientation = img.getexif().get(0x0112)
+            img.load()  # decodes the first frame completely: truncated data fails here
+            small = _reduce(_reducible(img))
+        small = _to_rgb(small)
+        return small.transpose(ORIENTATION[orientation]) if orientation in ORIENTATION else small
+    except DECODER_ERRORS as exc:
+        raise damaged(exc) from None
+
+
+def _reducible(img):
+    """The image in a mode Image.reduce averages correctly (no palettes, bilevel or 16-bit modes)."""
+    if img.mode == "1":
+        return img.convert("L")
+    if img.mode in ("P", "PA"):
+        return img.convert("RGBA" if img.mode == "PA" or "transparency" in img.info else "RGB")
+    if img.mode.startswith("I;16"):
+        return img.convert("I")
+    if img.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        return img.convert("RGB")
+    return img
+
+
+def _reduce(img):
+    """Box-reduce by an integer factor so the longer side stays >= WORKING_SIDE and the shorter >= 3 x INPUT_SIZE."""
+    factor = min(max(img.size) // WORKING_SIDE, min(img.size) // (3 * INPUT_SIZE))
+    return img.reduce(factor) if factor >= 2 else img
 
 
 def _to_rgb(img):

@@ -53,12 +53,28 @@ def test_api_needs_no_csrf_token_and_sets_no_cookie(make_app):
 @pytest.mark.parametrize("payloads,status,message", [
     ([], 400, 'field "file"'),
     ([("a.png", b"text, not an image")], 415, "a.png: "),
-    ([("ok.png", image_bytes()), ("bad.png", b"")], 400, "bad.png: "),
+    ([("a.png", b"text"), ("b.png", b"")], 400, "b.png: "),
+    ([("a.png", b"text"), ("b.png", b"more text")], 415, "b.png: "),
 ])
 def test_api_errors_are_json(client, payloads, status, message):
     response = api_post(client, payloads) if payloads else client.post("/api/predict", data={})
     assert response.status_code == status and response.is_json
     assert message in response.get_json()["error"]
+
+
+def test_api_classifies_the_good_files_and_reports_each_refused_one(client):
+    response = api_post(client, [("ok.png", image_bytes()), ("bad.png", b""), ("text.png", b"hello")])
+    assert response.status_code == 200
+    ok, empty, text = response.get_json()["predictions"]
+    assert ok["filename"] == "ok.png" and ok["class"] in CIFAR10_CLASSES and isinstance(ok["unsure"], bool)
+    assert (empty["filename"], empty["status"]) == ("bad.png", 400) and "empty" in empty["error"]
+    assert (text["filename"], text["status"]) == ("text.png", 415) and "class" not in text
+
+
+@pytest.mark.parametrize("threshold,unsure", [(1.01, True), (0.0, False)])
+def test_api_says_when_it_is_unsure(make_app, threshold, unsure):
+    client = make_app(UNSURE_THRESHOLD=threshold).test_client()
+    assert api_post(client, [("a.png", image_bytes())]).get_json()["predictions"][0]["unsure"] is unsure
 
 
 def test_api_json_for_unknown_paths_and_methods(client):
@@ -131,3 +147,43 @@ def test_api_too_many_files_is_json_400(make_app):
     response = api_post(make_app(MAX_BATCH_FILES=2).test_client(),
                         [(f"{i}.png", image_bytes(seed=i)) for i in range(3)])
     assert response.status_code == 400 and "at most 2 per request" in response.get_json()["error"]
+
+
+@pytest.mark.parametrize("raw,message", [
+    (b'{"instances": ' + b"[" * 5000 + b"]" * 5000 + b"}", "not valid JSON"),  # too deep for the parser
+    (b'{"instances": [[[' + b"9" * 401 + b", 0, 0]]]}", "numbers in 0..255"),  # too large for a float
+    (b'{"instances": [' + b"1" * 5000 + b"]}", "not valid JSON"),  # past Python's integer-digits limit
+    (b"\xff\xfe{}", "not valid JSON"),
+])
+def test_serving_predict_hostile_json(client, raw, message):
+    response = client.post("/v1/models/cifar10:predict", data=raw, content_type="application/json")
+    assert response.status_code == 400 and message in response.get_json()["error"]
+
+
+def bilevel_png(width, height):
+    """A few kB of PNG that decodes to width x height pixels."""
+    buffer = io.BytesIO()
+    Image.new("1", (width, height)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_serving_b64_bomb_is_refused_before_decoding(client):
+    bomb = base64.b64encode(bilevel_png(5000, 5000)).decode()
+    response = serving_post(client, {"instances": [{"b64": bomb}] * 256})
+    assert response.status_code == 413
+    assert "6,400,000,000 pixels" in response.get_json()["error"] and "100,000,000" in response.get_json()["error"]
+
+
+def test_upload_bomb_over_the_request_budget_is_413_and_within_it_classified(make_app):
+    bombs = [(f"{i}.png", bilevel_png(5000, 5000)) for i in range(32)]
+    refused = api_post(make_app().test_client(), bombs)
+    assert refused.status_code == 413 and "per request" in refused.get_json()["error"]
+    generous = make_app(MAX_REQUEST_PIXELS=32 * 25_000_000).test_client()
+    response = api_post(generous, bombs[:3])
+    assert response.status_code == 200 and len(response.get_json()["predictions"]) == 3
+
+
+def test_images_past_the_deadline_are_refused_not_hung(make_app):
+    client = make_app(REQUEST_DEADLINE=1e-9).test_client()
+    response = api_post(client, [("a.png", image_bytes()), ("b.png", image_bytes(seed=1))])
+    assert response.status_code == 503 and "limit" in response.get_json()["error"]

@@ -7,6 +7,7 @@ import pytest
 from app import create_app
 from cifarlab.checkpoint import ModelFileError
 from cifarlab.data import CIFAR10_CLASSES
+from cifarlab.loadtest import multipart
 from tests.conftest import image_bytes
 
 
@@ -108,10 +109,46 @@ def test_uploads_route_serves_only_generated_names(client, name):
     assert client.get(f"/uploads/{name}").status_code == 404
 
 
-def test_wrong_method_is_405_page(client):
+def test_wrong_method_is_405_page_with_allow(client):
     response = client.put("/")
     assert response.status_code == 405
     assert b"Back to the upload form" in response.data
+    assert set(response.headers["Allow"].split(", ")) >= {"GET", "POST"}
+    api = client.delete("/api/predict")
+    assert api.status_code == 405 and api.is_json and "POST" in api.headers["Allow"]
+
+
+@pytest.mark.parametrize("host,status", [("localhost", 200), ("127.0.0.1:5000", 200), ("evil.example", 400),
+                                         ("localhost.evil.example", 400), ("[::1]:8000", 400)])
+def test_only_trusted_hosts_are_answered(client, host, status):
+    response = client.get("/api", headers={"Host": host})
+    assert response.status_code == status
+    assert "evil" not in response.get_data(as_text=True)
+
+
+def test_trusted_hosts_are_a_setting(make_app):
+    client = make_app(TRUSTED_HOSTS=["classify.example.org"]).test_client()
+    assert client.get("/", headers={"Host": "classify.example.org"}).status_code == 200
+    assert client.get("/", headers={"Host": "localhost"}).status_code == 400
+
+
+def test_session_cookie_is_samesite_lax(make_app):
+    response = make_app(WTF_CSRF_ENABLED=True).test_client().get("/")
+    assert "SameSite=Lax" in response.headers["Set-Cookie"] and "HttpOnly" in response.headers["Set-Cookie"]
+
+
+def test_uploads_are_cached_privately(client):
+    html = post_file(client, image_bytes()).get_data(as_text=True)
+    src = re.search(r'src="(/uploads/[0-9a-f]{32}\.png)"', html).group(1)
+    cache = client.get(src).headers["Cache-Control"]
+    assert "private" in cache and "public" not in cache
+
+
+def test_uploads_never_touch_tmpdir(client, monkeypatch, tmp_path):
+    body, content_type = multipart({}, [("file", "big.bmp", image_bytes("BMP", size=(600, 600)))])  # past 500 kB
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "full-or-missing"))  # spooling to disk would fail here
+    response = client.post("/", data=body, content_type=content_type)
+    assert response.status_code == 200
 
 
 def test_security_headers_on_every_page(client):
@@ -191,12 +228,25 @@ def test_too_many_files_is_refused(make_app):
     assert response.status_code == 400 and "at most 2" in response.get_data(as_text=True)
 
 
-def test_too_many_form_parts_is_413(make_app):
+def test_too_many_form_parts_is_413_saying_so(make_app):
     app = make_app(MAX_FORM_PARTS=5)
     data = {f"field{i}": "x" for i in range(10)}
     response = app.test_client().post("/", data=data, content_type="multipart/form-data")
     assert response.status_code == 413
-    assert b'name="file"' in response.data
+    assert b'name="file"' in response.data and b"at most 5 parts" in response.data
+
+
+@pytest.mark.parametrize("env,setting", [({"MAX_CONTENT_LENGTH": "lots"}, "MAX_CONTENT_LENGTH"),
+                                         ({"UNSURE_THRESHOLD": "high"}, "UNSURE_THRESHOLD"),
+                                         ({"MODEL_PATH": "/nonexistent/model.h5"}, "model file not found")])
+def test_bad_setting_or_model_is_one_line_and_exit_2(monkeypatch, capsys, env, setting):
+    import app as app_module
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert app_module.main([]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and setting in err and "\n" not in err
 
 
 def test_examples_classify_with_one_click(client):

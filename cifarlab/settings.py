@@ -1,0 +1,148 @@
+"""The web app's settings: one typed table, every entry readable from the environment, bad values one clear line."""
+import os
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from .images import DEFAULT_MAX_PIXELS
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root
+
+
+class ConfigError(ValueError):
+    """A setting with a value the app cannot use; the message is one line naming the setting."""
+
+
+def text(value):
+    return value
+
+
+def whole(value):
+    """A whole number >= 0 (underscores allowed: 25_000_000)."""
+    if not re.fullmatch(r"\d[\d_]*", value.strip()):
+        raise ValueError("expected a whole number, e.g. 32")
+    return int(value.replace("_", ""))
+
+
+def positive(value):
+    number = whole(value)
+    if number < 1:
+        raise ValueError("expected a whole number of at least 1")
+    return number
+
+
+BYTE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2, "mib": 1024**2,
+              "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
+
+
+def byte_size(value):
+    """Bytes, as a number or with a unit: 10485760, 10MB, 10 MiB, 512k (units are powers of 1024)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", value)
+    if not match or match.group(2).lower() not in BYTE_UNITS:
+        raise ValueError("expected a size in bytes, e.g. 10485760 or 10MB")
+    size = int(float(match.group(1)) * BYTE_UNITS[match.group(2).lower()])
+    if size < 1:
+        raise ValueError("expected a size of at least 1 byte")
+    return size
+
+
+def seconds(value):
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError("expected a number of seconds, e.g. 10 or 2.5") from None
+    if not 0 < number < 86400:
+        raise ValueError("expected a number of seconds above 0 and below a day")
+    return number
+
+
+def fraction(value):
+    """A probability threshold; above 1 means always unsure."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError("expected a number between 0 and 1, e.g. 0.5") from None
+    if not 0 <= number <= 1.01:
+        raise ValueError("expected a number between 0 and 1, e.g. 0.5")
+    return number
+
+
+def boolean(value):
+    lowered = value.strip().lower()
+    if lowered not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise ValueError("expected true or false")
+    return lowered in ("1", "true", "yes", "on")
+
+
+def http_url(value):
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http:// or https:// URL, e.g. http://backend:8501")
+    return value.rstrip("/")
+
+
+def host_list(value):
+    """Comma-separated host names; '*' accepts any Host header."""
+    hosts = [h.strip() for h in value.split(",") if h.strip()]
+    if not hosts:
+        raise ValueError("expected host names separated by commas, or *")
+    return None if hosts == ["*"] else hosts
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: object
+    parse: object  # str -> value; raises ValueError with a hint
+    help: str
+
+
+SETTINGS = (
+    Setting("MODEL_PATH", os.path.join(HERE, "model", "cifar10_cnn.h5"), text,
+            ".h5 or .tflite model file, with its .json sidecar beside it"),
+    Setting("UPLOAD_FOLDER", os.path.join(HERE, "uploads"), text, "where validated, re-encoded uploads are kept"),
+    Setting("SECRET_KEY", None, text, "signs sessions and CSRF tokens; a random one per process when unset"),
+    Setting("TRUSTED_HOSTS", ["localhost", "127.0.0.1"], host_list,
+            "Host headers the app answers (comma-separated, * for any); others get 400"),
+    Setting("MAX_CONTENT_LENGTH", 10 * 1024 * 1024, byte_size, "bytes per request (10MB, 512k, ...)"),
+    Setting("MAX_FORM_PARTS", 64, positive, "multipart parts per request"),
+    Setting("MAX_IMAGE_PIXELS", DEFAULT_MAX_PIXELS, positive, "width x height of one image"),
+    Setting("MAX_REQUEST_PIXELS", 100_000_000, positive,
+            "pixels decoded for one request, all its images together (JPEGs count at their reduced decode size)"),
+    Setting("REQUEST_DEADLINE", 10.0, seconds, "seconds one request may spend decoding; the rest is refused"),
+    Setting("MAX_BATCH_FILES", 32, positive, "images per form post or /api/predict request"),
+    Setting("MAX_SERVING_INSTANCES", 256, positive, "instances per TF-Serving-style :predict request"),
+    Setting("UPLOAD_MAX_FILES", 500, positive, "retention cap on the upload folder: files ..."),
+    Setting("UPLOAD_MAX_BYTES", 200 * 1024 * 1024, byte_size, "... and bytes; the oldest are removed first"),
+    Setting("SERVING_MODEL_NAME", "cifar10", text, "the NAME in /v1/models/NAME"),
+    Setting("UNSURE_THRESHOLD", None, fraction, "top probability below which a result says unsure; default: sidecar's"),
+    Setting("GRADCAM", True, boolean, "Grad-CAM overlays on result pages (local Keras model only)"),
+    Setting("INFERENCE_URL", None, http_url, "predict through a TF-Serving REST backend instead of a local model"),
+    Setting("INFERENCE_TIMEOUT", 10.0, seconds, "overall deadline of one backend call, retries included"),
+    Setting("INFERENCE_RETRIES", 1, whole, "extra attempts after a failed backend call, inside the deadline"),
+    Setting("INFERENCE_MAX_INFLIGHT", 3, positive, "backend calls at once per process; more answer 503 at once"),
+    Setting("INFERENCE_MAX_RESPONSE", 4 * 1024 * 1024, byte_size, "largest backend answer read, in bytes"),
+    Setting("BREAKER_FAILURES", 3, positive, "failed backend calls in a row that open the circuit breaker"),
+    Setting("BREAKER_COOLDOWN", 15.0, seconds, "seconds an open breaker answers 503 without calling the backend"),
+)
+
+
+def defaults():
+    """{name: default} of every setting."""
+    return {s.name: s.default for s in SETTINGS}
+
+
+def from_environ(environ=None):
+    """{name: parsed value} of the settings set (non-empty) in the environment; ConfigError on a bad value."""
+    environ = os.environ if environ is None else environ
+    values = {}
+    for setting in SETTINGS:
+        raw = environ.get(setting.name)
+        if raw is None or raw == "":
+            continue
+        try:
+            values[setting.name] = setting.parse(raw)
+        except ValueError as exc:
+            shown = raw if setting.name != "SECRET_KEY" else "..."
+            raise ConfigError(f"setting {setting.name}={shown!r}: {exc}") from None
+    return values
