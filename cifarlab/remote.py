@@ -91,7 +91,8 @@ class RemoteClassifier:
             raise TimeoutError("deadline passed")
         cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
         conn = cls(self.host, self.port, timeout=remaining)
-        watchdog = threading.Timer(remaining, _shut, args=(conn,))
+        conn.connect()  # the watchdog needs the socket itself: the connection lets go of it after getresponse
+        watchdog = threading.Timer(deadline - time.monotonic(), _shut, args=(conn.sock,))
         watchdog.start()
         try:
             conn.request(method, self.prefix + path, body=body, headers={"Content-Type": "application/json"})
@@ -168,11 +169,9 @@ class RemoteClassifier:
         return state == "AVAILABLE", f"inference backend: {state}"
 
 
-def _shut(conn):
-    """Watchdog: end a connection's blocking reads and writes now."""
-    sock = conn.sock
-    if sock is not None:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass  # already closed: nothing left to interrupt
+def _shut(sock):
+    """Watchdog: end a socket's blocking reads and writes now."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed: nothing left to interrupt

@@ -1,12 +1,18 @@
-"""The web front predicting through a TF-Serving-protocol backend: another instance of this app on loopback."""
+"""The web front predicting through a TF-Serving-protocol backend: this app, or a misbehaving fake, on loopback."""
 import io
+import json
 import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
 import pytest
 from werkzeug.serving import make_server
 
 from app import create_app
+from cifarlab.data import CIFAR10_CLASSES
 from cifarlab.loadtest import free_port
+from cifarlab.remote import BackendUnavailable, RemoteClassifier, check_probabilities
 from tests.conftest import image_bytes
 
 
@@ -22,9 +28,10 @@ def backend(tiny_model_path, tmp_path):
     server.shutdown()
 
 
-def front_app(url, tmp_path):
+def front_app(url, tmp_path, **overrides):
     return create_app({"TESTING": True, "INFERENCE_URL": url, "UPLOAD_FOLDER": str(tmp_path / "f"),
-                       "WTF_CSRF_ENABLED": False, "SECRET_KEY": "t", "INFERENCE_TIMEOUT": 5, "INFERENCE_RETRIES": 1})
+                       "WTF_CSRF_ENABLED": False, "SECRET_KEY": "t", "INFERENCE_TIMEOUT": 5, "INFERENCE_RETRIES": 1,
+                       **overrides})
 
 
 def test_front_predicts_through_the_backend(backend, tmp_path):
@@ -52,3 +59,141 @@ def test_backend_down_gives_a_clear_503(tmp_path):
     assert api.status_code == 503 and "unavailable" in api.get_json()["error"]
     assert front.get("/readyz").status_code == 503
     assert front.get("/healthz").status_code == 200  # the front itself is up
+
+
+class FakeBackend(BaseHTTPRequestHandler):
+    """A TF-Serving-protocol backend that misbehaves as `self.server.mode` says."""
+
+    def log_message(self, *args):
+        pass
+
+    def answer(self, body, status=200):
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        self.server.hits += 1
+        if self.server.mode == "list-metadata" and self.path.endswith("/metadata"):
+            return self.answer([1, 2, 3])
+        if self.path.endswith("/metadata"):
+            return self.answer({"metadata": {"class_names": list(CIFAR10_CLASSES), "version": "7"}})
+        self.answer({"model_version_status": [{"state": "AVAILABLE"}]})
+
+    def do_POST(self):
+        self.server.hits += 1
+        rows = len(json.loads(self.rfile.read(int(self.headers["Content-Length"])))["instances"])
+        good = [[0.1] * 10] * rows
+        mode = self.server.mode
+        if mode == "hang":
+            time.sleep(30)
+        elif mode == "trickle":  # headers promptly, then one byte a second
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            for _ in range(30):
+                self.wfile.write(b" ")
+                self.wfile.flush()
+                time.sleep(1)
+        elif mode == "garbage":
+            self.answer(b"<html>not json</html>")
+        elif mode == "nan":
+            self.answer(b'{"predictions": [[NaN, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]]}')
+        elif mode == "negative":
+            self.answer({"predictions": [[-0.5, 0.6, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]] * rows})
+        elif mode == "strings":
+            self.answer({"predictions": [["0.1"] * 10] * rows})
+        elif mode == "ragged":
+            self.answer({"predictions": [[0.5, 0.5]] * rows})
+        elif mode == "not-normalised":
+            self.answer({"predictions": [[0.5] * 10] * rows})
+        elif mode == "huge":
+            self.answer({"predictions": good, "padding": "x" * 5_000_000})
+        elif mode == "error":
+            self.answer({"error": "boom"}, 500)
+        else:
+            self.answer({"predictions": good})
+
+
+@pytest.fixture
+def fake_backend():
+    """Start a misbehaving backend on loopback; yields a function mode -> (url, server)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeBackend)
+    server.daemon_threads = True
+    server.mode, server.hits = "ok", 0
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", server
+    server.shutdown()
+    server.server_close()
+
+
+def post_image(client, url="/api/predict"):
+    return client.post(url, data={"file": (io.BytesIO(image_bytes()), "a.png")}, content_type="multipart/form-data")
+
+
+@pytest.mark.parametrize("mode", ["hang", "trickle", "garbage", "nan", "negative", "strings", "ragged",
+                                  "not-normalised", "huge", "error"])
+def test_a_misbehaving_backend_is_a_quick_503_that_never_names_it(fake_backend, tmp_path, mode):
+    url, server = fake_backend
+    front = front_app(url, tmp_path, INFERENCE_TIMEOUT=2).test_client()
+    server.mode = mode
+    started = time.monotonic()
+    api = post_image(front)
+    assert api.status_code == 503 and time.monotonic() - started < 3.5  # the deadline, not 30 s of hanging
+    page = post_image(front, "/")
+    for response in (api, page):
+        assert str(server.server_port) not in response.get_data(as_text=True)
+    assert front.get("/healthz").status_code == 200
+
+
+def test_a_good_backend_answers_and_its_address_is_never_shown(fake_backend, tmp_path):
+    url, server = fake_backend
+    front = front_app(url, tmp_path).test_client()
+    assert post_image(front).status_code == 200
+    for path in ("/", "/api", "/readyz", "/model"):
+        assert str(server.server_port) not in front.get(path).get_data(as_text=True)
+
+
+def test_metadata_that_is_not_an_object_counts_as_backend_down(fake_backend, tmp_path):
+    url, server = fake_backend
+    server.mode = "list-metadata"
+    front = front_app(url, tmp_path).test_client()  # starts; does not crash
+    assert front.get("/healthz").status_code == 200
+    assert front.get("/").status_code == 200
+
+
+def test_the_breaker_opens_after_repeated_failures_and_closes_after_the_cooldown(fake_backend, tmp_path):
+    url, server = fake_backend
+    front = front_app(url, tmp_path, BREAKER_FAILURES=2, BREAKER_COOLDOWN=1.0, INFERENCE_RETRIES=0).test_client()
+    server.mode = "error"
+    assert [post_image(front).status_code for _ in range(2)] == [503, 503]
+    hits, started = server.hits, time.monotonic()
+    assert post_image(front).status_code == 503
+    assert server.hits == hits and time.monotonic() - started < 0.5  # answered without asking the backend
+    server.mode = "ok"
+    time.sleep(1.1)
+    assert post_image(front).status_code == 200
+
+
+def test_calls_past_the_inflight_cap_fail_at_once(fake_backend):
+    url, server = fake_backend
+    server.mode = "hang"
+    remote = RemoteClassifier(url, timeout=3, retries=0, max_inflight=1)
+    first = threading.Thread(target=lambda: pytest.raises(BackendUnavailable, remote.probabilities,
+                                                          np.zeros((1, 32, 32, 3), np.uint8)))
+    first.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable, match="in flight"):
+        remote.probabilities(np.zeros((1, 32, 32, 3), np.uint8))
+    assert time.monotonic() - started < 0.2
+    first.join()
+
+
+@pytest.mark.parametrize("predictions", [[[0.1] * 10, [0.1] * 9], [[True] + [0.1] * 9], "x", [[float("inf")] * 10]])
+def test_check_probabilities_refuses_what_is_not_a_distribution(predictions):
+    with pytest.raises(BackendUnavailable):
+        check_probabilities(predictions, 2 if len(predictions) == 2 else 1, 10)
