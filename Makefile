@@ -18,8 +18,8 @@ $(BIN)/.installed: requirements.txt
 run: venv
 	$(BIN)/python app.py --host $(HOST) --port $(PORT)
 
-serve: venv         ## production server (gunicorn, settings in gunicorn.conf.py) on BIND, default 127.0.0.1:8000
-	$(BIN)/gunicorn -c gunicorn.conf.py
+serve: venv         ## production stack: nginx (deploy/nginx.conf) in front of gunicorn, on BIND (default 127.0.0.1:8000)
+	$(BIN)/python -m cifarlab.serve
 
 test: venv
 	$(BIN)/python -m pytest -q

@@ -1,4 +1,4 @@
-"""gunicorn settings for `make serve`: small CPU box, model loaded in each worker after the fork."""
+"""gunicorn settings (`make serve` puts nginx in front): small CPU box, model loaded in each worker after the fork."""
 import multiprocessing
 import os
 import secrets
@@ -12,9 +12,10 @@ worker_class = "gthread"
 workers = int(os.environ.get("WEB_WORKERS", multiprocessing.cpu_count()))
 threads = int(os.environ.get("WEB_THREADS", 4))
 preload_app = False  # TensorFlow's runtime must not be forked: each worker builds the app (and model) itself
-timeout = 60
+timeout = 60  # seconds a worker may be silent before it is replaced
 graceful_timeout = 20
-max_requests = 0
+max_requests = 2000  # recycle a worker now and then: heap fragmentation cannot pile up
+max_requests_jitter = 200  # ... and the workers do not all restart at once
 accesslog = None  # the app logs method, path, status and latency itself
 loglevel = os.environ.get("LOG_LEVEL", "info")
 
@@ -23,6 +24,20 @@ if not os.environ.get("SECRET_KEY"):  # workers must share one key, or a CSRF to
     os.environ["SECRET_KEY"] = secrets.token_hex(32)
     print("warning: SECRET_KEY is not set: using a random key for this server run (forms served before a "
           "restart will ask to be sent again). Set SECRET_KEY in the environment.", file=sys.stderr)
+
+
+def on_starting(server):
+    """Refuse to start on a bad setting or model file with one line and exit code 2, before any worker boots."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # gunicorn's chdir has not run yet
+    from cifarlab import checkpoint, settings
+
+    try:
+        config = {**settings.defaults(), **settings.from_environ()}
+        if not config["INFERENCE_URL"]:
+            checkpoint.preflight(config["MODEL_PATH"])
+    except (settings.ConfigError, checkpoint.ModelFileError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 def post_fork(server, worker):

@@ -3,8 +3,6 @@ import json
 import os
 from pathlib import Path
 
-from . import models  # noqa: F401  (registers the custom layers before any load)
-
 
 class ModelFileError(RuntimeError):
     """A model file that is missing, corrupt or incompatible; the message names the path."""
@@ -44,9 +42,30 @@ def read_meta(model_path):
         raise ModelFileError(f"{path}: sidecar is not valid JSON ({exc}).") from None
 
 
+def preflight(model_path):
+    """Check without TensorFlow that a model file and its sidecar look loadable; ModelFileError if not."""
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise ModelFileError(f"{model_path}: model file not found.")
+    meta = read_meta(model_path)
+    if not isinstance(meta, dict) or not meta.get("class_names") or not meta.get("input_size"):
+        raise ModelFileError(f"{sidecar_path(model_path)}: sidecar lacks class_names or input_size.")
+    with open(model_path, "rb") as f:
+        head = f.read(8)
+    if model_path.suffix == ".tflite" and head[4:8] != b"TFL3":
+        raise ModelFileError(f"{model_path}: not a TFLite model file.")
+    if model_path.suffix == ".h5" and head != b"\x89HDF\r\n\x1a\n":
+        raise ModelFileError(f"{model_path}: not an HDF5 (.h5) model file.")
+    if model_path.suffix not in (".h5", ".tflite"):
+        raise ModelFileError(f"{model_path}: expected a .h5 or .tflite model file.")
+    return meta
+
+
 def load(model_path):
     """Load (model, meta) and check they agree; raise ModelFileError with a one-line reason."""
     import keras
+
+    from . import models  # noqa: F401  (registers the custom layers before the load)
 
     model_path = Path(model_path)
     if not model_path.is_file():

@@ -1,5 +1,6 @@
 """Loopback load generation for the benchmark scripts: start a server, post uploads, summarise latencies."""
 import http.client
+import json
 import os
 import signal
 import socket
@@ -8,6 +9,7 @@ import sys
 import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
@@ -19,7 +21,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_server(command, port, env=None, ready_path="/healthz", timeout=120, log_path=os.devnull):
+def start_server(command, port, env=None, ready_path="/healthz", timeout=120, log_path=os.devnull, headers=None):
     """Start a server process (own process group) and wait until ready_path answers 200."""
     log = open(log_path, "ab")
     proc = subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
@@ -29,7 +31,7 @@ def start_server(command, port, env=None, ready_path="/healthz", timeout=120, lo
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}: {' '.join(command)} (log: {log_path})")
         try:
-            status, _ = request("GET", port, ready_path)
+            status, _ = request("GET", port, ready_path, headers=headers)
             if status == 200:
                 return proc
         except OSError:
@@ -131,3 +133,118 @@ def summarise(results, seconds):
 def python_command(*args):
     """The current interpreter running args (so a venv's packages are used)."""
     return [sys.executable, *args]
+
+
+def slow_clients(port, connections, seconds, drip_every=2.0):
+    """Hold `connections` slowloris connections for `seconds`: half drip header bytes, half drip a promised body.
+
+    Each sends one byte every `drip_every` s and reconnects when the server hangs up. Returns connections made.
+    """
+    stop_at = time.monotonic() + seconds
+    made, lock = [0], threading.Lock()
+
+    def attacker(i):
+        head = (b"POST /api/predict HTTP/1.1\r\nHost: localhost\r\n" +
+                (b"Content-Type: application/octet-stream\r\nContent-Length: 1000000\r\n\r\n" if i % 2 else b""))
+        drip = b"x" if i % 2 else b"X-Slow: 1\r\n" * 1000
+        while time.monotonic() < stop_at:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                    with lock:
+                        made[0] += 1
+                    s.sendall(head)
+                    for byte in drip:
+                        if time.monotonic() >= stop_at:
+                            return
+                        s.sendall(bytes([byte]))
+                        time.sleep(drip_every)
+            except OSError:
+                time.sleep(0.2)  # the server hung up: come back, as an attacker would
+
+    threads = [threading.Thread(target=attacker, args=(i,), daemon=True) for i in range(connections)]
+    for t in threads:
+        t.start()
+    return threads, made
+
+
+def probe(port, path, seconds, every, timeout=5.0):
+    """GET path every `every` s for `seconds`; [(status or error name, latency s)]."""
+    results, stop_at = [], time.monotonic() + seconds
+    while time.monotonic() < stop_at:
+        started = time.perf_counter()
+        try:
+            status = request("GET", port, path, headers={"Host": "localhost"}, timeout=timeout)[0]
+        except OSError as exc:
+            status = type(exc).__name__
+        results.append((status, time.perf_counter() - started))
+        time.sleep(max(0.0, every - (time.perf_counter() - started)))
+    return results
+
+
+class FakeBackend(BaseHTTPRequestHandler):
+    """A TF-Serving-protocol backend that misbehaves as `self.server.mode` says (tests and bench_load)."""
+
+    MODES = ("ok", "hang", "trickle", "garbage", "nan", "negative", "strings", "ragged", "not-normalised", "huge",
+             "error", "list-metadata")
+
+    @classmethod
+    def start(cls, mode="ok"):
+        """A threaded server on a free loopback port, serving in a daemon thread; .mode and .hits on it."""
+        server = ThreadingHTTPServer(("127.0.0.1", 0), cls)
+        server.daemon_threads = True
+        server.mode, server.hits = mode, 0
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
+
+    def log_message(self, *args):
+        pass
+
+    def answer(self, body, status=200):
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        self.server.hits += 1
+        if self.server.mode == "list-metadata" and self.path.endswith("/metadata"):
+            return self.answer([1, 2, 3])
+        if self.path.endswith("/metadata"):
+            return self.answer({"metadata": {"class_names": [f"class{i}" for i in range(10)], "version": "7"}})
+        self.answer({"model_version_status": [{"state": "AVAILABLE"}]})
+
+    def do_POST(self):
+        self.server.hits += 1
+        rows = len(json.loads(self.rfile.read(int(self.headers["Content-Length"])))["instances"])
+        good = [[0.1] * 10] * rows
+        mode = self.server.mode
+        if mode == "hang":
+            time.sleep(30)
+        elif mode == "trickle":  # headers promptly, then one byte a second
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            for _ in range(30):
+                self.wfile.write(b" ")
+                self.wfile.flush()
+                time.sleep(1)
+        elif mode == "garbage":
+            self.answer(b"<html>not json</html>")
+        elif mode == "nan":
+            self.answer(b'{"predictions": [[NaN, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]]}')
+        elif mode == "negative":
+            self.answer({"predictions": [[-0.5, 0.6, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]] * rows})
+        elif mode == "strings":
+            self.answer({"predictions": [["0.1"] * 10] * rows})
+        elif mode == "ragged":
+            self.answer({"predictions": [[0.5, 0.5]] * rows})
+        elif mode == "not-normalised":
+            self.answer({"predictions": [[0.5] * 10] * rows})
+        elif mode == "huge":
+            self.answer({"predictions": good, "padding": "x" * 5_000_000})
+        elif mode == "error":
+            self.answer({"error": "boom"}, 500)
+        else:
+            self.answer({"predictions": good})

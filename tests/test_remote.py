@@ -1,16 +1,14 @@
 """The web front predicting through a TF-Serving-protocol backend: this app, or a misbehaving fake, on loopback."""
 import io
-import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 from werkzeug.serving import make_server
 
 from app import create_app
-from cifarlab.data import CIFAR10_CLASSES
+from cifarlab import loadtest
 from cifarlab.loadtest import free_port
 from cifarlab.remote import BackendUnavailable, RemoteClassifier, check_probabilities
 from tests.conftest import image_bytes
@@ -61,70 +59,10 @@ def test_backend_down_gives_a_clear_503(tmp_path):
     assert front.get("/healthz").status_code == 200  # the front itself is up
 
 
-class FakeBackend(BaseHTTPRequestHandler):
-    """A TF-Serving-protocol backend that misbehaves as `self.server.mode` says."""
-
-    def log_message(self, *args):
-        pass
-
-    def answer(self, body, status=200):
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self):
-        self.server.hits += 1
-        if self.server.mode == "list-metadata" and self.path.endswith("/metadata"):
-            return self.answer([1, 2, 3])
-        if self.path.endswith("/metadata"):
-            return self.answer({"metadata": {"class_names": list(CIFAR10_CLASSES), "version": "7"}})
-        self.answer({"model_version_status": [{"state": "AVAILABLE"}]})
-
-    def do_POST(self):
-        self.server.hits += 1
-        rows = len(json.loads(self.rfile.read(int(self.headers["Content-Length"])))["instances"])
-        good = [[0.1] * 10] * rows
-        mode = self.server.mode
-        if mode == "hang":
-            time.sleep(30)
-        elif mode == "trickle":  # headers promptly, then one byte a second
-            self.send_response(200)
-            self.send_header("Content-Length", "1000")
-            self.end_headers()
-            for _ in range(30):
-                self.wfile.write(b" ")
-                self.wfile.flush()
-                time.sleep(1)
-        elif mode == "garbage":
-            self.answer(b"<html>not json</html>")
-        elif mode == "nan":
-            self.answer(b'{"predictions": [[NaN, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]]}')
-        elif mode == "negative":
-            self.answer({"predictions": [[-0.5, 0.6, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]] * rows})
-        elif mode == "strings":
-            self.answer({"predictions": [["0.1"] * 10] * rows})
-        elif mode == "ragged":
-            self.answer({"predictions": [[0.5, 0.5]] * rows})
-        elif mode == "not-normalised":
-            self.answer({"predictions": [[0.5] * 10] * rows})
-        elif mode == "huge":
-            self.answer({"predictions": good, "padding": "x" * 5_000_000})
-        elif mode == "error":
-            self.answer({"error": "boom"}, 500)
-        else:
-            self.answer({"predictions": good})
-
-
 @pytest.fixture
 def fake_backend():
-    """Start a misbehaving backend on loopback; yields a function mode -> (url, server)."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeBackend)
-    server.daemon_threads = True
-    server.mode, server.hits = "ok", 0
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    """A misbehaving TF-Serving backend on loopback (set .mode); yields (url, server)."""
+    server = loadtest.FakeBackend.start()
     yield f"http://127.0.0.1:{server.server_port}", server
     server.shutdown()
     server.server_close()
@@ -185,11 +123,12 @@ def test_calls_past_the_inflight_cap_fail_at_once(fake_backend):
     first = threading.Thread(target=lambda: pytest.raises(BackendUnavailable, remote.probabilities,
                                                           np.zeros((1, 32, 32, 3), np.uint8)))
     first.start()
-    time.sleep(0.3)
+    while server.hits == 0:  # the first call is now inside the backend, holding the one slot
+        time.sleep(0.01)
     started = time.monotonic()
     with pytest.raises(BackendUnavailable, match="in flight"):
         remote.probabilities(np.zeros((1, 32, 32, 3), np.uint8))
-    assert time.monotonic() - started < 0.2
+    assert time.monotonic() - started < 0.5
     first.join()
 
 

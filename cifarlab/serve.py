@@ -1,0 +1,125 @@
+"""The production stack of `make serve`: nginx (buffering, timeouts, body limit) in front of gunicorn on loopback.
+
+    python -m cifarlab.serve                 # BIND=127.0.0.1:8000 by default
+    BIND=0.0.0.0:8080 TRUSTED_HOSTS=classify.example.org python -m cifarlab.serve
+
+Runs both in the foreground; Ctrl-C or SIGTERM stops both. A bad setting or model file: one line, exit 2.
+"""
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import checkpoint, loadtest, settings
+
+ROOT = Path(settings.HERE)
+TEMPLATE = ROOT / "deploy" / "nginx.conf"
+MULTIPART_SLACK = 64 * 1024  # bytes nginx allows above MAX_CONTENT_LENGTH for multipart framing
+
+
+def nginx_config(listen, upstream_port, run_dir, max_content_length, user=None):
+    """nginx.conf text from the repository's template."""
+    values = {"@LISTEN@": listen, "@UPSTREAM@": str(upstream_port), "@RUN@": str(run_dir), "@ROOT@": str(ROOT),
+              "@MAX_BODY@": str(max_content_length + MULTIPART_SLACK),
+              "@MAX_MB@": f"{max_content_length / 2**20:g}", "@USER@": f"user {user};" if user else ""}
+    text = TEMPLATE.read_text()
+    for name, value in values.items():
+        text = text.replace(name, value)
+    return text
+
+
+def nginx_user():
+    """The unprivileged user nginx's worker runs as when started by root (None otherwise)."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("www-data", "nobody"):
+        try:
+            return pwd.getpwnam(name).pw_name
+        except KeyError:
+            continue
+    return None
+
+
+def find_nginx():
+    """Path of the nginx binary (Debian puts it in /usr/sbin, often not on a user's PATH)."""
+    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx")
+                                          if os.path.exists(p)), None)
+
+
+def wait_ready(proc, port, timeout):
+    """Wait until the server on port answers /healthz; False if the process exits or time runs out first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if loadtest.request("GET", port, "/healthz", headers={"Host": "localhost"}, timeout=5)[0] == 200:
+                return True
+        except OSError:
+            pass  # not listening yet
+        time.sleep(0.1)
+    return False
+
+
+def stop(*procs):
+    """Terminate processes (gracefully, then for good)."""
+    for proc in procs:
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        if proc is not None:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def main():
+    try:
+        config = {**settings.defaults(), **settings.from_environ()}
+        if not config["INFERENCE_URL"]:
+            checkpoint.preflight(config["MODEL_PATH"])
+    except (settings.ConfigError, checkpoint.ModelFileError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    nginx = find_nginx()
+    if nginx is None:
+        print("error: nginx is not installed (Debian/Ubuntu: apt-get install nginx-light)", file=sys.stderr)
+        return 2
+    listen = os.environ.get("BIND", "127.0.0.1:8000")
+    run_dir = Path(tempfile.mkdtemp(prefix="cifarlab-serve-"))
+    user = nginx_user()
+    for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (run_dir / name).mkdir()
+        if user:
+            shutil.chown(run_dir / name, user)
+    run_dir.chmod(0o755)
+    (run_dir / "nginx.conf").write_text(nginx_config(listen, upstream := loadtest.free_port(), run_dir,
+                                                     config["MAX_CONTENT_LENGTH"], user))
+
+    env = {**os.environ, "BIND": f"127.0.0.1:{upstream}", "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}
+    app_server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")],
+                                  env=env, cwd=ROOT)
+    proxy = None
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwinds through the finally below
+    try:
+        if not wait_ready(app_server, upstream, timeout=180):
+            return app_server.poll() or 1
+        proxy = subprocess.Popen([nginx, "-p", str(run_dir), "-c", str(run_dir / "nginx.conf"), "-e", "stderr"])
+        print(f"serving on http://{listen} (nginx -> gunicorn on 127.0.0.1:{upstream})", file=sys.stderr, flush=True)
+        while app_server.poll() is None and proxy.poll() is None:
+            time.sleep(0.5)
+        return (app_server.poll() if app_server.poll() is not None else proxy.poll()) or 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop(proxy, app_server)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
