@@ -1,18 +1,23 @@
-"""Load test: the production server (gunicorn) under 16 clients of mixed valid and hostile uploads.
+"""Load test: the production server (gunicorn) under 16 clients of mixed valid and hostile uploads; or attacks.
 
     python bench_load.py                 # 16 clients, 60 s, loopback only; stops by itself
     python bench_load.py --clients 4 --seconds 10
+    python bench_load.py --attacks       # attacks on `make serve`'s stack (nginx + gunicorn), about 3 min
 
 Prints requests, statuses, unexpected errors, p50/p99 latency, server RSS (idle, after a warm-up, end), and the
-uploads/ folder (a temporary one with a small retention cap) in files and bytes.
+uploads/ folder (a temporary one with a small retention cap) in files and bytes. With --attacks: slow clients,
+decompression-bomb uploads, a base64 CPU bomb and a hanging inference backend, each with what it must not do.
 """
 import argparse
+import base64
 import http.client
 import io
+import json
 import os
 import re
 import sys
 import tempfile
+import threading
 import time
 
 from PIL import Image
@@ -45,7 +50,11 @@ def main(argv=None):
     p.add_argument("--max-files", type=int, default=300, help="retention cap of the temporary uploads/ folder")
     p.add_argument("--max-mb", type=int, default=20, help="retention cap in MiB")
     p.add_argument("--warmup", type=float, default=10, help="seconds of load before the 'warm' RSS reading")
+    p.add_argument("--attacks", action="store_true", help="run the attack scenarios instead of the mixed load")
+    p.add_argument("--slow-seconds", type=float, default=60, help="how long the slow clients attack")
     args = p.parse_args(argv)
+    if args.attacks:
+        return attacks(args.slow_seconds)
 
     uploads = tempfile.mkdtemp(prefix="cifarlab-load-")
     port = loadtest.free_port()
@@ -98,6 +107,136 @@ def main(argv=None):
     print(f"| uploads/ | {len(stored)} files, {stored_bytes / 2**20:.1f} MiB (cap {args.max_files} files, {args.max_mb} MiB) |")
     print(f"| still serving after | {'yes' if still_up else 'NO'} |")
     return 0 if s["unexpected"] == 0 and still_up else 1
+
+
+def start_stack(env):
+    """`python -m cifarlab.serve` (nginx + gunicorn) on a free port; (process, port)."""
+    port = loadtest.free_port()
+    env = {"BIND": f"127.0.0.1:{port}", "SECRET_KEY": os.urandom(16).hex(), "LOG_LEVEL": "warning",
+           "UPLOAD_FOLDER": tempfile.mkdtemp(prefix="cifarlab-attack-"), **env}
+    return loadtest.start_server(loadtest.python_command("-m", "cifarlab.serve"), port, env,
+                                 headers={"Host": "localhost"}, timeout=180), port
+
+
+def peak_rss_during(server, action):
+    """(action's result, RSS before, peak RSS while it ran, RSS 1 s after) of the server's process tree, MiB."""
+    before = sum(loadtest.process_tree_rss_mb(server.pid).values())
+    peak, done = [before], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], sum(loadtest.process_tree_rss_mb(server.pid).values()))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        result = action()
+    finally:
+        done.set()
+        sampler.join()
+    time.sleep(1)
+    return result, before, peak[0], sum(loadtest.process_tree_rss_mb(server.pid).values())
+
+
+def post_bombs(port, count):
+    """(status, seconds) of one /api/predict with `count` 5000x5000 bilevel PNGs (3 kB each, 25 MP decoded)."""
+    bomb = io.BytesIO()
+    Image.new("1", (5000, 5000)).save(bomb, format="PNG")
+    body, ctype = loadtest.multipart({}, [("file", f"bomb{i}.png", bomb.getvalue()) for i in range(count)])
+    started = time.perf_counter()
+    status, _ = loadtest.request("POST", port, "/api/predict", body, {"Content-Type": ctype, "Host": "localhost"})
+    return status, time.perf_counter() - started, len(body)
+
+
+def attacks(slow_seconds):
+    """Attack `make serve`'s stack on loopback; print one table row per attack; 0 when every target is met."""
+    rows, ok = [], True
+    server, port = start_stack({})
+    try:
+        threads, made = loadtest.slow_clients(port, connections=50, seconds=slow_seconds, drip_every=2.0)
+        time.sleep(2)
+        probes = loadtest.probe(port, "/healthz", seconds=slow_seconds - 4, every=5.0)
+        for t in threads:
+            t.join(slow_seconds + 30)
+        worst = max(latency for _, latency in probes)
+        met = all(status == 200 and latency < 1.0 for status, latency in probes)
+        rows.append(("50 slow clients (headers or body 1 byte / 2 s) for "
+                     f"{slow_seconds:.0f} s, {made[0]} connections made", f"/healthz every 5 s: "
+                     f"{sum(s == 200 for s, _ in probes)}/{len(probes)} answered, slowest {worst * 1000:.0f} ms",
+                     "all answer within 1 s", met))
+        ok &= met
+
+        (status, seconds, size), before, peak, after = peak_rss_during(server, lambda: post_bombs(port, 32))
+        met = status in (200, 413) and peak - before < 300
+        rows.append((f"32 x 25 MP PNG bombs in one request ({size / 1024:.0f} kB), default budget",
+                     f"{status} in {seconds * 1000:.0f} ms, RSS peak {peak - before:+.0f} MiB",
+                     "413 or 200; peak < +300 MiB", met))
+        ok &= met
+
+        bomb = io.BytesIO()
+        Image.new("1", (5000, 5000)).save(bomb, format="PNG")
+        body = json.dumps({"instances": [{"b64": base64.b64encode(bomb.getvalue()).decode()}] * 256}).encode()
+        started = time.perf_counter()
+        status, _ = loadtest.request("POST", port, "/v1/models/cifar10:predict", body,
+                                     {"Content-Type": "application/json", "Host": "localhost"})
+        seconds = time.perf_counter() - started
+        met = status == 413 and seconds < 1
+        rows.append((f"256 b64 bombs in one :predict ({len(body) / 1024:.0f} kB JSON)",
+                     f"{status} in {seconds * 1000:.0f} ms", "4xx within 1 s (was 24 s of CPU)", met))
+        ok &= met
+    finally:
+        loadtest.stop_server(server)
+
+    server, port = start_stack({"MAX_REQUEST_PIXELS": str(32 * 25_000_000)})
+    try:
+        start = sum(loadtest.process_tree_rss_mb(server.pid).values())
+        results = [peak_rss_during(server, lambda: post_bombs(port, 32)) for _ in range(4)]
+        statuses = [r[0][0] for r in results]
+        worst_peak = max(peak - before for _, before, peak, _ in results)
+        end = results[-1][3]
+        met = set(statuses) <= {200, 413} and worst_peak < 300 and abs(end - start) < 100
+        rows.append(("4 x (32 x 25 MP bombs), request budget lifted to 800 MP (all decoded)",
+                     f"{', '.join(map(str, statuses))}; {max(r[0][1] for r in results):.1f} s each at most; RSS peak "
+                     f"{worst_peak:+.0f} MiB, after {end - start:+.0f} MiB", "peak < +300 MiB, after within 100 MiB",
+                     met))
+        ok &= met
+    finally:
+        loadtest.stop_server(server)
+
+    backend = loadtest.FakeBackend.start("ok")
+    server, port = start_stack({"INFERENCE_URL": f"http://127.0.0.1:{backend.server_port}"})
+    try:
+        backend.mode = "hang"
+        answers = []
+        body, ctype = loadtest.multipart({}, [("file", "cat.png", image_bytes("PNG", size=(32, 32)))])
+
+        def hung_post():
+            started = time.perf_counter()
+            status, _ = loadtest.request("POST", port, "/api/predict", body, {"Content-Type": ctype,
+                                                                                "Host": "localhost"})
+            answers.append((status, time.perf_counter() - started))
+
+        posts = [threading.Thread(target=hung_post) for _ in range(8)]
+        for t in posts:
+            t.start()
+        probes = loadtest.probe(port, "/healthz", seconds=12, every=1.0)
+        for t in posts:
+            t.join(60)
+        worst = max(latency for _, latency in probes)
+        met = all(s == 503 and t <= 10 for s, t in answers) and all(s == 200 and t < 1 for s, t in probes)
+        rows.append(("inference backend hangs; 8 predictions at once",
+                     f"{sorted({s for s, _ in answers})} within {max(t for _, t in answers):.1f} s; /healthz slowest "
+                     f"{worst * 1000:.0f} ms", "503 within 10 s; /healthz within 1 s", met))
+        ok &= met
+    finally:
+        loadtest.stop_server(server)
+        backend.shutdown()
+
+    print("| attack | result | target | met |\n|---|---|---|---|")
+    for attack, result, target, met in rows:
+        print(f"| {attack} | {result} | {target} | {'yes' if met else 'NO'} |")
+    return 0 if ok else 1
 
 
 def form_token(port):

@@ -118,7 +118,7 @@ SETTINGS = (
     Setting("UNSURE_THRESHOLD", None, fraction, "top probability below which a result says unsure; default: sidecar's"),
     Setting("GRADCAM", True, boolean, "Grad-CAM overlays on result pages (local Keras model only)"),
     Setting("INFERENCE_URL", None, http_url, "predict through a TF-Serving REST backend instead of a local model"),
-    Setting("INFERENCE_TIMEOUT", 10.0, seconds, "overall deadline of one backend call, retries included"),
+    Setting("INFERENCE_TIMEOUT", 8.0, seconds, "overall deadline of one backend call, retries included"),
     Setting("INFERENCE_RETRIES", 1, whole, "extra attempts after a failed backend call, inside the deadline"),
     Setting("INFERENCE_MAX_INFLIGHT", 3, positive, "backend calls at once per process; more answer 503 at once"),
     Setting("INFERENCE_MAX_RESPONSE", 4 * 1024 * 1024, byte_size, "largest backend answer read, in bytes"),
@@ -146,3 +146,20 @@ def from_environ(environ=None):
             shown = raw if setting.name != "SECRET_KEY" else "..."
             raise ConfigError(f"setting {setting.name}={shown!r}: {exc}") from None
     return values
+
+
+def markdown_table():
+    """The settings as the README's configuration table."""
+    lines = ["| setting | default | what |", "|---|---|---|"]
+    for s in SETTINGS:
+        default = s.default
+        if isinstance(default, str) and default.startswith(HERE):
+            default = os.path.relpath(default, HERE)
+        elif isinstance(default, list):
+            default = ",".join(default)
+        lines.append(f"| `{s.name}` | {'' if default is None else f'`{default}`'} | {s.help} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -120,10 +120,11 @@ def test_calls_past_the_inflight_cap_fail_at_once(fake_backend):
     url, server = fake_backend
     server.mode = "hang"
     remote = RemoteClassifier(url, timeout=3, retries=0, max_inflight=1)
+    hits = server.hits  # the metadata call of the constructor
     first = threading.Thread(target=lambda: pytest.raises(BackendUnavailable, remote.probabilities,
                                                           np.zeros((1, 32, 32, 3), np.uint8)))
     first.start()
-    while server.hits == 0:  # the first call is now inside the backend, holding the one slot
+    while server.hits == hits:  # the first call is now inside the backend, holding the one slot
         time.sleep(0.01)
     started = time.monotonic()
     with pytest.raises(BackendUnavailable, match="in flight"):
