@@ -29,15 +29,9 @@ if not os.environ.get("SECRET_KEY"):  # workers must share one key, or a CSRF to
 def on_starting(server):
     """Refuse to start on a bad setting or model file with one line and exit code 2, before any worker boots."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # gunicorn's chdir has not run yet
-    from cifarlab import checkpoint, settings
+    from cifarlab.serve import checked_config
 
-    try:
-        config = {**settings.defaults(), **settings.from_environ()}
-        if not config["INFERENCE_URL"]:
-            checkpoint.preflight(config["MODEL_PATH"])
-    except (settings.ConfigError, checkpoint.ModelFileError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    checked_config()
 
 
 def post_fork(server, worker):

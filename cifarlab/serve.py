@@ -78,14 +78,20 @@ def stop(*procs):
                 proc.wait()
 
 
-def main():
+def checked_config():
+    """The settings from the environment with the model file preflighted; one line and exit 2 when unusable."""
     try:
         config = {**settings.defaults(), **settings.from_environ()}
         if not config["INFERENCE_URL"]:
             checkpoint.preflight(config["MODEL_PATH"])
     except (settings.ConfigError, checkpoint.ModelFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        sys.exit(2)
+    return config
+
+
+def main():
+    config = checked_config()
     nginx = find_nginx()
     if nginx is None:
         print("error: nginx is not installed (Debian/Ubuntu: apt-get install nginx-light)", file=sys.stderr)
