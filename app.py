@@ -15,7 +15,10 @@ from flask import Flask, Request, abort, current_app, g, render_template, reques
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, SecurityError
 
-from cifarlab import api, gradcam, memory, report, service, settings, storage
+import importlib.util
+import threading
+
+from cifarlab import api, checkpoint, memory, service, settings, storage
 from cifarlab.checkpoint import ModelFileError
 from cifarlab.remote import BackendUnavailable, CircuitBreaker, RemoteClassifier
 
@@ -70,8 +73,7 @@ def create_app(test_config=None):
     classifier.warm_up()
     app.extensions["classifier"] = classifier
     app.extensions["unsure_threshold"] = unsure_threshold(config, classifier)
-    if app.config["GRADCAM"] and getattr(classifier, "model", None) is not None:
-        app.extensions["explainer"] = gradcam.Explainer(classifier.model)
+    app.extensions["explain"] = Explanations.for_classifier(config, classifier)
     app.extensions["examples"] = example_names(os.path.join(app.static_folder, "examples"))
     os.makedirs(app.config["UPLOAD_FOLDER"], exist_ok=True)
     csrf.init_app(app)
@@ -99,13 +101,36 @@ def unsure_threshold(config, classifier):
     return float(classifier.meta.get("calibration", {}).get("unsure_threshold", 0.5))
 
 
-def explain(app, item):
-    """Attach the Grad-CAM overlay of the top class to a classified item (when enabled and local)."""
-    explainer = app.extensions.get("explainer")
-    if explainer is None:
-        return
-    cam, _ = explainer.heatmap(item.pixels, item.prediction.index)
-    item.extras["gradcam"] = service.png_data_uri(gradcam.overlay(item.pixels, cam))
+class Explanations:
+    """Grad-CAM on demand, from a Keras model built lazily, once per process, on the first request for one."""
+
+    def __init__(self, model_path=None, model=None):
+        self.model_path, self.model = model_path, model
+        self.explainer, self.lock = None, threading.Lock()
+
+    @classmethod
+    def for_classifier(cls, config, classifier):
+        """Explanations for the served model: its own Keras model, or the .h5 a .tflite was exported from.
+
+        None when disabled, remote, without TensorFlow, or when no .h5 is at hand.
+        """
+        if not config["GRADCAM"] or config["INFERENCE_URL"] or importlib.util.find_spec("tensorflow") is None:
+            return None
+        if classifier.model is not None:
+            return cls(model=classifier.model)
+        source = checkpoint.source_model_path(config["MODEL_PATH"], classifier.meta)
+        return cls(model_path=source) if source else None
+
+    def overlay(self, pixels, class_index):
+        """A PNG data URI of the Grad-CAM heatmap of class_index over the 32x32 input."""
+        from cifarlab import gradcam
+
+        with self.lock:
+            if self.explainer is None:
+                model = self.model or checkpoint.load(self.model_path)[0]
+                self.explainer = gradcam.Explainer(model)
+            cam, _ = self.explainer.heatmap(pixels, class_index)
+        return service.png_data_uri(gradcam.overlay(pixels, cam))
 
 
 def render_results(app, items):
@@ -114,11 +139,11 @@ def render_results(app, items):
     for item in items:
         if item.error is None:
             item.extras["unsure"] = item.prediction.confidence < threshold
-            item.extras["src"] = item.extras.get("src") or save_upload(app, item.image)
-            explain(app, item)
+            item.extras["src"] = save_upload(app, item)
+    explainable = app.extensions["explain"] is not None
     if len(items) == 1:
-        return render_template("result.html", item=items[0], threshold=threshold)
-    return render_template("batch.html", items=items, threshold=threshold)
+        return render_template("result.html", item=items[0], threshold=threshold, explainable=explainable)
+    return render_template("batch.html", items=items, threshold=threshold, explainable=explainable)
 
 
 def register_routes(app):
@@ -178,7 +203,6 @@ def register_routes(app):
         path = os.path.join(app.static_folder, "examples", f"{name}.png")
         with open(path, "rb") as f:
             items = decode([(f"{name}.png", f.read())])
-        items[0].extras["src"] = f"/static/examples/{name}.png"
         service.classify_items(app.extensions["classifier"], items)
         return render_results(app, items)
 
@@ -190,12 +214,23 @@ def register_routes(app):
     def api_docs():
         return render_template("api.html", serving_name=app.config["SERVING_MODEL_NAME"])
 
+    @app.get("/explain/<name>")
+    def explain(name):
+        """Grad-CAM for a stored result: a page without JavaScript, the figure alone for app.js (?fragment=1)."""
+        explanations, classifier = app.extensions["explain"], app.extensions["classifier"]
+        pixels = storage.load_input(app.config["UPLOAD_FOLDER"], name)
+        index = request.args.get("index", type=int)
+        if explanations is None or pixels is None or index is None or not 0 <= index < len(classifier.class_names):
+            abort(404)
+        figure = {"src": explanations.overlay(pixels, index), "label": classifier.class_names[index]}
+        template = "_explain.html" if request.args.get("fragment") else "explain.html"
+        return render_template(template, figure=figure, upload=f"/uploads/{name}")
+
     def plot_paths():
         """Evaluation plots of the served model; an export shows those of its source model, beside it."""
-        path, source = app.config["MODEL_PATH"], app.extensions["classifier"].meta.get("exported_from")
-        if source:
-            path = os.path.join(os.path.dirname(path), os.path.basename(source))
-        return report.artefact_paths(path)
+        meta = app.extensions["classifier"].meta
+        return checkpoint.artefact_paths(checkpoint.source_model_path(app.config["MODEL_PATH"], meta)
+                                         or app.config["MODEL_PATH"])
 
     @app.get("/model")
     def model_card():
@@ -271,16 +306,17 @@ def too_large_message(config, content_length):
             f"and {limit / 2**20:g} MB per request.")
 
 
-def save_upload(app, image):
-    """Store the validated image; its URL, or a data: URI when the disk refuses (the prediction still stands)."""
+def save_upload(app, item):
+    """Store the display copy and model input; the copy's URL, or a data: URI when the disk refuses."""
     try:
-        name = storage.save_image(image, app.config["UPLOAD_FOLDER"])
+        name = storage.save_image(item.image, app.config["UPLOAD_FOLDER"], item.pixels)
         storage.enforce_retention(app.config["UPLOAD_FOLDER"], app.config["UPLOAD_MAX_FILES"],
                                   app.config["UPLOAD_MAX_BYTES"])
+        item.extras["upload"] = name
         return f"/uploads/{name}"
     except OSError as exc:
         log.warning("could not save upload: %s", exc)
-        return service.png_data_uri(storage.display_copy(image))
+        return service.png_data_uri(item.image)
 
 
 def main(argv=None):

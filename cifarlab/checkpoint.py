@@ -13,6 +13,22 @@ def sidecar_path(model_path):
     return Path(model_path).with_suffix(".json")
 
 
+def artefact_paths(model_path):
+    """PNG and Markdown files written beside a model file."""
+    stem = Path(model_path).with_suffix("")
+    return {"confusion": f"{stem}_confusion.png", "reliability": f"{stem}_reliability.png",
+            "mistakes": f"{stem}_mistakes.png", "curves": f"{stem}_curves.png", "card": f"{stem}_card.md"}
+
+
+def source_model_path(model_path, meta):
+    """The .h5 an export was made from, beside the export (None when the file is not an export or it is gone)."""
+    source = meta.get("exported_from")
+    if not source:
+        return None
+    path = Path(model_path).parent / Path(source).name
+    return path if path.is_file() else None
+
+
 def write_json(path, data):
     """Write JSON atomically (temp file + rename)."""
     path = Path(path)

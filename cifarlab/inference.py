@@ -76,9 +76,7 @@ class TFLiteRunner:
     """Batched predictions from a .tflite file (uint8 or float input, quantised or float output)."""
 
     def __init__(self, path, threads=None):
-        import tensorflow as tf
-
-        self.interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=threads or os.cpu_count())
+        self.interpreter = interpreter_class()(model_path=str(path), num_threads=threads or os.cpu_count())
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self.batch = None
@@ -121,6 +119,17 @@ class PerThreadTFLite:
         if runner is None:
             runner = self.local.runner = TFLiteRunner(self.path, self.threads)
         return runner(images)
+
+
+def interpreter_class():
+    """LiteRT's TFLite interpreter (ai-edge-litert: no TensorFlow in the process), else TensorFlow's own."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import tensorflow as tf
+
+        Interpreter = tf.lite.Interpreter
+    return Interpreter
 
 
 def calibrate(probs, temperature):

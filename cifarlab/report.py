@@ -9,13 +9,6 @@ from .inference import Classifier, calibrate
 MISTAKES_SHOWN = 24  # images in the most-confident-mistakes grid
 
 
-def artefact_paths(model_path):
-    """PNG and Markdown files written beside a model file."""
-    stem = Path(model_path).with_suffix("")
-    return {"confusion": f"{stem}_confusion.png", "reliability": f"{stem}_reliability.png",
-            "mistakes": f"{stem}_mistakes.png", "curves": f"{stem}_curves.png", "card": f"{stem}_card.md"}
-
-
 def evaluate(model_path, data):
     """Fit the temperature on the held-out validation split, evaluate on test, update sidecar and card."""
     classifier = Classifier.from_path(model_path)
@@ -49,7 +42,7 @@ def evaluate(model_path, data):
     meta["test_accuracy"], meta["test_loss"] = report["accuracy"], report["nll_before"]  # the model's own output
     checkpoint.write_json(checkpoint.sidecar_path(model_path), meta)
 
-    paths = artefact_paths(model_path)
+    paths = checkpoint.artefact_paths(model_path)
     plots.confusion_matrix(report["confusion_matrix"], names, paths["confusion"])
     plots.reliability_diagram([
         ("raw", evaluation.reliability_bins(test_raw, y), report["ece_before"]),

@@ -98,8 +98,8 @@ class Setting:
 
 
 SETTINGS = (
-    Setting("MODEL_PATH", os.path.join(HERE, "model", "cifar10_cnn.h5"), text,
-            ".h5 or .tflite model file, with its .json sidecar beside it"),
+    Setting("MODEL_PATH", os.path.join(HERE, "model", "cifar10_cnn_int8.tflite"), text,
+            ".tflite or .h5 model file, with its .json sidecar beside it (default: the int8 export)"),
     Setting("UPLOAD_FOLDER", os.path.join(HERE, "uploads"), text, "where validated, re-encoded uploads are kept"),
     Setting("SECRET_KEY", None, text, "signs sessions and CSRF tokens; a random one per process when unset"),
     Setting("TRUSTED_HOSTS", ["localhost", "127.0.0.1"], host_list,
@@ -116,7 +116,7 @@ SETTINGS = (
     Setting("UPLOAD_MAX_BYTES", 200 * 1024 * 1024, byte_size, "... and bytes; the oldest are removed first"),
     Setting("SERVING_MODEL_NAME", "cifar10", text, "the NAME in /v1/models/NAME"),
     Setting("UNSURE_THRESHOLD", None, fraction, "top probability below which a result says unsure; default: sidecar's"),
-    Setting("GRADCAM", True, boolean, "Grad-CAM overlays on result pages (local Keras model only)"),
+    Setting("GRADCAM", True, boolean, "offer Grad-CAM on result pages (needs TensorFlow and the .h5 the model came from)"),
     Setting("INFERENCE_URL", None, http_url, "predict through a TF-Serving REST backend instead of a local model"),
     Setting("INFERENCE_TIMEOUT", 8.0, seconds, "overall deadline of one backend call, retries included"),
     Setting("INFERENCE_RETRIES", 1, whole, "extra attempts after a failed backend call, inside the deadline"),

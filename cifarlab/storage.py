@@ -4,8 +4,11 @@ import re
 import secrets
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 DISPLAY_MAX_SIDE = 512  # pixels; stored copies are downscaled to this for display
-NAME_PATTERN = re.compile(r"[0-9a-f]{32}\.png")
+NAME_PATTERN = re.compile(r"[0-9a-f]{32}(_input)?\.png")  # display copy, and the model input beside it
 
 
 def is_valid_name(name):
@@ -20,17 +23,37 @@ def display_copy(image):
     return copy
 
 
-def save_image(image, folder):
-    """Write a PNG re-encoding of a decoded image atomically under a random name; return the name."""
+def input_name(name):
+    """The file holding the model input of a stored upload: abc.png -> abc_input.png."""
+    return name[:-4] + "_input.png"
+
+
+def save_image(image, folder, model_input=None):
+    """Write a PNG re-encoding of a decoded image (and its model input) atomically under a random name; the name."""
     name = f"{secrets.token_hex(16)}.png"
     folder = Path(folder)
-    tmp = folder / f".{name}.tmp"
-    try:
-        display_copy(image).save(tmp, format="PNG")
-        os.replace(tmp, folder / name)
-    finally:
-        tmp.unlink(missing_ok=True)
+    files = [(name, display_copy(image))]
+    if model_input is not None:
+        files.append((input_name(name), Image.fromarray(model_input, "RGB")))
+    for filename, picture in reversed(files):  # the input first: a display copy never lacks its input
+        tmp = folder / f".{filename}.tmp"
+        try:
+            picture.save(tmp, format="PNG")
+            os.replace(tmp, folder / filename)
+        finally:
+            tmp.unlink(missing_ok=True)
     return name
+
+
+def load_input(folder, name):
+    """The stored model input of an upload as a uint8 array, or None when there is none."""
+    if not is_valid_name(name) or name.endswith("_input.png"):
+        return None
+    try:
+        with Image.open(Path(folder) / input_name(name), formats=("PNG",)) as img:
+            return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except (FileNotFoundError, OSError):
+        return None
 
 
 def enforce_retention(folder, max_files, max_bytes):

@@ -1,5 +1,23 @@
-// Progressive enhancement of the upload form: drag-and-drop, paste, previews, webcam capture.
-// Without this script the plain <input type="file" multiple> form does everything.
+// Progressive enhancement: on result pages, "Where the model looked" is fetched in place; on the upload form,
+// drag-and-drop, paste, previews and webcam capture. Without this script the plain links and form do everything.
+(function () {
+  "use strict";
+  for (const link of document.querySelectorAll("a.explain-link")) {
+    link.addEventListener("click", async (e) => {
+      e.preventDefault();
+      const url = new URL(link.href);
+      url.searchParams.set("fragment", "1");
+      try {
+        const response = await fetch(url);
+        if (!response.ok) throw new Error(response.status);
+        link.closest("p.explain").outerHTML = await response.text();
+      } catch (err) {
+        window.location.href = link.href;  // the plain page still works
+      }
+    });
+  }
+})();
+
 (function () {
   "use strict";
   const input = document.getElementById("file");

@@ -37,8 +37,27 @@ def test_result_page_shows_class_index_and_top3(client, app, fmt, mode):
     assert len(percents) == 3 and percents == sorted(percents, reverse=True)
     every = re.search(r'<table class="probabilities all">(.*?)</table>', html, re.S).group(1)
     assert len(re.findall(r'class="pct">', every)) == len(CIFAR10_CLASSES)
-    assert 'alt="Grad-CAM heatmap' in html and "data:image/png;base64," in html
+    assert 'class="explain-link"' in html and "Grad-CAM" in html
     assert "Classify another image" in html
+
+
+def test_explanation_on_demand_for_the_stored_input(client, app):
+    html = post_file(client, image_bytes(size=(64, 48))).get_data(as_text=True)
+    link = re.search(r'class="explain-link" href="([^"]+)"', html).group(1).replace("&amp;", "&")
+    page = client.get(link)
+    assert page.status_code == 200 and b'alt="Grad-CAM heatmap' in page.data and b"data:image/png;base64," in page.data
+    fragment = client.get(link + "&fragment=1")
+    assert fragment.status_code == 200 and fragment.data.lstrip().startswith(b"<figure") and b"<html" not in fragment.data
+    name = link.split("/")[2].split("?")[0]
+    for bad in (f"/explain/{name}?index=10", f"/explain/{name}", "/explain/" + "0" * 32 + ".png?index=1",
+                f"/explain/{name[:-4]}_input.png?index=1", "/explain/..%2Fapp.py?index=1"):
+        assert client.get(bad).status_code == 404
+
+
+def test_no_explanations_when_disabled(make_app):
+    client = make_app(GRADCAM=False).test_client()
+    html = post_file(client, image_bytes()).get_data(as_text=True)
+    assert "explain-link" not in html
 
 
 def test_result_matches_the_classifier(client, app):
@@ -57,8 +76,8 @@ def test_result_matches_the_classifier(client, app):
 def test_upload_is_stored_under_a_generated_name(client, app):
     response = post_file(client, image_bytes(), filename="../../evil name.png")
     assert response.status_code == 200
-    stored = os.listdir(app.config["UPLOAD_FOLDER"])
-    assert len(stored) == 1 and re.fullmatch(r"[0-9a-f]{32}\.png", stored[0])
+    stored = sorted(os.listdir(app.config["UPLOAD_FOLDER"]))  # the display copy and the 32x32 model input
+    assert len(stored) == 2 and re.fullmatch(r"[0-9a-f]{32}\.png", stored[0]) and stored[1] == stored[0][:-4] + "_input.png"
     served = client.get(f"/uploads/{stored[0]}")
     assert served.status_code == 200
     assert served.headers["Content-Type"] == "image/png"
@@ -212,7 +231,7 @@ def test_batch_upload_gives_one_row_per_file(client, app):
     assert html.count('<tr class="classified">') == 3 and html.count('<tr class="refused">') == 1
     assert "Refused: " in html and "img2.png" in html
     assert html.count("<details><summary>Full result for") == 3
-    assert len(os.listdir(app.config["UPLOAD_FOLDER"])) == 3  # only the valid images were kept
+    assert len(os.listdir(app.config["UPLOAD_FOLDER"])) == 2 * 3  # only the valid images were kept (copy + input)
 
 
 def test_batch_of_only_bad_files_is_400(client, app):

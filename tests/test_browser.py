@@ -25,6 +25,7 @@ if not (CHROMIUM and DRIVER):
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 EXAMPLES = sorted((ROOT / "static" / "examples").glob("*.png"))
 
@@ -78,8 +79,11 @@ def test_single_upload_shows_top3(browser, live_url):
     assert browser.find_element(By.CSS_SELECTOR, "dd.class-name").text in {p.stem for p in EXAMPLES}
     rows = browser.find_elements(By.CSS_SELECTOR, "table.probabilities.top3 tbody tr")
     assert len(rows) == 3
-    browser.find_element(By.CSS_SELECTOR, "details.gradcam summary").click()
-    assert browser.find_element(By.CSS_SELECTOR, "details.gradcam img").is_displayed()
+    result_url = browser.current_url
+    browser.find_element(By.CSS_SELECTOR, "a.explain-link").click()  # Grad-CAM on demand, from the .h5
+    figure = WebDriverWait(browser, 60).until(lambda d: d.find_element(By.CSS_SELECTOR, "figure.gradcam img"))
+    assert figure.is_displayed() and figure.get_attribute("src").startswith("data:image/png;base64,")
+    assert (browser.current_url == result_url) == browser.javascript  # fetched in place, or its own page
     screenshot(browser, "result")
 
 

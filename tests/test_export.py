@@ -1,6 +1,11 @@
 import io
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,8 +13,12 @@ import pytest
 import train
 from cifarlab import checkpoint
 from cifarlab.inference import Classifier
+from cifarlab.loadtest import free_port
 from tests.conftest import image_bytes
 from tests.test_data import write_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "static" / "examples" / "cat.png"
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +74,33 @@ def test_app_serves_a_tflite_model(exported, make_app):
     r = client.post("/api/predict", data={"file": (io.BytesIO(image_bytes()), "a.png")})
     assert r.status_code == 200 and r.get_json()["predictions"][0]["class"] in app.extensions["classifier"].class_names
     page = client.post("/", data={"file": (io.BytesIO(image_bytes()), "a.png")})
-    assert page.status_code == 200 and b"Top 3" in page.data and b"Grad-CAM" not in page.data
+    assert page.status_code == 200 and b"Top 3" in page.data and b"Grad-CAM" not in page.data  # no .h5 beside it
     assert client.get("/model").status_code == 200
+
+
+def test_a_tflite_beside_its_h5_offers_explanations_from_the_h5(exported, make_app, tiny_model_path, tmp_path):
+    for path in (exported[0] / "tiny_int8.tflite", tiny_model_path):
+        for suffix in (path.suffix, ".json"):
+            shutil.copy(path.with_suffix(suffix), tmp_path / path.with_suffix(suffix).name)
+    app = make_app(MODEL_PATH=str(tmp_path / "tiny_int8.tflite"))
+    client = app.test_client()
+    page = client.post("/", data={"file": (io.BytesIO(image_bytes()), "a.png")}).get_data(as_text=True)
+    link = re.search(r'class="explain-link" href="([^"]+)"', page).group(1).replace("&amp;", "&")
+    assert b'alt="Grad-CAM heatmap' in client.get(link).data
+
+
+@pytest.mark.parametrize("setting", ["tflite", "remote"])
+def test_serving_a_tflite_or_a_remote_backend_never_imports_tensorflow(exported, tmp_path, setting):
+    env = {"MODEL_PATH": str(exported[0] / "tiny_int8.tflite")} if setting == "tflite" else {
+        "INFERENCE_URL": f"http://127.0.0.1:{free_port()}"}  # nothing listens: the front starts anyway
+    script = ("import io, sys; from app import create_app; app = create_app({'UPLOAD_FOLDER': sys.argv[1]}); "
+              "c = app.test_client(); c.post('/api/predict', data={'file': (io.BytesIO(open(sys.argv[2], 'rb')"
+              ".read()), 'a.png')}); c.get('/'); c.get('/model'); "
+              "print(sorted(m for m in ('tensorflow', 'keras', 'matplotlib') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path), str(EXAMPLE)], env={**os.environ, **env},
+                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
 @pytest.mark.parametrize("damage", ["garbage", "no-sidecar", "wrong-classes"])

@@ -2,6 +2,7 @@
 import io
 import logging
 import os
+import re
 import struct
 import zlib
 
@@ -66,9 +67,9 @@ def test_odd_but_valid_uploads_are_classified_and_stored_safely(client, app, tar
     response = send(client, target, data, filename)
     assert response.status_code == 200
     stored = os.listdir(app.config["UPLOAD_FOLDER"])
-    assert all(len(name) == 36 and name.endswith(".png") for name in stored)
+    assert all(re.fullmatch(r"[0-9a-f]{32}(_input)?\.png", name) for name in stored)
     if target == "form":
-        assert len(stored) == 1 and b'class="class-name"' in response.data
+        assert len(stored) == 2 and b'class="class-name"' in response.data
     else:
         assert response.get_json()["predictions"][0]["filename"] == filename[:200]
 
