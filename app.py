@@ -4,19 +4,18 @@
     python app.py --host 127.0.0.1 --port 5000
 """
 import argparse
+import importlib.util
 import io
 import logging
 import os
 import secrets
 import sys
+import threading
 import time
 
 from flask import Flask, Request, abort, current_app, g, render_template, request, send_file, send_from_directory
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, SecurityError
-
-import importlib.util
-import threading
 
 from cifarlab import api, checkpoint, memory, service, settings, storage
 from cifarlab.checkpoint import ModelFileError
@@ -222,7 +221,11 @@ def register_routes(app):
         index = request.args.get("index", type=int)
         if explanations is None or pixels is None or index is None or not 0 <= index < len(classifier.class_names):
             abort(404)
-        figure = {"src": explanations.overlay(pixels, index), "label": classifier.class_names[index]}
+        try:
+            figure = {"src": explanations.overlay(pixels, index), "label": classifier.class_names[index]}
+        except ModelFileError as exc:
+            log.warning("explanations unavailable: %s", exc)
+            abort(503, "Explanations are unavailable: the model file they are computed from cannot be loaded.")
         template = "_explain.html" if request.args.get("fragment") else "explain.html"
         return render_template(template, figure=figure, upload=f"/uploads/{name}")
 
