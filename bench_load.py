@@ -26,10 +26,10 @@ from cifarlab import loadtest
 from tests.conftest import image_bytes
 
 
-def blank_png(width, height):
+def blank_png(width, height, mode="L"):
     """A PNG of one flat colour: tiny file, many pixels."""
     buffer = io.BytesIO()
-    Image.new("L", (width, height), 128).save(buffer, format="PNG")
+    Image.new(mode, (width, height), 128 if mode == "L" else 0).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -141,9 +141,8 @@ def peak_rss_during(server, action):
 
 def post_bombs(port, count):
     """(status, seconds) of one /api/predict with `count` 5000x5000 bilevel PNGs (3 kB each, 25 MP decoded)."""
-    bomb = io.BytesIO()
-    Image.new("1", (5000, 5000)).save(bomb, format="PNG")
-    body, ctype = loadtest.multipart({}, [("file", f"bomb{i}.png", bomb.getvalue()) for i in range(count)])
+    bomb = blank_png(5000, 5000, "1")
+    body, ctype = loadtest.multipart({}, [("file", f"bomb{i}.png", bomb) for i in range(count)])
     started = time.perf_counter()
     status, _ = loadtest.request("POST", port, "/api/predict", body, {"Content-Type": ctype, "Host": "localhost"})
     return status, time.perf_counter() - started, len(body)
@@ -174,9 +173,8 @@ def attacks(slow_seconds):
                      "413 or 200; peak < +300 MiB", met))
         ok &= met
 
-        bomb = io.BytesIO()
-        Image.new("1", (5000, 5000)).save(bomb, format="PNG")
-        body = json.dumps({"instances": [{"b64": base64.b64encode(bomb.getvalue()).decode()}] * 256}).encode()
+        bomb = blank_png(5000, 5000, "1")
+        body = json.dumps({"instances": [{"b64": base64.b64encode(bomb).decode()}] * 256}).encode()
         started = time.perf_counter()
         status, _ = loadtest.request("POST", port, "/v1/models/cifar10:predict", body,
                                      {"Content-Type": "application/json", "Host": "localhost"})

@@ -31,6 +31,7 @@ def error_json(message, status):
 
 
 @bp.errorhandler(ApiError)
+@bp.errorhandler(service.OverBudget)
 def api_error(exc):
     return error_json(exc.message, exc.status)
 
@@ -59,17 +60,16 @@ def predict():
         raise ApiError(f"too many files: at most {exc.limit} per request", 400) from None
     if not uploads:
         raise ApiError('send one or more images as multipart/form-data field "file"')
-    try:
-        items = service.decode_items(uploads, classifier().input_size, service.Budget.from_config(current_app.config),
-                                     g.get("started_monotonic"))
-    except service.OverBudget as exc:
-        raise ApiError(exc.message, exc.status) from None
+    items = service.decode_items(uploads, classifier().input_size, service.Budget.from_config(current_app.config),
+                                 g.get("started_monotonic"))
     service.classify_items(classifier(), items)
     threshold = current_app.extensions["unsure_threshold"]
     body = {"predictions": [service.prediction_json(item, threshold) for item in items],
             "model": service.model_summary(classifier())}
     refusal = service.refusal(items)
-    return jsonify(error=refusal.message, **body) if refusal else jsonify(body), refusal.status if refusal else 200
+    if refusal:
+        body["error"] = refusal.message
+    return jsonify(body), refusal.status if refusal else 200
 
 
 def check_model_name(name):
@@ -129,11 +129,8 @@ def serving_predict(name):
 def instances_pixels(instances, size, budget):
     """TF-Serving instances -> (N, size, size, 3) pixels; b64 images share the request's pixel budget."""
     images = {i: b64_bytes(instance, i) for i, instance in enumerate(instances) if isinstance(instance, dict)}
-    try:
-        items = service.decode_items([(str(i), data) for i, data in images.items()], size, budget,
-                                     g.get("started_monotonic"))
-    except service.OverBudget as exc:
-        raise ApiError(exc.message, exc.status) from None
+    items = service.decode_items([(str(i), data) for i, data in images.items()], size, budget,
+                                 g.get("started_monotonic"))
     decoded = dict(zip(images, items))
     pixels = []
     for i, instance in enumerate(instances):

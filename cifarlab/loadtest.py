@@ -26,19 +26,25 @@ def start_server(command, port, env=None, ready_path="/healthz", timeout=120, lo
     log = open(log_path, "ab")
     proc = subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}: {' '.join(command)} (log: {log_path})")
-        try:
-            status, _ = request("GET", port, ready_path, headers=headers)
-            if status == 200:
-                return proc
-        except OSError:
-            pass
-        time.sleep(0.25)
+    if wait_ready(proc, port, ready_path, timeout, headers, every=0.25):
+        return proc
+    if proc.poll() is not None:
+        raise RuntimeError(f"server exited with {proc.returncode}: {' '.join(command)} (log: {log_path})")
     stop_server(proc)
     raise RuntimeError(f"server not ready after {timeout} s: {' '.join(command)}")
+
+
+def wait_ready(proc, port, path, timeout, headers=None, every=0.1):
+    """Poll path on port until it answers 200 (True); False when the process exits or time runs out first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if request("GET", port, path, headers=headers, timeout=5)[0] == 200:
+                return True
+        except OSError:
+            pass  # not listening yet
+        time.sleep(every)
+    return False
 
 
 def stop_server(proc):

@@ -51,19 +51,6 @@ def find_nginx():
                                           if os.path.exists(p)), None)
 
 
-def wait_ready(proc, port, timeout):
-    """Wait until the server on port answers /healthz; False if the process exits or time runs out first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if loadtest.request("GET", port, "/healthz", headers={"Host": "localhost"}, timeout=5)[0] == 200:
-                return True
-        except OSError:
-            pass  # not listening yet
-        time.sleep(0.1)
-    return False
-
-
 def stop(*procs):
     """Terminate processes (gracefully, then for good)."""
     for proc in procs:
@@ -104,8 +91,8 @@ def main():
         if user:
             shutil.chown(run_dir / name, user)
     run_dir.chmod(0o755)
-    (run_dir / "nginx.conf").write_text(nginx_config(listen, upstream := loadtest.free_port(), run_dir,
-                                                     config["MAX_CONTENT_LENGTH"], user))
+    upstream = loadtest.free_port()
+    (run_dir / "nginx.conf").write_text(nginx_config(listen, upstream, run_dir, config["MAX_CONTENT_LENGTH"], user))
 
     env = {**os.environ, "BIND": f"127.0.0.1:{upstream}", "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}
     app_server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")],
@@ -113,7 +100,7 @@ def main():
     proxy = None
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwinds through the finally below
     try:
-        if not wait_ready(app_server, upstream, timeout=180):
+        if not loadtest.wait_ready(app_server, upstream, "/healthz", 180, {"Host": "localhost"}):
             return app_server.poll() or 1
         proxy = subprocess.Popen([nginx, "-p", str(run_dir), "-c", str(run_dir / "nginx.conf"), "-e", "stderr"])
         print(f"serving on http://{listen} (nginx -> gunicorn on 127.0.0.1:{upstream})", file=sys.stderr, flush=True)

@@ -46,25 +46,24 @@ def byte_size(value):
     return size
 
 
-def seconds(value):
+def number_within(value, within, hint):
+    """A float for which within(number) holds (NaN never does); else ValueError(hint)."""
     try:
         number = float(value)
     except ValueError:
-        raise ValueError("expected a number of seconds, e.g. 10 or 2.5") from None
-    if not 0 < number < 86400:
-        raise ValueError("expected a number of seconds above 0 and below a day")
+        raise ValueError(hint) from None
+    if not within(number):
+        raise ValueError(hint)
     return number
+
+
+def seconds(value):
+    return number_within(value, lambda n: 0 < n < 86400, "expected a number of seconds above 0 and below a day")
 
 
 def fraction(value):
     """A probability threshold; above 1 means always unsure."""
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError("expected a number between 0 and 1, e.g. 0.5") from None
-    if not 0 <= number <= 1.01:
-        raise ValueError("expected a number between 0 and 1, e.g. 0.5")
-    return number
+    return number_within(value, lambda n: 0 <= n <= 1.01, "expected a number between 0 and 1, e.g. 0.5")
 
 
 def boolean(value):

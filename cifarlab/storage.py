@@ -52,7 +52,7 @@ def load_input(folder, name):
     try:
         with Image.open(Path(folder) / input_name(name), formats=("PNG",)) as img:
             return np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except (FileNotFoundError, OSError):
+    except OSError:  # missing or unreadable: no explanation for this upload
         return None
 
 
