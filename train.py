@@ -7,6 +7,7 @@
 """
 import argparse
 import datetime
+import json
 import os
 import shlex
 import sys
@@ -35,33 +36,66 @@ def parse_args(argv=None):
                    help="tf.distribute: mirrored = all local GPUs, multiworker = the cluster in TF_CONFIG, "
                         "auto = multiworker if TF_CONFIG is set, mirrored on 2+ GPUs, else one device")
     p.add_argument("--out", default="model/cifar10_cnn", help="output path without extension (.h5/.json/.png)")
+    p.add_argument("--logdir", help="TensorBoard event files and metrics.csv (default: OUT_logs)")
+    p.add_argument("--early-stop", type=int, metavar="PATIENCE",
+                   help="stop when validation loss has not improved for PATIENCE epochs and keep the best weights "
+                        "(recipes with a constant step size: baseline, transfer)")
+    p.add_argument("--pretrained", action="store_true",
+                   help="transfer preset: start from ImageNet weights (downloaded once by Keras)")
+    p.add_argument("--resume", metavar="RUN",
+                   help="continue the interrupted run whose --out was RUN, from its last finished epoch, with its "
+                        "own options (give no others)")
     return p.parse_args(argv)
 
 
+def fail(message, code=2):
+    """Print one error line; the exit code train.py returns."""
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    command = command_line([], sys.argv[1:] if argv is None else argv)
+    from cifarlab import resume
     from cifarlab.presets import PRESETS, with_overrides
 
+    state = None
+    if args.resume:
+        if vars(args) != {**vars(parse_args([])), "resume": args.resume}:
+            return fail("--resume takes every option from the interrupted run; give it alone.")
+        try:
+            state = resume.RunState.read(args.resume)
+        except resume.ResumeError as exc:
+            return fail(exc)
+        argv = state.config["argv"]
+        args = parse_args(argv)
+    elif resume.checkpoint_path(args.out).exists():
+        return fail(f"{resume.checkpoint_path(args.out)} holds an interrupted run: continue it with "
+                    f"--resume {args.out}, or delete that file to start over.")
     try:
         hp = with_overrides(PRESETS[args.arch], args.overrides)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc)
+    if args.pretrained and args.arch != "transfer":
+        return fail("--pretrained needs --arch transfer.")
+    if args.early_stop is not None and (args.early_stop < 1 or hp["optimizer"] != "adam"):
+        return fail(f"--early-stop takes a patience of 1 or more epochs, for a recipe with a constant step size "
+                    f"(baseline, transfer); {args.arch} decays its step size to 0 at its last epoch.")
 
     import keras
     import numpy as np
 
-    from cifarlab import checkpoint, distribute, models, plots, report, training
+    from cifarlab import checkpoint, distribute, plots, report, training
     from cifarlab.data import DataError, load_dataset
     from cifarlab.images import INPUT_SIZE
+    from cifarlab.models import WeightsDownloadError
 
     # --- device -------------------------------------------------------------------------------
     try:
         strategy = distribute.make_strategy(args.strategy)  # first: collective ops are set up at start-up
     except distribute.StrategyError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc)
     replicas, chief = distribute.replicas(strategy), distribute.is_chief(strategy)
     keras.utils.set_random_seed(args.seed)
     device_kind, device_name = training.describe_device()
@@ -75,15 +109,19 @@ def main(argv=None):
             hp[key] = getattr(args, key)
     hp["batch_size"] *= replicas  # the global batch: --batch-size images on every replica
     hp["lr"] *= replicas  # linear scaling rule (Goyal et al. 2017): same step per image at any replica count
+    if state is not None and state.config["hyperparameters"] != json.loads(json.dumps(hp)):
+        return fail("the preset changed since the interrupted run started (or it ran on another number of "
+                    "replicas); its hyperparameters are in its checkpoint.")
 
     # --- data ---------------------------------------------------------------------------------
     started = time.perf_counter()
     try:
         data = load_dataset(args.data)
     except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc)
     (x_train, y_train), val = data.split_validation(hp["val_size"], seed=args.seed)
+    if args.early_stop and val is None:
+        return fail("--early-stop watches the validation loss: give --val-size 1 or more.")
     num_classes = len(data.class_names)
     one_hot = lambda y: np.eye(num_classes, dtype=np.float32)[y]  # noqa: E731
     eval_sets = {"test": (data.x_test, one_hot(data.y_test))}
@@ -98,39 +136,65 @@ def main(argv=None):
     batches = training.Batches(x_train, one_hot(y_train), hp["batch_size"], args.seed,
                                augment=hp["augment"], translate=hp.get("translate", 0))
     with distribute.scope(strategy):  # variables mirrored on every replica, updates all-reduced
-        net, from_logits = training.build_training_model(args.arch, hp, num_classes, x_train, replicas)
-        optimizer = training.make_optimizer(hp, steps=hp["epochs"] * len(batches))
-        net.compile(optimizer=optimizer,
-                    loss=keras.losses.CategoricalCrossentropy(from_logits=from_logits,
-                                                              label_smoothing=hp["label_smoothing"]),
-                    metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+        try:
+            net, from_logits = training.build_training_model(args.arch, hp, num_classes, x_train, replicas,
+                                                             args.pretrained)
+        except WeightsDownloadError as exc:
+            return fail(exc)
+    loss = keras.losses.CategoricalCrossentropy(from_logits=from_logits, label_smoothing=hp["label_smoothing"])
     print(f"Model: {args.arch}, {net.count_params():,} parameters", flush=True)
 
     # --- train --------------------------------------------------------------------------------
-    log = training.EpochLog(eval_sets)
-    callbacks = [keras.callbacks.TerminateOnNaN(), log]
-    if hp.get("lookahead_every"):  # before the log, so each epoch is evaluated with the weights it ends with
-        callbacks.insert(0, training.Lookahead(hp["epochs"] * len(batches), hp["lookahead_every"]))
-    with distribute.multiworker_fit_fix(strategy):
-        net.fit(batches, epochs=hp["epochs"], callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
+    resumes = [] if state is None else [*state.config.get("resumes", []), {
+        "at_epoch": state.config["epochs_done"], "checkpoint_saved_at": state.config["saved_at"],
+        "resumed_at": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}]
+    done = 0 if state is None else state.config["epochs_done"]
+    log = training.EpochLog(eval_sets) if state is None else training.EpochLog(
+        eval_sets, history=state.config["history"], train_seconds=state.config["train_seconds"])
+    logdir = args.logdir or f"{args.out}_logs"
+    if state is not None:
+        print(f"Resuming {args.out} after epoch {done} ({log.train_seconds / 60:.1f} min trained)", flush=True)
+    early_stop = None
+    for index, phase in enumerate(training.phases(hp)):
+        if phase.end <= done:
+            continue
+        with distribute.scope(strategy):
+            optimizer = training.start_phase(net, hp, phase, len(batches))
+            net.compile(optimizer=optimizer, loss=loss,
+                        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+        lookahead = training.Lookahead(hp["epochs"] * len(batches), hp["lookahead_every"]) \
+            if hp.get("lookahead_every") else None
+        last_phase = phase.end == hp["epochs"]
+        early_stop = resume.EarlyStopping(args.early_stop) if args.early_stop and last_phase else None
+        if state is not None:
+            resume.restore(state, net, lookahead, early_stop, index)
+            state = None
+        callbacks = [training.EpochData(batches), keras.callbacks.TerminateOnNaN()]
+        callbacks += [lookahead] if lookahead else []  # before the log: epochs are evaluated with the weights they end with
+        callbacks += [log, *([early_stop] if early_stop else []), *training.logging_callbacks(logdir, max(done, phase.first))]
+        if chief:
+            callbacks.append(resume.RunCheckpoint(resume.checkpoint_path(args.out), {
+                "argv": argv, "hyperparameters": hp, "resumes": resumes}, log, index, lookahead, early_stop))
+        if len(training.phases(hp)) > 1:
+            print(f"Phase {index + 1}: {phase.name}, epochs {phase.first + 1}-{phase.end}, step size {phase.lr:g}",
+                  flush=True)
+        with distribute.multiworker_fit_fix(strategy):
+            net.fit(batches, initial_epoch=max(done, phase.first), epochs=phase.end, callbacks=callbacks,
+                    shuffle=False,  # Batches shuffles by epoch number; Keras's own shuffle would draw on global RNG
+                    verbose=1 if sys.stdout.isatty() else 2)
+        if net.stop_training:  # early stopping or a NaN loss
+            break
     if not log.history or not np.isfinite(log.history[-1]["train_loss"]):
-        print(f"error: training diverged: the loss became NaN or infinite in epoch {len(log.history)}; nothing was "
-              f"saved (images of one flat colour, or a learning rate too high for the batch size, do this).",
-              file=sys.stderr)
-        return 3
+        resume.checkpoint_path(args.out).unlink(missing_ok=True)  # nothing worth resuming
+        return fail(f"training diverged: the loss became NaN or infinite in epoch {len(log.history)}; no model was "
+                    f"saved (images of one flat colour, or a learning rate too high for the batch size, do this).", 3)
     print(f"Final weights sha256 {distribute.weights_digest(net)}", flush=True)
     if not chief:
         return 0
 
     # --- evaluate -----------------------------------------------------------------------------
     keras.mixed_precision.set_global_policy("float32")
-    if args.arch == "baseline":
-        model = models.build_baseline(num_classes)
-        model.set_weights(net.get_weights())
-    else:  # a float32 copy of the trained net, wrapped with test-time augmentation
-        backbone = models.fast_backbone_for(hp, num_classes)
-        backbone.set_weights(net.get_weights())
-        model = models.with_tta(backbone, hp["tta_level"])
+    model = training.inference_model(args.arch, hp, num_classes, net)
     # --- save ---------------------------------------------------------------------------------
     meta = {
         "name": os.path.basename(args.out),
@@ -143,10 +207,11 @@ def main(argv=None):
         "train_images": int(len(x_train)),
         "val_images": 0 if val is None else int(len(val[0])),
         "test_images": int(len(data.x_test)),
-        "command": command,
+        "command": command_line([], argv),
         "seed": args.seed,
         "hyperparameters": hp,
         "epochs": hp["epochs"],
+        "epochs_run": len(log.history),
         "precision": policy,
         "replicas": replicas,
         "strategy": distribute.describe(strategy),
@@ -157,14 +222,23 @@ def main(argv=None):
         "train_seconds": round(log.train_seconds, 1),
         "history": log.history,
         "parameters": int(model.count_params()),
+        "logdir": logdir,
+        "resumes": resumes,
     }
+    if args.arch == "transfer":
+        meta["pretrained"] = "imagenet" if args.pretrained else None
+    if early_stop is not None:
+        meta["early_stop"] = {"patience": args.early_stop, "monitor": "val_loss",
+                              "stopped_after_epoch": len(log.history) if early_stop.stopped_epoch else None,
+                              "best_epoch": early_stop.best_epoch + 1}
     checkpoint.save(model, f"{args.out}.h5", meta)
+    resume.checkpoint_path(args.out).unlink(missing_ok=True)  # the run is complete: nothing left to resume
     meta = report.evaluate(f"{args.out}.h5", data)  # one pass over the test split: accuracy, loss, report
     print(f"Test ({len(data.x_test):,}-image split of {data.source}, TTA level {hp.get('tta_level', 0)}): "
           f"accuracy {meta['test_accuracy']:.4f}, loss {meta['test_loss']:.4f}; training {log.train_seconds / 60:.1f} min")
     plots.training_curves(log.history, f"{args.out}_curves.png", f"{args.arch}: test accuracy "
                           f"{meta['test_accuracy']:.2%} after {log.train_seconds / 60:.1f} min")
-    print(f"Saved {args.out}.h5, {args.out}.json, {args.out}_curves.png", flush=True)
+    print(f"Saved {args.out}.h5, {args.out}.json, {args.out}_curves.png; logs in {logdir}", flush=True)
     print_report(meta)
     return 0
 

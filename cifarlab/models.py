@@ -1,4 +1,4 @@
-"""Keras models: the seed baseline CNN and the fast airbench-style network with built-in TTA."""
+"""Keras models: the seed baseline CNN, the fast airbench-style network with built-in TTA, and a transfer net."""
 import functools
 
 import keras
@@ -104,6 +104,40 @@ def build_baseline(num_classes=10, input_size=INPUT_SIZE):
         layers.Dense(64, activation="relu"),
         layers.Dense(num_classes, activation="softmax"),
     ], name="baseline")
+
+
+class WeightsDownloadError(RuntimeError):
+    """Pretrained weights that could not be fetched; the message says what to do."""
+
+
+def build_transfer(num_classes, backbone="EfficientNetV2B0", image_size=96, dropout=0.2, pretrained=False,
+                   input_size=INPUT_SIZE):
+    """A keras.applications backbone on inputs upscaled inside the model: raw 0..255 pixels in, softmax out."""
+    if not backbone.startswith("EfficientNetV2") or not hasattr(keras.applications, backbone):
+        raise ValueError(f"backbone {backbone!r}: expected a keras.applications EfficientNetV2 model (they rescale "
+                         f"their own 0..255 inputs), e.g. EfficientNetV2B0")
+    inputs = keras.Input((input_size, input_size, 3), name="pixels")
+    x = layers.Resizing(image_size, image_size, name="upscale")(inputs)
+    try:
+        base = getattr(keras.applications, backbone)(include_top=False, weights="imagenet" if pretrained else None,
+                                                     input_shape=(image_size, image_size, 3), pooling="avg")
+    except Exception as exc:  # keras.utils.get_file reports a failed download as a bare Exception
+        if not pretrained:
+            raise
+        raise WeightsDownloadError(
+            f"could not fetch the ImageNet weights of {backbone} ({str(exc).splitlines()[0][:160]}); Keras downloads "
+            f"them once into ~/.keras/models, so run once with network access, or train without --pretrained"
+        ) from None
+    base.name = "backbone"
+    x = base(x, training=False)  # batch-norm keeps its statistics even when the backbone is unfrozen
+    x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="head")(x)
+    return keras.Model(inputs, outputs, name=f"transfer_{backbone}")
+
+
+def transfer_for(hp, num_classes, pretrained=False):
+    """The transfer net a preset's hyperparameters describe."""
+    return build_transfer(num_classes, hp["backbone"], hp["image_size"], hp["dropout"], pretrained)
 
 
 def fan_in_uniform():

@@ -39,6 +39,23 @@ PRESETS = {
         lookahead_every=5,        # steps between pulls of the weights to their moving average (0: off)
         tta_level=2,              # 0 none, 1 mirror, 2 mirror + 1-pixel shifts (6 views), in the saved model
     ),
+    # Fine-tuning an ImageNet backbone (see README, "Transfer learning"): for small datasets of your own.
+    "transfer": dict(
+        epochs=8,                 # passes over the training images, both phases together
+        frozen_epochs=2,          # first passes train the head alone on the frozen backbone
+        batch_size=64,            # images per step
+        optimizer="adam",         # Adam with Keras defaults
+        lr=1e-3,                  # Adam step size while the backbone is frozen
+        finetune_lr=1e-5,         # Adam step size once everything trains: small, to keep the pretrained features
+        backbone="EfficientNetV2B0",  # keras.applications model; the EfficientNetV2 family rescales 0..255 itself
+        image_size=96,            # pixels a side the input is upscaled to inside the model
+        dropout=0.2,              # fraction of the pooled features dropped before the head, while training
+        val_size=2000,            # training images held out for validation/calibration (and early stopping)
+        augment=True,             # alternating mirror + reflect-padded translation
+        translate=2,              # maximum shift in pixels, each axis, at 32x32
+        label_smoothing=0.1,      # fraction of target mass spread over all classes
+        tta_level=0,              # no test-time augmentation
+    ),
 }
 
 

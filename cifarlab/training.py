@@ -2,6 +2,7 @@
 import math
 import platform
 import time
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -70,22 +71,29 @@ def augment(x, rng, epoch, flip_bits, translate):
 
 
 class Batches(keras.utils.PyDataset):
-    """Shuffled (and optionally augmented) batches of in-memory uint8 images; backend-agnostic."""
+    """Shuffled (and optionally augmented) batches of in-memory uint8 images; backend-agnostic.
+
+    Epoch k's order and augmentation depend on (seed, k) alone, so a resumed run sees exactly the batches it would
+    have seen; EpochData (a callback) says which epoch Keras starts, whatever else Keras calls in between.
+    """
 
     def __init__(self, x, y, batch_size, seed, augment=False, translate=0):
         super().__init__()
-        self.x, self.y, self.batch_size = x, y, batch_size
-        self.rng = np.random.default_rng(seed)
+        self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
         self.do_augment, self.translate = augment, translate
-        self.flip_bits = self.rng.integers(0, 2, len(x))
-        self.epoch = 0
-        self._prepare()
+        self.flip_bits = np.random.default_rng(seed).integers(0, 2, len(x))
+        self.epoch = None
+        self.prepare(0)
 
-    def _prepare(self):
-        order = self.rng.permutation(len(self.x))
+    def prepare(self, epoch):
+        """Shuffle (and augment) for epoch `epoch` (0-based), unless that is the epoch already prepared."""
+        if epoch == self.epoch:
+            return
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(len(self.x))
         x = self.x[order]
-        self.epoch_x = augment(x, self.rng, self.epoch, self.flip_bits[order], self.translate) if self.do_augment else x
-        self.epoch_y = self.y[order]
+        self.epoch_x = augment(x, rng, epoch, self.flip_bits[order], self.translate) if self.do_augment else x
+        self.epoch_y, self.epoch = self.y[order], epoch
 
     def __len__(self):
         return math.ceil(len(self.x) / self.batch_size)
@@ -94,9 +102,16 @@ class Batches(keras.utils.PyDataset):
         s = slice(i * self.batch_size, (i + 1) * self.batch_size)
         return self.epoch_x[s], self.epoch_y[s]
 
-    def on_epoch_end(self):
-        self.epoch += 1
-        self._prepare()
+
+class EpochData(keras.callbacks.Callback):
+    """Prepares each epoch's batches as Keras begins the epoch (before it reads any of them)."""
+
+    def __init__(self, batches):
+        super().__init__()
+        self.batches = batches
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.batches.prepare(epoch)
 
 
 @keras.saving.register_keras_serializable(package=models.PACKAGE)
@@ -143,10 +158,38 @@ def make_optimizer(hp, steps):
                          momentum=hp["momentum"], nesterov=True, weight_decay=hp["weight_decay"])
 
 
-def build_training_model(arch, hp, num_classes, x_train, replicas=1):
+class Phase(NamedTuple):
+    """A stretch of training with one optimizer: epochs [first, end), peak step size, backbone frozen or not."""
+
+    name: str
+    first: int
+    end: int
+    lr: float
+    frozen_backbone: bool = False
+
+
+def phases(hp):
+    """The phases of a recipe: the transfer recipe trains its head on a frozen backbone first, then everything."""
+    if "backbone" not in hp:
+        return [Phase("training", 0, hp["epochs"], hp["lr"])]
+    frozen = min(hp["frozen_epochs"], hp["epochs"])
+    return [p for p in (Phase("frozen backbone", 0, frozen, hp["lr"], True),
+                        Phase("fine-tuning", frozen, hp["epochs"], hp["finetune_lr"])) if p.end > p.first]
+
+
+def start_phase(net, hp, phase, steps_per_epoch):
+    """Freeze or unfreeze the backbone for a phase and return the phase's optimizer (compile next)."""
+    if "backbone" in hp:
+        net.get_layer("backbone").trainable = not phase.frozen_backbone
+    return make_optimizer({**hp, "lr": phase.lr}, steps=(phase.end - phase.first) * steps_per_epoch)
+
+
+def build_training_model(arch, hp, num_classes, x_train, replicas=1, pretrained=False):
     """(model to train, whether it outputs logits) for an architecture name."""
     if arch == "baseline":
         return models.build_baseline(num_classes), False
+    if arch == "transfer":
+        return models.transfer_for(hp, num_classes, pretrained), False
     net = models.fast_backbone_for(hp, num_classes, synchronized_bn=replicas > 1)
     sample = x_train[np.random.default_rng(0).permutation(len(x_train))[:5000]].astype(np.float32) / 255
     kernel = models.whitening_kernel(sample, eps=hp.get("whiten_eps", 5e-4))
@@ -159,6 +202,21 @@ def build_training_model(arch, hp, num_classes, x_train, replicas=1):
     return net, True
 
 
+def inference_model(arch, hp, num_classes, net):
+    """A float32 copy of a trained net as it is saved: softmax out, test-time augmentation inside the fast net."""
+    if arch == "baseline":
+        model = models.build_baseline(num_classes)
+    elif arch == "transfer":
+        net.get_layer("backbone").trainable = True  # same weight order as the fresh copy's
+        model = models.transfer_for(hp, num_classes)
+    else:
+        backbone = models.fast_backbone_for(hp, num_classes)
+        backbone.set_weights(net.get_weights())
+        return models.with_tta(backbone, hp["tta_level"])
+    model.set_weights(net.get_weights())
+    return model
+
+
 class Lookahead(keras.callbacks.Callback):
     """airbench's lookahead: every `every` steps, weights are pulled back to their moving average.
 
@@ -169,11 +227,15 @@ class Lookahead(keras.callbacks.Callback):
     def __init__(self, total_steps, every=5, final_decay=0.95 ** 5):
         super().__init__()
         self.total_steps, self.every, self.final_decay = total_steps, every, final_decay
+        self.resumed = None  # (step, average) of an interrupted run
 
     def on_train_begin(self, logs=None):
         self.variables = [v for v in self.model.variables if "float" in str(v.dtype)]
         self.average = [keras.ops.convert_to_numpy(v).copy() for v in self.variables]
         self.step = 0
+        if self.resumed is not None:
+            self.step, average = self.resumed
+            self.average, self.resumed = [np.array(a) for a in average], None
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
@@ -192,13 +254,35 @@ class Lookahead(keras.callbacks.Callback):
             variable.assign(average)
 
 
-class EpochLog(keras.callbacks.Callback):
-    """Times training alone (evaluation excluded) and records per-epoch metrics on val and test."""
+def logging_callbacks(logdir, initial_epoch):
+    """Keras's CSV logger (logdir/metrics.csv) and, where TensorBoard is installed, its event files.
 
-    def __init__(self, eval_sets, batch_size=1000):
+    A run continuing at initial_epoch appends, after dropping rows of epochs it is about to redo.
+    """
+    import importlib.util
+    from pathlib import Path
+
+    csv = Path(logdir) / "metrics.csv"
+    csv.parent.mkdir(parents=True, exist_ok=True)
+    if initial_epoch and csv.exists() and csv.stat().st_size:
+        header, *rows = csv.read_text().splitlines(keepends=True)
+        csv.write_text(header + "".join(row for row in rows if int(row.split(",", 1)[0]) < initial_epoch))
+    callbacks = [keras.callbacks.CSVLogger(str(csv), append=initial_epoch > 0)]
+    if importlib.util.find_spec("tensorboard") is not None:  # Keras writes event files with tf.summary
+        callbacks.append(keras.callbacks.TensorBoard(str(logdir), write_graph=False, profile_batch=0))
+    return callbacks
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Times training alone (evaluation excluded) and records per-epoch metrics on val and test.
+
+    The metrics are also added to the epoch's logs, so later callbacks (CSV, TensorBoard, early stopping) see them.
+    """
+
+    def __init__(self, eval_sets, batch_size=1000, history=(), train_seconds=0.0):
         super().__init__()
         self.eval_sets, self.eval_batch = eval_sets, batch_size
-        self.history, self.train_seconds = [], 0.0
+        self.history, self.train_seconds = list(history), train_seconds
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
@@ -210,5 +294,7 @@ class EpochLog(keras.callbacks.Callback):
         for name, (x, y) in self.eval_sets.items():
             loss, acc = self.model.evaluate(x, y, batch_size=self.eval_batch, verbose=0, return_dict=False)[:2]
             row[f"{name}_loss"], row[f"{name}_accuracy"] = float(loss), float(acc)
+            if logs is not None:
+                logs[f"{name}_loss"], logs[f"{name}_accuracy"] = float(loss), float(acc)
         self.history.append(row)
         print("  " + "  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)

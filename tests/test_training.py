@@ -54,12 +54,16 @@ def test_batches_cover_every_image_once_per_epoch():
     y = np.arange(10)
     batches = training.Batches(x, y, batch_size=4, seed=0)
     assert len(batches) == 3
-    for _ in range(2):
+    orders = []
+    for epoch in (0, 1, 0):
+        batches.prepare(epoch)
         seen_x = np.concatenate([batches[i][0][:, 0, 0, 0] for i in range(len(batches))])
         seen_y = np.concatenate([batches[i][1] for i in range(len(batches))])
         np.testing.assert_array_equal(np.sort(seen_x), y)
         np.testing.assert_array_equal(seen_x, seen_y)  # images stay with their labels
-        batches.on_epoch_end()
+        orders.append(seen_x)
+    assert not np.array_equal(orders[0], orders[1])  # reshuffled every epoch ...
+    np.testing.assert_array_equal(orders[0], orders[2])  # ... as a function of the epoch alone (resumable)
 
 
 def test_bias_scaled_sgd_steps_batch_norm_offsets_further():
