@@ -100,6 +100,9 @@ def unsure_threshold(config, classifier):
     return float(classifier.meta.get("calibration", {}).get("unsure_threshold", 0.5))
 
 
+GRADCAM_ARCHS = ("baseline", "fast")  # the nets gradcam.Explainer knows; a transfer net's backbone is not one
+
+
 class Explanations:
     """Grad-CAM on demand, from a Keras model built lazily, once per process, on the first request for one."""
 
@@ -111,9 +114,11 @@ class Explanations:
     def for_classifier(cls, config, classifier):
         """Explanations for the served model: its own Keras model, or the .h5 a .tflite was exported from.
 
-        None when disabled, remote, without TensorFlow, or when no .h5 is at hand.
+        None when disabled, remote, without TensorFlow, for a net Grad-CAM does not know, or when no .h5 is at hand.
         """
         if not config["GRADCAM"] or config["INFERENCE_URL"] or importlib.util.find_spec("tensorflow") is None:
+            return None
+        if classifier.meta.get("arch") not in GRADCAM_ARCHS:
             return None
         if classifier.model is not None:
             return cls(model=classifier.model)

@@ -1,12 +1,16 @@
+import io
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import train
 from cifarlab import checkpoint
+from cifarlab.data import load_image_folder
 from cifarlab.inference import Classifier
+from tests.conftest import image_bytes
 from tests.test_data import write_folder
 
 
@@ -37,8 +41,6 @@ def test_train_writes_model_sidecar_and_curves(tmp_path, tiny_dataset, arch):
     probs = classifier.probabilities(np.zeros((2, 32, 32, 3), np.uint8))
     assert probs.shape == (2, 2)
     np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
-    from cifarlab.data import load_image_folder
-
     data = load_image_folder(tiny_dataset)
     independent = (classifier.raw_probabilities(data.x_test).argmax(1) == data.y_test).mean()
     assert meta["test_accuracy"] == pytest.approx(independent, abs=1e-6)
@@ -88,3 +90,97 @@ def test_evaluate_command_rewrites_report(tmp_path, tiny_dataset, capsys):
     assert train.evaluate_main(["--model", str(out) + ".h5", "--data", str(tiny_dataset)]) == 0
     assert "accuracy" in capsys.readouterr().out and (tmp_path / "m_card.md").exists()
     assert train.evaluate_main(["--model", str(tmp_path / "none.h5"), "--data", str(tiny_dataset)]) == 2
+
+
+def test_a_run_writes_tensorboard_events_and_a_csv(tmp_path, tiny_dataset):
+    out, logdir = tmp_path / "m", tmp_path / "tb"
+    assert train.main(["--data", str(tiny_dataset), "--epochs", "2", "--val-size", "4", "--out", str(out),
+                       "--logdir", str(logdir)]) == 0
+    rows = (logdir / "metrics.csv").read_text().splitlines()
+    assert rows[0].split(",")[0] == "epoch" and "val_loss" in rows[0] and "test_accuracy" in rows[0]
+    assert [r.split(",")[0] for r in rows[1:]] == ["0", "1"]
+    events = list(logdir.rglob("events.out.tfevents.*"))
+    assert {e.parent.name for e in events} == {"train", "validation"} and all(e.stat().st_size > 0 for e in events)
+    assert json.loads(out.with_suffix(".json").read_text())["logdir"] == str(logdir)
+
+
+def test_early_stop_ends_a_run_that_stops_improving(tmp_path):
+    rng = np.random.default_rng(0)
+    noise = tmp_path / "noise"  # labels unrelated to the pixels: validation loss only gets worse as it memorises
+    for split in ("train", "test"):
+        for name in ("a", "b"):
+            (noise / split / name).mkdir(parents=True)
+            for n in range(16):
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(noise / split / name / f"{n}.png")
+    out = tmp_path / "m"
+    assert train.main(["--data", str(noise), "--epochs", "40", "--batch-size", "4", "--val-size", "8",
+                       "--early-stop", "2", "--out", str(out)]) == 0
+    meta = json.loads(out.with_suffix(".json").read_text())
+    stop, losses = meta["early_stop"], [h["val_loss"] for h in meta["history"]]
+    assert meta["epochs_run"] == len(losses) < 40 and stop["stopped_after_epoch"] == len(losses)
+    assert stop["best_epoch"] == 1 + int(np.argmin(losses)) == len(losses) - 2  # patience 2: two epochs without gain
+    classifier = Classifier.from_path(out.with_suffix(".h5"))  # the best epoch's weights were kept
+    x_val, y_val = load_image_folder(noise).split_validation(8, seed=0)[1]
+    probs = classifier.raw_probabilities(x_val)
+    assert -np.mean(np.log(probs[np.arange(len(y_val)), y_val])) == pytest.approx(min(losses), rel=2e-2)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--arch", "fast", "--early-stop", "3"], "constant step size"),
+    (["--early-stop", "0"], "patience of 1 or more"),
+    (["--pretrained"], "--pretrained needs --arch transfer"),
+])
+def test_option_mistakes_are_one_line(tmp_path, tiny_dataset, capsys, argv, message):
+    assert train.main(["--data", str(tiny_dataset), "--out", str(tmp_path / "m"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not list(tmp_path.glob("m*"))
+
+
+def test_transfer_preset_trains_and_serves(tmp_path, tiny_dataset, make_app):
+    out = tmp_path / "m"
+    assert train.main(["--data", str(tiny_dataset), "--arch", "transfer", "--epochs", "2", "--batch-size", "8",
+                       "--val-size", "4", "--set", "frozen_epochs=1", "--set", "image_size=32", "--out", str(out)]) == 0
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["arch"] == "transfer" and meta["pretrained"] is None and meta["epochs_run"] == 2
+    model, _ = checkpoint.load(out.with_suffix(".h5"))
+    assert model.input_shape == (None, 32, 32, 3) and model.get_layer("backbone").count_params() > 5e6
+    client = make_app(MODEL_PATH=str(out.with_suffix(".h5"))).test_client()
+    page = client.post("/", data={"file": (io.BytesIO(image_bytes()), "x.png")}, content_type="multipart/form-data")
+    assert page.status_code == 200 and "/explain/" not in page.get_data(as_text=True)  # Grad-CAM: baseline/fast only
+    assert client.post("/api/predict", data={"file": (io.BytesIO(image_bytes()), "x.png")}).get_json()[
+        "predictions"][0]["class"] in ("blue", "red")
+
+
+def test_pretrained_weights_offline_is_one_line(tmp_path, tiny_dataset, monkeypatch, capsys):
+    from keras.src.applications import efficientnet_v2
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- network unreachable")
+
+    monkeypatch.setattr(efficientnet_v2.file_utils, "get_file", offline)  # never download in a test
+    assert train.main(["--data", str(tiny_dataset), "--arch", "transfer", "--pretrained", "--set", "image_size=32",
+                       "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "ImageNet weights of EfficientNetV2B0" in err and "without --pretrained" in err and err.count("\n") == 1
+
+
+def test_own_classes_served_end_to_end(tmp_path, make_app):
+    """A user's 3-class folder of 64x64 images: train, then the app, API and serving metadata use its classes."""
+    folder = write_folder(tmp_path / "fruit", ["plum", "lime", "cherry"], per_class=8, size=(64, 64), noise=30)
+    out = tmp_path / "model" / "fruit"
+    assert train.main(["--data", str(folder), "--epochs", "2", "--batch-size", "8", "--val-size", "3",
+                       "--out", str(out)]) == 0
+    assert "cherry" in (tmp_path / "model" / "fruit_card.md").read_text()
+    client = make_app(MODEL_PATH=str(out.with_suffix(".h5"))).test_client()
+    upload = image_bytes(size=(64, 64))
+    page = client.post("/", data={"file": (io.BytesIO(upload), "x.png")}, content_type="multipart/form-data")
+    text = page.get_data(as_text=True)
+    assert page.status_code == 200 and "cherry" in text and "airplane" not in text
+    prediction = client.post("/api/predict", data={"file": (io.BytesIO(upload), "x.png")}).get_json()["predictions"][0]
+    assert list(prediction["probabilities"]) == ["cherry", "lime", "plum"]
+    assert prediction["class"] in ("cherry", "lime", "plum") and len(prediction["top3"]) == 3
+    metadata = client.get("/v1/models/cifar10/metadata").get_json()["metadata"]
+    assert metadata["class_names"] == ["cherry", "lime", "plum"]
+    assert metadata["signature_def"]["signature_def"]["serving_default"]["outputs"]["probabilities"][
+        "tensor_shape"]["dim"][1]["size"] == "3"
