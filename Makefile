@@ -6,13 +6,14 @@ HOST   ?= 127.0.0.1
 PORT   ?= 5000
 DATA   ?= ../shared/data/cifar10-jpeg.tar.gz
 
-.PHONY: run serve test train train-baseline venv clean
+.PHONY: run serve test test-fast notebook train train-baseline venv clean
 
 venv: $(BIN)/.installed
-$(BIN)/.installed: requirements.txt
+$(BIN)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps -e .    # cifarlab, app and train importable from anywhere (tools, notebook)
 	touch $@
 
 run: venv
@@ -23,6 +24,13 @@ serve: venv         ## production stack: nginx (deploy/nginx.conf) in front of g
 
 test: venv
 	$(BIN)/python -m pytest -q
+
+test-fast: venv      ## everything but the tests marked slow (multi-process, notebook, browser, full stack, resume)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+notebook: venv       ## JupyterLab on notebooks/explore.ipynb (installs requirements-dev.txt once)
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/jupyter lab notebooks/explore.ipynb
 
 train: venv          ## the flagship recipe on the shared JPEG copy
 	$(BIN)/python train.py --data $(DATA) --arch fast --out model/cifar10_cnn

@@ -171,8 +171,9 @@ def main(argv=None):
             state = None
         callbacks = [training.EpochData(batches), keras.callbacks.TerminateOnNaN()]
         callbacks += [lookahead] if lookahead else []  # before the log: epochs are evaluated with the weights they end with
-        callbacks += [log, *([early_stop] if early_stop else []), *training.logging_callbacks(logdir, max(done, phase.first))]
-        if chief:
+        callbacks += [log, *([early_stop] if early_stop else [])]
+        if chief:  # other workers write nothing
+            callbacks += training.logging_callbacks(logdir, max(done, phase.first))
             callbacks.append(resume.RunCheckpoint(resume.checkpoint_path(args.out), {
                 "argv": argv, "hyperparameters": hp, "resumes": resumes}, log, index, lookahead, early_stop))
         if len(training.phases(hp)) > 1:

@@ -30,6 +30,9 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 EXAMPLES = sorted((ROOT / "static" / "examples").glob("*.png"))
 
 
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def live_url(tmp_path_factory):
     """The app with the shipped model and CSRF on, served over HTTP on a loopback port."""

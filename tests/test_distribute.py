@@ -43,6 +43,7 @@ def test_single_device_is_chief_with_one_replica():
     assert distribute.replicas(None) == 1 and distribute.is_chief(None)
 
 
+@pytest.mark.slow
 def test_two_worker_processes_train_one_model(tmp_path):
     data = write_folder(tmp_path / "data", ["red", "blue"], per_class=16, noise=40)
     ports = [free_port(), free_port()]

@@ -9,6 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 
+@pytest.mark.slow
 def test_explore_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     from tests.test_data import write_folder
     from cifarlab.data import CIFAR10_CLASSES

@@ -16,7 +16,6 @@ from tests.test_data import write_folder
 ROOT = Path(__file__).resolve().parent.parent
 KILL_AFTER = """
 import os, sys
-sys.path.insert(0, {root!r})
 from cifarlab import resume
 save = resume.RunCheckpoint.on_epoch_end
 
@@ -33,8 +32,8 @@ sys.exit(train.main({argv!r}))
 
 def run_train(argv, kill_after=None):
     """train.py in its own process (a fresh TensorFlow); killed hard after epoch `kill_after` when given."""
-    code = KILL_AFTER.format(root=str(ROOT), epochs=kill_after, argv=argv) if kill_after else \
-        f"import sys; sys.path.insert(0, {str(ROOT)!r}); import train; sys.exit(train.main({argv!r}))"
+    code = KILL_AFTER.format(epochs=kill_after, argv=argv) if kill_after else \
+        f"import sys, train; sys.exit(train.main({argv!r}))"
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
@@ -58,6 +57,7 @@ def options(dataset, out, *extra):
             "--set", "widths=(16, 32, 32)", "--seed", "3", "--out", str(out), *extra]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_final_weights(tmp_path, dataset):
     whole = run_train(options(dataset, tmp_path / "whole" / "m"))
     assert whole.returncode == 0, whole.stderr
@@ -89,6 +89,7 @@ def test_killed_run_resumes_to_the_same_final_weights(tmp_path, dataset):
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "test_accuracy"} <= rows[0].keys()
 
 
+@pytest.mark.slow
 def test_a_fresh_run_will_not_overwrite_an_interrupted_one(tmp_path, dataset, capsys):
     out = tmp_path / "m"
     assert run_train(options(dataset, out), kill_after=1).returncode == 137

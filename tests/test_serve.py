@@ -12,6 +12,9 @@ from tests.conftest import image_bytes
 NEED_NGINX = os.environ.get("REQUIRE_NGINX") == "1"  # CI installs Debian's nginx and sets this
 
 
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def stack(tiny_model_path, tmp_path_factory):
     """`python -m cifarlab.serve` on a free port with one worker of two threads (easy to starve); yields the port."""

@@ -137,6 +137,7 @@ def test_option_mistakes_are_one_line(tmp_path, tiny_dataset, capsys, argv, mess
     assert not list(tmp_path.glob("m*"))
 
 
+@pytest.mark.slow
 def test_transfer_preset_trains_and_serves(tmp_path, tiny_dataset, make_app):
     out = tmp_path / "m"
     assert train.main(["--data", str(tiny_dataset), "--arch", "transfer", "--epochs", "2", "--batch-size", "8",

@@ -6,8 +6,6 @@ per request, an HTML answer. Not for use: it exists to be measured against.
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 
 def main(port, model_path, upload_dir):
     import keras
