@@ -1,5 +1,6 @@
 """Loopback load generation for the benchmark scripts: start a server, post uploads, summarise latencies."""
 import http.client
+import io
 import json
 import os
 import signal
@@ -10,8 +11,10 @@ import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 
 def free_port():
@@ -21,11 +24,25 @@ def free_port():
         return s.getsockname()[1]
 
 
+REPO = Path(__file__).resolve().parents[1]  # servers start here, as under make serve, wherever a benchmark runs from
+
+
+def image_bytes(fmt="PNG", mode="RGB", size=(32, 32), seed=0, **save_args):
+    """Encode a random image in the given format and mode."""
+    rng = np.random.default_rng(seed)
+    img = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8), "RGB")
+    if mode != "RGB":
+        img = img.convert(mode)
+    buffer = io.BytesIO()
+    img.save(buffer, format=fmt, **save_args)
+    return buffer.getvalue()
+
+
 def start_server(command, port, env=None, ready_path="/healthz", timeout=120, log_path=os.devnull, headers=None):
-    """Start a server process (own process group) and wait until ready_path answers 200."""
+    """Start a server process (own process group) in the repository and wait until ready_path answers 200."""
     log = open(log_path, "ab")
     proc = subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            cwd=REPO, start_new_session=True)
     if wait_ready(proc, port, ready_path, timeout, headers, every=0.25):
         return proc
     if proc.poll() is not None:

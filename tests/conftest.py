@@ -1,27 +1,14 @@
 """Shared fixtures: a tiny untrained model file, the app built on it, a client, image factories."""
-import io
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from app import create_app
 from cifarlab import checkpoint, models
 from cifarlab.data import CIFAR10_CLASSES
-
-
-def image_bytes(fmt="PNG", mode="RGB", size=(32, 32), seed=0, **save_args):
-    """Encode a random image in the given format and mode."""
-    rng = np.random.default_rng(seed)
-    img = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8), "RGB")
-    if mode != "RGB":
-        img = img.convert(mode)
-    buffer = io.BytesIO()
-    img.save(buffer, format=fmt, **save_args)
-    return buffer.getvalue()
+from cifarlab.loadtest import image_bytes  # noqa: F401  (tests import it from here)
 
 
 @pytest.fixture(scope="session")

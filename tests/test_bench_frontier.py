@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-import bench_frontier
+from benchmarks import bench_frontier
 
 
 def write_sidecar(directory, name, minutes, accuracy, seed=0, epochs=10, lr=1.5, data="d.tar.gz"):

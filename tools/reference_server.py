@@ -1,4 +1,4 @@
-"""A seed-style reference server for bench_serve.py: what the projects we replace do, on our model.
+"""A seed-style reference server for benchmarks/bench_serve.py: what the projects we replace do, on our model.
 
 Flask development server, upload saved under the client's file name, Pillow resize, model.predict()
 per request, an HTML answer. Not for use: it exists to be measured against.

@@ -1,7 +1,7 @@
 """Time-to-accuracy benchmark: train the baseline and the fast preset with train.py, print one table.
 
-    python bench_train.py --data ../shared/data/cifar10-jpeg.tar.gz          # ~35 min on 2 CPU cores
-    python bench_train.py --from-sidecars runs/bench/baseline.json model/cifar10_cnn.json
+    python benchmarks/bench_train.py --data ../shared/data/cifar10-jpeg.tar.gz          # ~35 min on 2 CPU cores
+    python benchmarks/bench_train.py --from-sidecars runs/bench/baseline.json model/cifar10_cnn.json
 """
 import argparse
 import datetime
@@ -13,7 +13,7 @@ from pathlib import Path
 
 def run_training(arch, data, out):
     """Train one preset with train.py in its own process; return its sidecar."""
-    cmd = [sys.executable, "train.py", "--arch", arch, "--out", str(out)] + (["--data", data] if data else [])
+    cmd = [sys.executable, str(Path(__file__).resolve().parents[1] / "train.py"), "--arch", arch, "--out", str(out)] + (["--data", data] if data else [])
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
     return json.loads(Path(out).with_suffix(".json").read_text())

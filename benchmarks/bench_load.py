@@ -1,8 +1,8 @@
 """Load test: the production server (gunicorn) under 16 clients of mixed valid and hostile uploads; or attacks.
 
-    python bench_load.py                 # 16 clients, 60 s, loopback only; stops by itself
-    python bench_load.py --clients 4 --seconds 10
-    python bench_load.py --attacks       # attacks on `make serve`'s stack (nginx + gunicorn), about 3 min
+    python benchmarks/bench_load.py                 # 16 clients, 60 s, loopback only; stops by itself
+    python benchmarks/bench_load.py --clients 4 --seconds 10
+    python benchmarks/bench_load.py --attacks       # attacks on `make serve`'s stack (nginx + gunicorn), about 3 min
 
 Prints requests, statuses, unexpected errors, p50/p99 latency, server RSS (idle, after a warm-up, end), and the
 uploads/ folder (a temporary one with a small retention cap) in files and bytes. With --attacks: slow clients,
@@ -23,7 +23,7 @@ import time
 from PIL import Image
 
 from cifarlab import loadtest
-from tests.conftest import image_bytes
+from cifarlab.loadtest import image_bytes
 
 
 def blank_png(width, height, mode="L"):

@@ -1,6 +1,6 @@
 """Accuracy-vs-training-time frontier from train.py sidecars: the best test accuracy within each time budget.
 
-    python bench_frontier.py --data cifar10-jpeg.tar.gz results/*.json
+    python benchmarks/bench_frontier.py --data cifar10-jpeg.tar.gz results/*.json
 
 Prints three Markdown tables: every run by training time, the best run inside each budget (with the
 command that trained it), and runs that differ only by --seed as mean and spread. With --data, the last

@@ -1,7 +1,7 @@
 """Serving benchmark: our production server against a seed-style reference, on the same model and machine.
 
-    python bench_serve.py                      # 15 s per concurrency level, loopback only; stops by itself
-    python bench_serve.py --seconds 5 --model model/baseline.h5 --fast-model ""
+    python benchmarks/bench_serve.py                      # 15 s per concurrency level, loopback only; stops by itself
+    python benchmarks/bench_serve.py --seconds 5 --model model/baseline.h5 --fast-model ""
 
 Our gunicorn server runs twice, on its default model (the int8 TFLite export, served by ai-edge-litert without
 TensorFlow) and on the Keras .h5, against a seed-style reference on the .h5. Prints one Markdown table (req/s,
@@ -16,7 +16,7 @@ import tempfile
 import time
 
 from cifarlab import loadtest
-from tests.conftest import image_bytes
+from cifarlab.loadtest import image_bytes
 
 
 def conv_peak_gflops(seconds=5.0):
@@ -65,8 +65,9 @@ def load(port, path, field_files, clients, seconds, expected=200):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="model/cifar10_cnn.h5")
-    p.add_argument("--fast-model", default="model/cifar10_cnn_int8.tflite", help="int8 export of --model ('' to skip)")
+    p.add_argument("--model", default=str(loadtest.REPO / "model" / "cifar10_cnn.h5"))
+    p.add_argument("--fast-model", default=str(loadtest.REPO / "model" / "cifar10_cnn_int8.tflite"),
+                   help="int8 export of --model ('' to skip)")
     p.add_argument("--seconds", type=float, default=15, help="per concurrency level and server")
     p.add_argument("--concurrency", default="1,8,32")
     args = p.parse_args(argv)
@@ -85,11 +86,12 @@ def main(argv=None):
     for label, model in models_served.items():
         port = loadtest.free_port()
         servers.append((label, model, loadtest.python_command("-m", "gunicorn", "-c", "gunicorn.conf.py"), port,
-                        "/api/predict", {"BIND": f"127.0.0.1:{port}", "MODEL_PATH": model, "LOG_LEVEL": "warning",
+                        "/api/predict", {"BIND": f"127.0.0.1:{port}", "MODEL_PATH": os.path.abspath(model), "LOG_LEVEL": "warning",
                                          "UPLOAD_FOLDER": os.path.join(tmp, label), "SECRET_KEY": os.urandom(16).hex()}))
     port = loadtest.free_port()
-    servers.append(("reference", args.model, loadtest.python_command("tools/reference_server.py", str(port), args.model,
-                                                                     os.path.join(tmp, "ref")), port, "/predict", {}))
+    reference = loadtest.python_command(str(loadtest.REPO / "tools" / "reference_server.py"), str(port),
+                                        os.path.abspath(args.model), os.path.join(tmp, "ref"))
+    servers.append(("reference", args.model, reference, port, "/predict", {}))
     os.makedirs(os.path.join(tmp, "ref"))
     rows, batch, ready_s = [], {}, {}
     for label, model, command, port, path, env in servers:

@@ -1,7 +1,7 @@
 """Training-step benchmark of the fast net: seconds per step and per epoch by precision, GELU form and batch norm.
 
-    python bench_step.py                  # ~10 min on 2 CPU cores; prints a Markdown table
-    python bench_step.py --steps 4 --configs mixed_bfloat16:tanh:fused
+    python benchmarks/bench_step.py                  # ~10 min on 2 CPU cores; prints a Markdown table
+    python benchmarks/bench_step.py --steps 4 --configs mixed_bfloat16:tanh:fused
 
 Synthetic images, the fast preset's net, optimizer, loss and batch size; the epoch time assumes
 48,000 training images. The first call of fit (tracing) is not timed; each row is the median step of
