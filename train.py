@@ -79,9 +79,11 @@ def main(argv=None):
         return fail(exc)
     if args.pretrained and args.arch != "transfer":
         return fail("--pretrained needs --arch transfer.")
-    if args.early_stop is not None and (args.early_stop < 1 or hp["optimizer"] != "adam"):
-        return fail(f"--early-stop takes a patience of 1 or more epochs, for a recipe with a constant step size "
-                    f"(baseline, transfer); {args.arch} decays its step size to 0 at its last epoch.")
+    if args.early_stop is not None and args.early_stop < 1:
+        return fail("--early-stop takes a patience of 1 or more epochs.")
+    if args.early_stop is not None and hp["optimizer"] != "adam":
+        return fail(f"--early-stop is for recipes with a constant step size (baseline, transfer); {args.arch} "
+                    f"decays its step size to 0 at its last epoch.")
 
     import keras
     import numpy as np
@@ -167,7 +169,10 @@ def main(argv=None):
         last_phase = phase.end == hp["epochs"]
         early_stop = resume.EarlyStopping(args.early_stop) if args.early_stop and last_phase else None
         if state is not None:
-            resume.restore(state, net, lookahead, early_stop, index)
+            try:
+                resume.restore(state, net, lookahead, early_stop, index)
+            except resume.ResumeError as exc:
+                return fail(exc)
             state = None
         callbacks = [training.EpochData(batches), keras.callbacks.TerminateOnNaN()]
         callbacks += [lookahead] if lookahead else []  # before the log: epochs are evaluated with the weights they end with

@@ -113,7 +113,8 @@ def main(argv=None):
     for label, model in models_served.items():
         batch[f"{label} in-process, batch 256"] = in_process_images_per_second(model)
 
-    print(f"Serving {args.model} ({flops / 1e6:,.0f} MFLOP per image), {args.seconds:.0f} s per row, same 32x32 PNG")
+    print(f"Serving {os.path.relpath(args.model, loadtest.REPO)} ({flops / 1e6:,.0f} MFLOP per image), "
+          f"{args.seconds:.0f} s per row, same 32x32 PNG")
     print("| server | clients | req/s | p50 ms | p99 ms | errors | RSS MiB (processes) | ready s | req/s ours/ref |")
     print("|---|---|---|---|---|---|---|---|---|")
     ref = {c: s for n, c, s in rows if n == "reference"}
