@@ -116,9 +116,8 @@ class Explanations:
 
         None when disabled, remote, without TensorFlow, for a net Grad-CAM does not know, or when no .h5 is at hand.
         """
-        if not config["GRADCAM"] or config["INFERENCE_URL"] or importlib.util.find_spec("tensorflow") is None:
-            return None
-        if classifier.meta.get("arch") not in GRADCAM_ARCHS:
+        if (not config["GRADCAM"] or config["INFERENCE_URL"] or classifier.meta.get("arch") not in GRADCAM_ARCHS
+                or importlib.util.find_spec("tensorflow") is None):
             return None
         if classifier.model is not None:
             return cls(model=classifier.model)

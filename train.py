@@ -156,10 +156,11 @@ def main(argv=None):
     logdir = args.logdir or f"{args.out}_logs"
     if state is not None:
         print(f"Resuming {args.out} after epoch {done} ({log.train_seconds / 60:.1f} min trained)", flush=True)
-    early_stop = None
-    for index, phase in enumerate(training.phases(hp)):
+    early_stop, phases = None, training.phases(hp)
+    for index, phase in enumerate(phases):
         if phase.end <= done:
             continue
+        first_epoch = max(done, phase.first)  # of this fit: a resumed run starts after its last finished epoch
         with distribute.scope(strategy):
             optimizer = training.start_phase(net, hp, phase, len(batches))
             net.compile(optimizer=optimizer, loss=loss,
@@ -178,14 +179,14 @@ def main(argv=None):
         callbacks += [lookahead] if lookahead else []  # before the log: epochs are evaluated with the weights they end with
         callbacks += [log, *([early_stop] if early_stop else [])]
         if chief:  # other workers write nothing
-            callbacks += training.logging_callbacks(logdir, max(done, phase.first))
+            callbacks += training.logging_callbacks(logdir, first_epoch)
             callbacks.append(resume.RunCheckpoint(resume.checkpoint_path(args.out), {
                 "argv": argv, "hyperparameters": hp, "resumes": resumes}, log, index, lookahead, early_stop))
-        if len(training.phases(hp)) > 1:
+        if len(phases) > 1:
             print(f"Phase {index + 1}: {phase.name}, epochs {phase.first + 1}-{phase.end}, step size {phase.lr:g}",
                   flush=True)
         with distribute.multiworker_fit_fix(strategy):
-            net.fit(batches, initial_epoch=max(done, phase.first), epochs=phase.end, callbacks=callbacks,
+            net.fit(batches, initial_epoch=first_epoch, epochs=phase.end, callbacks=callbacks,
                     shuffle=False,  # Batches shuffles by epoch number; Keras's own shuffle would draw on global RNG
                     verbose=1 if sys.stdout.isatty() else 2)
         if net.stop_training:  # early stopping or a NaN loss

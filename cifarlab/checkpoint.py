@@ -29,21 +29,28 @@ def source_model_path(model_path, meta):
     return path if path.is_file() else None
 
 
+def replace_atomically(path, write):
+    """Call write(temporary path) beside `path`, then rename it over `path`: readers see the old file or the new one,
+    never half of one; a failed write leaves no temporary file behind."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")  # same suffix: savers choose format by it
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_json(path, data):
     """Write JSON atomically (temp file + rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    replace_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
 
 
 def save(model, model_path, meta):
     """Save model (.h5, without optimizer state) and its sidecar, each atomically."""
     model_path = Path(model_path)
     model_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = model_path.with_name(f".{model_path.stem}.{os.getpid()}.tmp.h5")
-    model.save(tmp, include_optimizer=False)
-    os.replace(tmp, model_path)
+    replace_atomically(model_path, lambda tmp: model.save(tmp, include_optimizer=False))
     write_json(sidecar_path(model_path), meta)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .checkpoint import replace_atomically
 from .images import INPUT_SIZE, ImageError, preprocess_bytes
 
 CIFAR10_CLASSES = (
@@ -166,8 +167,7 @@ def load_image_folder(source, use_cache=True):
 
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, x_train=data.x_train, y_train=data.y_train, x_test=data.x_test,
-                 y_test=data.y_test, class_names=np.array(class_names))
-        os.replace(tmp, cache)
+        replace_atomically(cache, lambda tmp: np.savez(tmp, x_train=data.x_train, y_train=data.y_train,
+                                                       x_test=data.x_test, y_test=data.y_test,
+                                                       class_names=np.array(class_names)))
     return data

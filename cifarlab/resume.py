@@ -1,12 +1,13 @@
 """Interrupted runs: an atomic per-epoch checkpoint of everything training needs to continue bit for bit."""
 import datetime
 import json
-import os
 import zipfile
 from pathlib import Path
 
 import keras
 import numpy as np
+
+from .checkpoint import replace_atomically
 
 FORMAT = 1  # bump when the checkpoint's contents change
 
@@ -114,9 +115,7 @@ class RunCheckpoint(keras.callbacks.Callback):
             arrays["best"] = list(self.early_stop.best_weights or [])
         flat = {f"{group}_{i}": a for group, items in arrays.items() for i, a in enumerate(items)}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, config=np.array(json.dumps(state)), **flat)
-        os.replace(tmp, self.path)
+        replace_atomically(self.path, lambda tmp: np.savez(tmp, config=np.array(json.dumps(state)), **flat))
 
 
 def restore(state, model, lookahead=None, early_stop=None, phase=0):
