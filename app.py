@@ -100,7 +100,7 @@ def unsure_threshold(config, classifier):
     return float(classifier.meta.get("calibration", {}).get("unsure_threshold", 0.5))
 
 
-GRADCAM_ARCHS = ("baseline", "fast")  # the nets gradcam.Explainer knows; a transfer net's backbone is not one
+GRADCAM_ARCHS = ("baseline", "fast", "muon")  # the nets gradcam.Explainer knows; a transfer net's backbone is not one
 
 
 class Explanations:

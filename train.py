@@ -88,7 +88,7 @@ def main(argv=None):
     import keras
     import numpy as np
 
-    from cifarlab import checkpoint, distribute, plots, report, training
+    from cifarlab import checkpoint, distribute, plots, report, sidecar, training
     from cifarlab.data import DataError, load_dataset
     from cifarlab.images import INPUT_SIZE
     from cifarlab.models import WeightsDownloadError
@@ -175,9 +175,9 @@ def main(argv=None):
             except resume.ResumeError as exc:
                 return fail(exc)
             state = None
-        callbacks = [training.EpochData(batches), keras.callbacks.TerminateOnNaN()]
-        callbacks += [lookahead] if lookahead else []  # before the log: epochs are evaluated with the weights they end with
-        callbacks += [log, *([early_stop] if early_stop else [])]
+        callbacks = [log, training.EpochData(batches), keras.callbacks.TerminateOnNaN()]  # log first: times the
+        callbacks += [lookahead] if lookahead else []  # epoch's shuffling and augmentation too
+        callbacks += [early_stop] if early_stop else []  # after the log, which puts val_loss into the epoch's logs
         if chief:  # other workers write nothing
             callbacks += training.logging_callbacks(logdir, first_epoch)
             callbacks.append(resume.RunCheckpoint(resume.checkpoint_path(args.out), {
@@ -203,7 +203,7 @@ def main(argv=None):
     keras.mixed_precision.set_global_policy("float32")
     model = training.inference_model(args.arch, hp, num_classes, net)
     # --- save ---------------------------------------------------------------------------------
-    meta = {
+    meta = sidecar.for_training(**{
         "name": os.path.basename(args.out),
         "arch": args.arch,
         "class_names": list(data.class_names),
@@ -231,7 +231,7 @@ def main(argv=None):
         "parameters": int(model.count_params()),
         "logdir": logdir,
         "resumes": resumes,
-    }
+    })
     if args.arch == "transfer":
         meta["pretrained"] = "imagenet" if args.pretrained else None
     if early_stop is not None:

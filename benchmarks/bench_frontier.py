@@ -12,12 +12,14 @@ import statistics
 import sys
 from pathlib import Path
 
+from cifarlab import sidecar
+
 BUDGETS_MIN = (10, 20, 30, 45)  # training wall-time budgets, minutes
 
 
 def load_run(path):
     """The fields the frontier needs from one sidecar."""
-    meta = json.loads(Path(path).read_text())
+    meta = sidecar.check(json.loads(Path(path).read_text()))
     last = meta["history"][-1] if meta.get("history") else {}
     return {
         "name": meta["name"], "command": meta["command"], "seed": meta.get("seed", 0),

@@ -3,6 +3,8 @@ import json
 import os
 from pathlib import Path
 
+from . import sidecar
+
 
 class ModelFileError(RuntimeError):
     """A model file that is missing, corrupt or incompatible; the message names the path."""
@@ -55,14 +57,16 @@ def save(model, model_path, meta):
 
 
 def read_meta(model_path):
-    """The sidecar of a model file as a dict."""
+    """The sidecar of a model file as a dict, checked and upgraded to the current schema (cifarlab.sidecar)."""
     path = sidecar_path(model_path)
     try:
-        return json.loads(path.read_text())
+        return sidecar.check(json.loads(path.read_text()))
     except FileNotFoundError:
         raise ModelFileError(f"{path}: sidecar not found (it must sit beside {model_path}).") from None
     except json.JSONDecodeError as exc:
         raise ModelFileError(f"{path}: sidecar is not valid JSON ({exc}).") from None
+    except sidecar.SidecarError as exc:
+        raise ModelFileError(f"{path}: {exc}") from None
 
 
 def preflight(model_path):
@@ -71,8 +75,6 @@ def preflight(model_path):
     if not model_path.is_file():
         raise ModelFileError(f"{model_path}: model file not found.")
     meta = read_meta(model_path)
-    if not isinstance(meta, dict) or not meta.get("class_names") or not meta.get("input_size"):
-        raise ModelFileError(f"{sidecar_path(model_path)}: sidecar lacks class_names or input_size.")
     with open(model_path, "rb") as f:
         head = f.read(8)
     if model_path.suffix == ".tflite" and head[4:8] != b"TFL3":

@@ -4,7 +4,7 @@ import time
 
 import numpy as np
 
-from . import checkpoint
+from . import checkpoint, sidecar
 from .inference import Classifier, TFLiteRunner
 
 
@@ -100,18 +100,9 @@ def export_all(model_path, out_dir, data, command="", calibration_count=500, see
         accuracy, latency = measure(predict, data.x_test, data.y_test)
         rows.append({"format": name, "path": path, "mb": size_mb(path), "latency_ms": latency, "accuracy": accuracy})
         if path.endswith(".tflite"):
-            checkpoint.write_json(checkpoint.sidecar_path(path), export_meta(meta, name, model_path, accuracy, command))
+            checkpoint.write_json(checkpoint.sidecar_path(path),
+                                  sidecar.for_export(meta, name, model_path, accuracy, command))
     return rows
-
-
-def export_meta(meta, format_name, model_path, accuracy, command):
-    """Sidecar of an exported file: the source's, with this format's own test accuracy; calibration is inside."""
-    calibration = meta.get("calibration", {})
-    return {**meta, "name": f"{meta.get('name')} ({format_name})", "format": format_name,
-            "exported_from": str(model_path), "export_command": command, "test_accuracy": accuracy,
-            "output": "temperature-calibrated softmax probabilities over class_names",
-            "calibration": {**calibration, "temperature": 1.0,
-                            "applied_inside_model": calibration.get("temperature", 1.0)}}
 
 
 def size_mb(path):

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint, evaluation, plots
+from . import checkpoint, evaluation, plots, sidecar
 from .inference import Classifier, calibrate
 
 MISTAKES_SHOWN = 24  # images in the most-confident-mistakes grid
@@ -34,12 +34,11 @@ def evaluate(model_path, data):
         "ece_after": evaluation.expected_calibration_error(test_cal, y),
         "data_source": data.source,
     })
-    meta["calibration"] = {"temperature": temperature, "fitted_on": f"{0 if val is None else len(val[0])} "
+    calibration = {"temperature": temperature, "fitted_on": f"{0 if val is None else len(val[0])} "
                            "validation images held out from training", "unsure_threshold": threshold,
                            "unsure_rule": f"calibrated top probability below this; at or above it, >= "
                                           f"{evaluation.UNSURE_PRECISION:.0%} of validation predictions are right"}
-    meta["evaluation"] = report
-    meta["test_accuracy"], meta["test_loss"] = report["accuracy"], report["nll_before"]  # the model's own output
+    meta = sidecar.with_evaluation(meta, calibration, report)
     checkpoint.write_json(checkpoint.sidecar_path(model_path), meta)
 
     paths = checkpoint.artefact_paths(model_path)

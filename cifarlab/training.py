@@ -149,13 +149,76 @@ class ScaledBiasSGD(keras.optimizers.SGD):
         return super().update_step(gradient, variable, learning_rate)
 
 
-def make_optimizer(hp, steps):
+def orthogonalize(g, steps=3):
+    """Newton-Schulz approximation of U V^T for g = U S V^T (singular values land in about 0.7..1.2)."""
+    a, b, c = 3.4445, -4.7750, 2.0315  # quintic coefficients of airbench94_muon / modded-nanogpt
+    tall = g.shape[0] > g.shape[1]
+    x = keras.ops.transpose(g) if tall else g
+    x = x / (keras.ops.sqrt(keras.ops.sum(keras.ops.square(x))) + 1e-7)  # spectral norm <= Frobenius norm <= 1
+    for _ in range(steps):
+        xxt = keras.ops.matmul(x, keras.ops.transpose(x))
+        x = a * x + keras.ops.matmul(b * xxt + c * keras.ops.matmul(xxt, xxt), x)
+    return keras.ops.transpose(x) if tall else x
+
+
+class MuonSGD(ScaledBiasSGD):
+    """airbench94_muon's optimizer: Muon for the 3x3 convolution filters, SGD (as ScaledBiasSGD) for the rest.
+
+    Before each step a filter bank is rescaled to norm sqrt(output channels) (the batch norm after it makes its
+    scale irrelevant, so it takes no weight decay), then moves by muon_lr times the orthogonalised Nesterov momentum
+    of its gradient, reshaped to (inputs x 3 x 3, outputs). muon_lr follows the same schedule as the SGD step.
+    The whitening bias, when trainable, learns at the BatchNorm-offset rate decaying linearly to 0 over its first
+    whiten_bias_steps, without weight decay.
+    """
+
+    def __init__(self, peak_lr, muon_lr=0.24, muon_momentum=0.6, ns_steps=3, whiten_bias_steps=0, **kwargs):
+        super().__init__(**kwargs)
+        self.peak_lr, self.muon_lr, self.muon_momentum = peak_lr, muon_lr, muon_momentum
+        self.ns_steps, self.whiten_bias_steps = ns_steps, whiten_bias_steps
+
+    def build(self, var_list):
+        super().build(var_list)
+        self._muon_momentums = {self._var_key(v): self.add_variable_from_reference(v, "muon_momentum")
+                                for v in var_list if len(v.shape) == 4 and v.path.endswith("_conv/kernel")}
+        self._muon_keys = set(self._muon_momentums)
+        self._whiten_bias_keys = {self._var_key(v) for v in var_list if v.path.endswith("whiten/bias")}
+
+    def _use_weight_decay(self, variable):
+        key = self._var_key(variable)
+        return key not in self._muon_keys and key not in self._whiten_bias_keys and super()._use_weight_decay(variable)
+
+    def update_step(self, gradient, variable, learning_rate):
+        key = self._var_key(variable)
+        if key in self._muon_keys:
+            return self._muon_step(keras.ops.cast(gradient, variable.dtype), variable, learning_rate)
+        if key in self._whiten_bias_keys:  # SGD's step is linear in the gradient: rescaling it sets this bias's rate
+            step = keras.ops.cast(self.iterations, "float32")
+            own_lr = self.peak_lr * self.bias_lr_scale * keras.ops.maximum(0.0, 1.0 - step / self.whiten_bias_steps)
+            gradient = gradient * keras.ops.cast(own_lr / keras.ops.maximum(learning_rate, 1e-12), gradient.dtype)
+        return super().update_step(gradient, variable, learning_rate)
+
+    def _muon_step(self, gradient, variable, learning_rate):
+        momentum = self._muon_momentums[self._var_key(variable)]
+        self.assign(momentum, self.muon_momentum * momentum + gradient)
+        nesterov = gradient + self.muon_momentum * momentum
+        outputs = variable.shape[-1]
+        update = orthogonalize(keras.ops.reshape(nesterov, (-1, outputs)), self.ns_steps)
+        norm = keras.ops.sqrt(keras.ops.sum(keras.ops.square(variable)))
+        lr = self.muon_lr * keras.ops.cast(learning_rate, variable.dtype) / self.peak_lr
+        self.assign(variable, variable * (outputs ** 0.5 / norm) - lr * keras.ops.reshape(update, variable.shape))
+
+
+def make_optimizer(hp, steps, steps_per_epoch=None):
     """The optimizer a preset asks for."""
     if hp["optimizer"] == "adam":
         return keras.optimizers.Adam(hp["lr"])
     schedule = WarmupLinearDecay(hp["lr"], steps, hp["lr_start"], hp["lr_warmup"], hp.get("lr_end", 0.0))
-    return ScaledBiasSGD(bias_lr_scale=hp["bias_lr_scale"], learning_rate=schedule,
-                         momentum=hp["momentum"], nesterov=True, weight_decay=hp["weight_decay"])
+    sgd = dict(bias_lr_scale=hp["bias_lr_scale"], learning_rate=schedule, momentum=hp["momentum"], nesterov=True,
+               weight_decay=hp["weight_decay"])
+    if hp["optimizer"] == "muon":
+        return MuonSGD(hp["lr"], hp["muon_lr"], hp["muon_momentum"], hp["ns_steps"],
+                       hp["whiten_bias_epochs"] * (steps_per_epoch or 0), **sgd)
+    return ScaledBiasSGD(**sgd)
 
 
 class Phase(NamedTuple):
@@ -181,7 +244,7 @@ def start_phase(net, hp, phase, steps_per_epoch):
     """Freeze or unfreeze the backbone for a phase and return the phase's optimizer (compile next)."""
     if "backbone" in hp:
         net.get_layer("backbone").trainable = not phase.frozen_backbone
-    return make_optimizer({**hp, "lr": phase.lr}, steps=(phase.end - phase.first) * steps_per_epoch)
+    return make_optimizer({**hp, "lr": phase.lr}, (phase.end - phase.first) * steps_per_epoch, steps_per_epoch)
 
 
 def build_training_model(arch, hp, num_classes, x_train, replicas=1, pretrained=False):
@@ -197,7 +260,8 @@ def build_training_model(arch, hp, num_classes, x_train, replicas=1, pretrained=
     bias = -np.tensordot(mean_patch, kernel, axes=3)
     whiten = net.get_layer("whiten")
     whiten.set_weights([kernel, bias.astype(np.float32)])
-    whiten.trainable = False  # fixed whitening filters: decorrelated inputs from the first step
+    whiten.kernel.trainable = False  # fixed whitening filters: decorrelated inputs from the first step
+    whiten.bias.trainable = bool(hp.get("whiten_bias_epochs"))  # the Muon recipe trains the bias for a few epochs
     models.dirac_init(net)
     return net, True
 

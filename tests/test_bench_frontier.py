@@ -10,6 +10,7 @@ def write_sidecar(directory, name, minutes, accuracy, seed=0, epochs=10, lr=1.5,
     path = directory / f"{name}.json"
     path.write_text(json.dumps({
         "name": name, "arch": "fast", "command": f"python train.py --seed {seed} --out runs/{name}", "seed": seed,
+        "class_names": ["cat", "dog"], "input_size": 32,
         "hyperparameters": {"epochs": epochs, "lr": lr}, "precision": "mixed_bfloat16", "data_source": f"../{data}",
         "train_images": 48000, "train_seconds": minutes * 60, "test_accuracy": accuracy,
         "history": [{"epoch": epochs, "val_accuracy": accuracy - 0.01}],

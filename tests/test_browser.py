@@ -114,3 +114,16 @@ def test_example_click(browser, live_url):
     browser.get(live_url + "/")
     browser.find_element(By.CSS_SELECTOR, "ul.examples a").click()
     assert browser.find_element(By.CSS_SELECTOR, "dd.class-name").text
+
+
+def test_classify_stays_above_the_fold_on_a_phone(browser, live_url):
+    browser.set_window_size(390, 844)  # a common phone viewport, in CSS pixels
+    try:
+        browser.get(live_url + "/")
+        browser.find_element(By.ID, "file").send_keys("\n".join(str(p) for p in EXAMPLES[:8]))  # previews with JS
+        button = browser.find_element(By.CSS_SELECTOR, "form.upload button[type=submit]").rect
+        viewport = browser.execute_script("return window.innerHeight") if browser.javascript else 844
+        assert button["y"] + button["height"] <= viewport, (button, viewport)
+        screenshot(browser, "phone")
+    finally:
+        browser.set_window_size(1100, 1300)

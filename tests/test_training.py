@@ -92,3 +92,55 @@ def test_lookahead_pulls_weights_to_their_average_at_the_end():
     final = keras.ops.convert_to_numpy(model.layers[0].kernel)
     assert 0.0 < final[0, 0] < 4.0  # pulled back from the last weights towards earlier ones
     np.testing.assert_array_equal(final, np.asarray(lookahead.average[0]))
+
+
+def test_orthogonalize_keeps_singular_vectors_and_flattens_singular_values():
+    rng = np.random.default_rng(0)
+    g = rng.normal(size=(576, 64)) * np.linspace(0.2, 3.0, 64)  # columns of very different scales
+    u, s, vt = np.linalg.svd(g, full_matrices=False)
+    x = keras.ops.convert_to_numpy(training.orthogonalize(keras.ops.convert_to_tensor(g, "float32")))
+    assert x.shape == g.shape
+    core = u.T @ x @ vt.T  # diagonal when x shares g's singular vectors
+    np.testing.assert_allclose(core - np.diag(np.diag(core)), 0, atol=1e-3)
+    assert np.all((np.diag(core) > 0.5) & (np.diag(core) < 1.5)), np.diag(core)  # spread 15x in g, not in x
+
+
+def muon_net():
+    return keras.Sequential([keras.Input((6, 6, 3)), keras.layers.Conv2D(3, 2, name="whiten"),
+                             keras.layers.Conv2D(8, 3, use_bias=False, name="block1a_conv"),
+                             keras.layers.Flatten(), keras.layers.Dense(2, use_bias=False, name="head")])
+
+
+def test_muon_normalises_each_filter_bank_and_steps_it_by_its_orthogonalised_gradient():
+    net = muon_net()
+    optimizer = training.MuonSGD(peak_lr=0.5, muon_lr=0.24, muon_momentum=0.6, learning_rate=0.5, momentum=0.0,
+                                 weight_decay=0.1)
+    variables = net.trainable_variables
+    optimizer.build(variables)
+    conv, head = net.get_layer("block1a_conv").kernel, net.get_layer("head").kernel
+    before = [keras.ops.convert_to_numpy(v).copy() for v in (conv, head)]
+    grads = {id(v): np.random.default_rng(i).normal(size=v.shape).astype(np.float32) for i, v in enumerate(variables)}
+    optimizer.apply([keras.ops.convert_to_tensor(grads[id(v)]) for v in variables], variables)
+    kernel, grad = before[0], grads[id(conv)]
+    step = keras.ops.convert_to_numpy(training.orthogonalize(keras.ops.convert_to_tensor(grad.reshape(-1, 8))))
+    expected = kernel * np.sqrt(8) / np.linalg.norm(kernel) - 0.24 * step.reshape(kernel.shape)  # no decay
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(conv), expected, atol=1e-5)
+    sgd_step = before[1] * (1 - 0.1 * 0.5) - 0.5 * grads[id(head)]  # decoupled decay, then SGD
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(head), sgd_step, atol=1e-5)
+
+
+def test_muon_trains_the_whitening_bias_at_a_rate_decaying_to_zero():
+    net = muon_net()
+    whiten = net.get_layer("whiten")
+    whiten.kernel.trainable = False
+    optimizer = training.MuonSGD(peak_lr=0.5, whiten_bias_steps=2, bias_lr_scale=4.0, learning_rate=0.5,
+                                 momentum=0.0, weight_decay=0.1)
+    variables = net.trainable_variables
+    assert any(v is whiten.bias for v in variables) and not any(v is whiten.kernel for v in variables)
+    optimizer.build(variables)
+    moves = []
+    for _ in range(3):
+        start = keras.ops.convert_to_numpy(whiten.bias).copy()
+        optimizer.apply([keras.ops.ones_like(v) for v in variables], variables)
+        moves.append(float(np.mean(start - keras.ops.convert_to_numpy(whiten.bias))))
+    np.testing.assert_allclose(moves, [0.5 * 4.0, 0.5 * 4.0 * 0.5, 0.0], atol=1e-6)  # 2.0, 1.0, then frozen

@@ -1,0 +1,65 @@
+"""The sidecar schema: the JSON beside every model file (labels, recipe, provenance, metrics), one builder per writer.
+
+Training writes it (for_training), evaluation adds its report (with_evaluation), export derives one per exported
+file (for_export); every reader goes through check(). Version 1 is the unversioned sidecar written before this
+module existed: it still loads, with git_commit unknown (None).
+"""
+import subprocess
+from pathlib import Path
+
+SCHEMA_VERSION = 2  # 2: schema_version and git_commit added
+REQUIRED = {"class_names": list, "input_size": int}  # what serving needs to use a model file at all
+REPO = Path(__file__).resolve().parent.parent
+
+
+class SidecarError(ValueError):
+    """A sidecar that cannot describe a model file; the message says what is wrong."""
+
+
+def git_commit(repo=REPO):
+    """The commit the code runs from, '+dirty' when tracked files differ from it; None outside a git clone."""
+    def git(*args):
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):  # no git, or not a clone
+        return None
+    return f"{commit}+dirty" if dirty else commit
+
+
+def check(meta):
+    """meta upgraded to the current schema's fields; SidecarError when it cannot describe a model."""
+    if not isinstance(meta, dict):
+        raise SidecarError("sidecar is not a JSON object.")
+    version = meta.get("schema_version", 1)
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise SidecarError(f"sidecar schema_version {version!r} is newer than this code reads ({SCHEMA_VERSION}); "
+                           f"update the code.")
+    for key, kind in REQUIRED.items():
+        if not isinstance(meta.get(key), kind) or not meta[key]:
+            raise SidecarError(f"sidecar lacks {key} (a {kind.__name__}).")
+    return {**meta, "schema_version": version, "git_commit": meta.get("git_commit")}
+
+
+def for_training(**fields):
+    """A new sidecar for a model train.py has just trained."""
+    return check({"schema_version": SCHEMA_VERSION, "git_commit": git_commit(), **fields})
+
+
+def with_evaluation(meta, calibration, report):
+    """meta with an evaluation's calibration and test report (train.py evaluate and the end of training)."""
+    return {**check(meta), "calibration": calibration, "evaluation": report, "test_accuracy": report["accuracy"],
+            "test_loss": report["nll_before"]}  # the model's own (uncalibrated) output
+
+
+def for_export(meta, format_name, model_path, accuracy, command):
+    """Sidecar of an exported file: the source's, with this format's own test accuracy; calibration is inside."""
+    meta = check(meta)
+    calibration = meta.get("calibration", {})
+    return {**meta, "name": f"{meta.get('name')} ({format_name})", "format": format_name,
+            "exported_from": str(model_path), "export_command": command, "export_git_commit": git_commit(),
+            "test_accuracy": accuracy, "output": "temperature-calibrated softmax probabilities over class_names",
+            "calibration": {**calibration, "temperature": 1.0,
+                            "applied_inside_model": calibration.get("temperature", 1.0)}}

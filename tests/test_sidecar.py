@@ -1,0 +1,69 @@
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cifarlab import checkpoint, sidecar
+from cifarlab.sidecar import SCHEMA_VERSION, SidecarError
+
+REPO = Path(__file__).resolve().parent.parent
+COMMITTED = sorted((REPO / "model").glob("*.json")) + sorted((REPO / "results").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_committed_sidecar_still_loads(path):
+    meta = sidecar.check(json.loads(path.read_text()))
+    assert meta["class_names"] and meta["input_size"] == 32
+    assert 1 <= meta["schema_version"] <= SCHEMA_VERSION
+    if meta["schema_version"] == 1:  # written before the schema had a version: its commit is unknown
+        assert meta["git_commit"] is None
+
+
+def test_a_training_sidecar_records_the_schema_and_the_commit():
+    meta = sidecar.for_training(name="m", class_names=["a", "b"], input_size=32)
+    assert meta["schema_version"] == SCHEMA_VERSION
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode:
+        pytest.skip("not a git clone")
+    assert meta["git_commit"].split("+")[0] == head.stdout.strip()
+
+
+def test_no_commit_is_recorded_outside_a_git_clone(tmp_path):
+    assert sidecar.git_commit(tmp_path) is None
+
+
+@pytest.mark.parametrize("meta, message", [
+    ([1, 2], "not a JSON object"),
+    ({"input_size": 32}, "lacks class_names"),
+    ({"class_names": [], "input_size": 32}, "lacks class_names"),
+    ({"class_names": ["a"], "input_size": "32"}, "lacks input_size"),
+    ({"class_names": ["a"], "input_size": 32, "schema_version": SCHEMA_VERSION + 1}, "newer than this code"),
+])
+def test_a_sidecar_that_cannot_describe_a_model_is_refused_in_one_line(meta, message):
+    with pytest.raises(SidecarError, match=message):
+        sidecar.check(meta)
+
+
+def test_the_reader_names_the_file_of_a_bad_sidecar(tmp_path):
+    (tmp_path / "m.h5").write_bytes(b"")
+    (tmp_path / "m.json").write_text(json.dumps({"class_names": ["a"], "input_size": 32, "schema_version": 99}))
+    with pytest.raises(checkpoint.ModelFileError, match=r"m\.json: sidecar schema_version 99"):
+        checkpoint.read_meta(tmp_path / "m.h5")
+
+
+def test_evaluation_and_export_keep_the_training_provenance():
+    trained = {"name": "m", "class_names": ["a", "b"], "input_size": 32, "schema_version": 2, "git_commit": "abc"}
+    report = {"accuracy": 0.9, "nll_before": 0.3}
+    evaluated = sidecar.with_evaluation(trained, {"temperature": 1.5}, report)
+    assert (evaluated["test_accuracy"], evaluated["test_loss"], evaluated["git_commit"]) == (0.9, 0.3, "abc")
+    exported = sidecar.for_export(evaluated, "TFLite int8", "model/m.h5", 0.89, "python train.py export")
+    assert exported["git_commit"] == "abc" and "export_git_commit" in exported
+    assert exported["test_accuracy"] == 0.89 and exported["calibration"]["applied_inside_model"] == 1.5
+    assert exported["calibration"]["temperature"] == 1.0  # the export's probabilities are calibrated already
+
+
+def test_an_old_sidecar_gains_the_current_schema_when_evaluated_again():
+    old = {"name": "m", "class_names": ["a", "b"], "input_size": 32}
+    evaluated = sidecar.with_evaluation(old, {"temperature": 1.0}, {"accuracy": 0.5, "nll_before": 1.0})
+    assert evaluated["schema_version"] == 1 and evaluated["git_commit"] is None  # its training commit stays unknown
