@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 import train
-from cifarlab import checkpoint
+from cifarlab import checkpoint, sidecar
 from cifarlab.data import load_image_folder
 from cifarlab.inference import Classifier
 from tests.conftest import image_bytes
@@ -20,7 +20,7 @@ def tiny_dataset(tmp_path):
     return write_folder(tmp_path / "data", ["red", "blue"], per_class=12, size=(40, 40), noise=40)
 
 
-@pytest.mark.parametrize("arch", ["baseline", "fast"])
+@pytest.mark.parametrize("arch", ["baseline", "fast", "muon"])
 def test_train_writes_model_sidecar_and_curves(tmp_path, tiny_dataset, arch):
     out = tmp_path / "out" / "m"
     rc = train.main(["--data", str(tiny_dataset), "--arch", arch, "--epochs", "1", "--batch-size", "8",
@@ -30,6 +30,7 @@ def test_train_writes_model_sidecar_and_curves(tmp_path, tiny_dataset, arch):
     assert meta["class_names"] == ["blue", "red"]
     assert meta["arch"] == arch and meta["epochs"] == 1 and meta["input_size"] == 32
     assert meta["command"].startswith("python train.py --data")
+    assert meta["schema_version"] == sidecar.SCHEMA_VERSION and meta["git_commit"] == sidecar.git_commit()
     assert len(meta["history"]) == 1 and meta["train_seconds"] > 0
     assert 0.0 <= meta["test_accuracy"] <= 1.0 and meta["test_images"] == 24 and meta["val_images"] == 4
     for png in ("curves", "confusion", "reliability", "mistakes"):
