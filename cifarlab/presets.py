@@ -39,36 +39,6 @@ PRESETS = {
         lookahead_every=5,        # steps between pulls of the weights to their moving average (0: off)
         tta_level=2,              # 0 none, 1 mirror, 2 mirror + 1-pixel shifts (6 views), in the saved model
     ),
-    # airbench94_muon's recipe: the fast net with Muon for its convolution filters (see docs/experiments.md).
-    "muon": dict(
-        epochs=13,                # passes over the training images (~2 min each here: the 30-minute budget)
-        batch_size=2000,          # images per step (airbench94_muon's)
-        optimizer="muon",         # Muon for the 3x3 conv filters, SGD with Nesterov momentum for offsets and head
-        lr=1.5,                   # peak SGD step size for the mean loss: head (BatchNorm offsets x bias_lr_scale)
-        lr_start=1.0,             # no warm-up: the schedule starts at the peak
-        lr_warmup=0.0,            # fraction of all steps spent warming up; then linear decay
-        lr_end=0.0,               # fraction of the peak the decay ends at
-        momentum=0.85,            # SGD's Nesterov momentum
-        weight_decay=0.0178,      # decoupled decay per unit of SGD step size (head and offsets; filters are normalised)
-        bias_lr_scale=64.0,       # BatchNorm offsets (and the whitening bias) learn this many times faster
-        muon_lr=0.24,             # Muon step: orthogonalised update's size against filters of norm sqrt(outputs)
-        muon_momentum=0.6,        # Muon's Nesterov momentum
-        ns_steps=3,               # Newton-Schulz iterations per orthogonalisation
-        whiten_bias_epochs=0,     # epochs the whitening bias trains for (rate decaying to 0); 3 in airbench94_muon, unstable here
-        label_smoothing=0.2,      # fraction of target mass spread over all classes
-        val_size=2000,            # training images held out for validation/calibration
-        augment=True,             # alternating mirror + reflect-padded translation
-        translate=2,              # maximum shift in pixels, each axis
-        widths=(64, 256, 256),    # channels of the three conv groups
-        whiten_eps=5e-4,          # added to the patch-covariance eigenvalues (unit-variance pixels) before whitening
-        whiten_float32=False,     # run the whitening conv in float32 under mixed precision
-        bn_momentum=0.6,          # Keras convention: running = m*running + (1-m)*batch (airbench94_muon's)
-        logit_scale=1 / 9,        # fixed multiplier on the logits
-        gelu_tanh=True,           # GELU in its tanh form (within 1e-3 of erf)
-        fused_bn=True,            # TensorFlow's fused batch-norm kernel while training
-        lookahead_every=0,        # airbench94_muon has no lookahead
-        tta_level=2,              # 0 none, 1 mirror, 2 mirror + 1-pixel shifts (6 views), in the saved model
-    ),
     # Fine-tuning an ImageNet backbone (see README, "Transfer learning"): for small datasets of your own.
     "transfer": dict(
         epochs=8,                 # passes over the training images, both phases together
@@ -87,6 +57,22 @@ PRESETS = {
         tta_level=0,              # no test-time augmentation
     ),
 }
+
+# airbench94_muon's recipe (see docs/experiments.md, "Muon"): the fast recipe, except for these.
+PRESETS["muon"] = {**PRESETS["fast"], **dict(
+    epochs=13,                # passes over the training images (~2 min each here: the 30-minute budget)
+    batch_size=2000,          # images per step (airbench94_muon's)
+    optimizer="muon",         # Muon for the 3x3 conv filters, SGD with Nesterov momentum for offsets and head
+    lr_start=1.0,             # no warm-up: the schedule starts at its peak and decays linearly to lr_end
+    lr_warmup=0.0,            # fraction of all steps spent warming up
+    weight_decay=0.0178,      # decoupled decay per unit of SGD step size (head and offsets; filters are normalised)
+    muon_lr=0.24,             # Muon step: the orthogonalised update's size against filters of norm sqrt(outputs)
+    muon_momentum=0.6,        # Muon's Nesterov momentum
+    ns_steps=3,               # Newton-Schulz iterations per orthogonalisation
+    whiten_bias_epochs=0,     # epochs the whitening bias trains for (rate decaying to 0); 3 in airbench94_muon, unstable here
+    bn_momentum=0.6,          # Keras convention: running = m*running + (1-m)*batch (airbench94_muon's)
+    lookahead_every=0,        # airbench94_muon has no lookahead
+)}
 
 
 def with_overrides(hp, assignments):
