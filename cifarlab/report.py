@@ -35,9 +35,9 @@ def evaluate(model_path, data):
         "data_source": data.source,
     })
     calibration = {"temperature": temperature, "fitted_on": f"{0 if val is None else len(val[0])} "
-                           "validation images held out from training", "unsure_threshold": threshold,
-                           "unsure_rule": f"calibrated top probability below this; at or above it, >= "
-                                          f"{evaluation.UNSURE_PRECISION:.0%} of validation predictions are right"}
+                   "validation images held out from training", "unsure_threshold": threshold,
+                   "unsure_rule": f"calibrated top probability below this; at or above it, >= "
+                                  f"{evaluation.UNSURE_PRECISION:.0%} of validation predictions are right"}
     meta = sidecar.with_evaluation(meta, calibration, report)
     checkpoint.write_json(checkpoint.sidecar_path(model_path), meta)
 
