@@ -180,16 +180,15 @@ class MuonSGD(ScaledBiasSGD):
         super().build(var_list)
         self._muon_momentums = {self._var_key(v): self.add_variable_from_reference(v, "muon_momentum")
                                 for v in var_list if len(v.shape) == 4 and v.path.endswith("_conv/kernel")}
-        self._muon_keys = set(self._muon_momentums)
         self._whiten_bias_keys = {self._var_key(v) for v in var_list if v.path.endswith("whiten/bias")}
 
     def _use_weight_decay(self, variable):
         key = self._var_key(variable)
-        return key not in self._muon_keys and key not in self._whiten_bias_keys and super()._use_weight_decay(variable)
+        return key not in self._muon_momentums and key not in self._whiten_bias_keys and super()._use_weight_decay(variable)
 
     def update_step(self, gradient, variable, learning_rate):
         key = self._var_key(variable)
-        if key in self._muon_keys:
+        if key in self._muon_momentums:
             return self._muon_step(keras.ops.cast(gradient, variable.dtype), variable, learning_rate)
         if key in self._whiten_bias_keys:  # SGD's step is linear in the gradient: rescaling it sets this bias's rate
             step = keras.ops.cast(self.iterations, "float32")
@@ -208,7 +207,7 @@ class MuonSGD(ScaledBiasSGD):
         self.assign(variable, variable * (outputs ** 0.5 / norm) - lr * keras.ops.reshape(update, variable.shape))
 
 
-def make_optimizer(hp, steps, steps_per_epoch=None):
+def make_optimizer(hp, steps):
     """The optimizer a preset asks for."""
     if hp["optimizer"] == "adam":
         return keras.optimizers.Adam(hp["lr"])
@@ -217,7 +216,7 @@ def make_optimizer(hp, steps, steps_per_epoch=None):
                weight_decay=hp["weight_decay"])
     if hp["optimizer"] == "muon":
         return MuonSGD(hp["lr"], hp["muon_lr"], hp["muon_momentum"], hp["ns_steps"],
-                       hp["whiten_bias_epochs"] * (steps_per_epoch or 0), **sgd)
+                       round(hp["whiten_bias_epochs"] * steps / hp["epochs"]), **sgd)  # one phase: all epochs
     return ScaledBiasSGD(**sgd)
 
 
@@ -244,7 +243,7 @@ def start_phase(net, hp, phase, steps_per_epoch):
     """Freeze or unfreeze the backbone for a phase and return the phase's optimizer (compile next)."""
     if "backbone" in hp:
         net.get_layer("backbone").trainable = not phase.frozen_backbone
-    return make_optimizer({**hp, "lr": phase.lr}, (phase.end - phase.first) * steps_per_epoch, steps_per_epoch)
+    return make_optimizer({**hp, "lr": phase.lr}, steps=(phase.end - phase.first) * steps_per_epoch)
 
 
 def build_training_model(arch, hp, num_classes, x_train, replicas=1, pretrained=False):
