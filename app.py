@@ -126,7 +126,7 @@ class Explanations:
 
     def overlay(self, pixels, class_index):
         """A PNG data URI of the Grad-CAM heatmap of class_index over the 32x32 input."""
-        from cifarlab import gradcam
+        from cifarlab.ml import gradcam
 
         with self.lock:
             if self.explainer is None:

@@ -18,8 +18,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 
 def parse_args(argv=None):
     """Command-line options; preset values fill whatever is not given."""
-    from cifarlab.distribute import STRATEGIES
-    from cifarlab.presets import PRESETS
+    from cifarlab.ml.distribute import STRATEGIES
+    from cifarlab.ml.presets import PRESETS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", help="image-folder dataset (folder, .tar.gz or .zip); default: official CIFAR-10 download")
@@ -57,8 +57,8 @@ def fail(message, code=2):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    from cifarlab import resume
-    from cifarlab.presets import PRESETS, with_overrides
+    from cifarlab.ml import resume
+    from cifarlab.ml.presets import PRESETS, with_overrides
 
     state = None
     if args.resume:
@@ -88,10 +88,12 @@ def main(argv=None):
     import keras
     import numpy as np
 
-    from cifarlab import checkpoint, distribute, plots, report, sidecar, training
-    from cifarlab.data import DataError, load_dataset
+    from cifarlab import checkpoint, sidecar
     from cifarlab.images import INPUT_SIZE
-    from cifarlab.models import WeightsDownloadError
+    from cifarlab.ml import distribute, training
+    from cifarlab.ml.data import DataError, load_dataset
+    from cifarlab.ml.models import WeightsDownloadError
+    from cifarlab.report import card, plots
 
     # --- device -------------------------------------------------------------------------------
     try:
@@ -240,7 +242,7 @@ def main(argv=None):
                               "best_epoch": early_stop.best_epoch + 1}
     checkpoint.save(model, f"{args.out}.h5", meta)
     resume.checkpoint_path(args.out).unlink(missing_ok=True)  # the run is complete: nothing left to resume
-    meta = report.evaluate(f"{args.out}.h5", data)  # one pass over the test split: accuracy, loss, report
+    meta = card.evaluate(f"{args.out}.h5", data)  # one pass over the test split: accuracy, loss, report
     print(f"Test ({len(data.x_test):,}-image split of {data.source}, TTA level {hp.get('tta_level', 0)}): "
           f"accuracy {meta['test_accuracy']:.4f}, loss {meta['test_loss']:.4f}; training {log.train_seconds / 60:.1f} min")
     plots.training_curves(log.history, f"{args.out}_curves.png", f"{args.arch}: test accuracy "
@@ -275,12 +277,12 @@ def evaluate_main(argv):
     p.add_argument("--model", default="model/cifar10_cnn.h5", help=".h5 model with its .json sidecar")
     p.add_argument("--data", help="dataset the model was trained on (default: official download)")
     args = p.parse_args(argv)
-    from cifarlab import report
     from cifarlab.checkpoint import ModelFileError
-    from cifarlab.data import DataError, load_dataset
+    from cifarlab.ml.data import DataError, load_dataset
+    from cifarlab.report import card
 
     try:
-        print_report(report.evaluate(args.model, load_dataset(args.data)))
+        print_report(card.evaluate(args.model, load_dataset(args.data)))
     except (DataError, ModelFileError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -295,9 +297,9 @@ def export_main(argv):
     p.add_argument("--data", help="dataset for int8 calibration (training images) and test accuracy")
     p.add_argument("--out", default="exports", help="output folder")
     args = p.parse_args(argv)
-    from cifarlab import export
     from cifarlab.checkpoint import ModelFileError
-    from cifarlab.data import DataError, load_dataset
+    from cifarlab.ml import export
+    from cifarlab.ml.data import DataError, load_dataset
 
     try:
         rows = export.export_all(args.model, args.out, load_dataset(args.data), command_line(["export"], argv))

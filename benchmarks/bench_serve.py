@@ -75,7 +75,8 @@ def main(argv=None):
     png = image_bytes("PNG", size=(32, 32), seed=1)
     tmp = tempfile.mkdtemp(prefix="cifarlab-serve-")
 
-    from cifarlab import checkpoint, models
+    from cifarlab import checkpoint
+    from cifarlab.ml import models
 
     flops = models.forward_flops(checkpoint.load(args.model)[0])
     peak = conv_peak_gflops()

@@ -26,8 +26,8 @@ def time_config(policy, gelu, norm, steps, train_images):
     import keras
     import numpy as np
 
-    from cifarlab import training
-    from cifarlab.presets import PRESETS
+    from cifarlab.ml import training
+    from cifarlab.ml.presets import PRESETS
 
     keras.mixed_precision.set_global_policy(policy)
     hp = {**PRESETS["fast"], "gelu_tanh": gelu == "tanh", "fused_bn": norm == "fused"}
@@ -61,7 +61,7 @@ def main(argv=None):
         return 0
     import subprocess
 
-    from cifarlab.training import cpu_name
+    from cifarlab.ml.training import cpu_name
     print(f"| precision | GELU | batch norm | s / step (batch 1024) | s / epoch ({args.train_images:,} images) |\n"
           "|---|---|---|---:|---:|")
     for config in [c for _ in range(args.rounds) for c in args.configs]:

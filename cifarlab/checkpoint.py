@@ -90,7 +90,7 @@ def load(model_path):
     """Load (model, meta) and check they agree; raise ModelFileError with a one-line reason."""
     import keras
 
-    from . import models  # noqa: F401  (registers the custom layers before the load)
+    from .ml import models  # noqa: F401  (registers the custom layers before the load)
 
     model_path = Path(model_path)
     if not model_path.is_file():

@@ -6,8 +6,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest
 
 from app import create_app
-from cifarlab import checkpoint, models
-from cifarlab.data import CIFAR10_CLASSES
+from cifarlab import checkpoint
+from cifarlab.ml import models
+from cifarlab.ml.data import CIFAR10_CLASSES
 from cifarlab.loadtest import image_bytes  # noqa: F401  (tests import it from here)
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cifarlab.data import CIFAR10_CLASSES
+from cifarlab.ml.data import CIFAR10_CLASSES
 from tests.conftest import image_bytes
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from app import create_app
 from cifarlab.checkpoint import ModelFileError
-from cifarlab.data import CIFAR10_CLASSES
+from cifarlab.ml.data import CIFAR10_CLASSES
 from cifarlab.loadtest import multipart
 from tests.conftest import image_bytes
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cifarlab.data import CIFAR10_CLASSES, DataError, load_dataset, load_image_folder
+from cifarlab.ml.data import CIFAR10_CLASSES, DataError, load_dataset, load_image_folder
 
 
 def write_folder(root, classes, per_class=3, size=(32, 32), ext="png", noise=0):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import train
-from cifarlab import distribute
+from cifarlab.ml import distribute
 from cifarlab.inference import Classifier
 from cifarlab.loadtest import free_port
 from tests.test_data import write_folder

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cifarlab import gradcam, models
+from cifarlab.ml import gradcam, models
 from cifarlab.checkpoint import load
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from cifarlab import models
+from cifarlab.ml import models
 
 
 def test_baseline_is_the_seed_cnn():

@@ -11,7 +11,7 @@ SHARED = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 @pytest.mark.slow
 def test_explore_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     from tests.test_data import write_folder
-    from cifarlab.data import CIFAR10_CLASSES
+    from cifarlab.ml.data import CIFAR10_CLASSES
 
     data = SHARED if SHARED.exists() else write_folder(tmp_path / "ds", CIFAR10_CLASSES, per_class=8)
     monkeypatch.setenv("EXPLORE_SUBSET", "300")

@@ -1,6 +1,6 @@
 import pytest
 
-from cifarlab.presets import PRESETS, with_overrides
+from cifarlab.ml.presets import PRESETS, with_overrides
 
 
 def test_overrides_parse_values_in_the_type_of_the_preset():

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 import train
-from cifarlab import resume
+from cifarlab.ml import resume
 from tests.test_data import write_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 KILL_AFTER = """
 import os, sys
-from cifarlab import resume
+from cifarlab.ml import resume
 save = resume.RunCheckpoint.on_epoch_end
 
 def save_then_die(self, epoch, logs=None):

@@ -8,7 +8,7 @@ from PIL import Image
 
 import train
 from cifarlab import checkpoint, sidecar
-from cifarlab.data import load_image_folder
+from cifarlab.ml.data import load_image_folder
 from cifarlab.inference import Classifier
 from tests.conftest import image_bytes
 from tests.test_data import write_folder

@@ -3,7 +3,7 @@ import keras
 import numpy as np
 import pytest
 
-from cifarlab import training
+from cifarlab.ml import training
 
 
 def schedule_values(schedule, steps):

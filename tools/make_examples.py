@@ -15,7 +15,7 @@ def main(argv=None):
     import numpy as np
     from PIL import Image
 
-    from cifarlab.data import load_dataset
+    from cifarlab.ml.data import load_dataset
 
     data = load_dataset(args.data)
     os.makedirs(args.out, exist_ok=True)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import replace_atomically
-from .images import INPUT_SIZE, ImageError, preprocess_bytes
+from ..checkpoint import replace_atomically
+from ..images import INPUT_SIZE, ImageError, preprocess_bytes
 
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer",

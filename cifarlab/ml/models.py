@@ -5,7 +5,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from .images import INPUT_SIZE
+from ..images import INPUT_SIZE
 
 PACKAGE = "cifarlab"  # registration namespace of the custom layers saved in .h5 files
 

@@ -1,7 +1,7 @@
 """Evaluation report: accuracy, per-class metrics, confusion matrix, calibration and temperature scaling."""
 import numpy as np
 
-from .inference import calibrate
+from ..inference import calibrate
 
 ECE_BINS = 15  # equal-width confidence bins for the expected calibration error
 UNSURE_PRECISION = 0.95  # predictions at or above the unsure threshold are right this often on validation

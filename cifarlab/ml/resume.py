@@ -7,7 +7,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from .checkpoint import replace_atomically
+from ..checkpoint import replace_atomically
 
 FORMAT = 1  # bump when the checkpoint's contents change
 

@@ -3,8 +3,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint, evaluation, plots, sidecar
-from .inference import Classifier, calibrate
+from . import metrics, plots
+from .. import checkpoint, sidecar
+from ..inference import Classifier, calibrate
 
 MISTAKES_SHOWN = 24  # images in the most-confident-mistakes grid
 
@@ -20,32 +21,32 @@ def evaluate(model_path, data):
     test_raw = predict_in_batches(classifier, data.x_test)
     if val is not None:
         val_raw = predict_in_batches(classifier, val[0])
-        temperature = evaluation.fit_temperature(val_raw, val[1])
-        threshold = evaluation.unsure_threshold(calibrate(val_raw, temperature), val[1])
+        temperature = metrics.fit_temperature(val_raw, val[1])
+        threshold = metrics.unsure_threshold(calibrate(val_raw, temperature), val[1])
     else:  # nothing held out: no honest way to calibrate
         temperature, threshold = 1.0, 0.5
     test_cal = calibrate(test_raw, temperature)
     y = data.y_test
-    report = evaluation.classification_report(y, test_cal, names)
+    report = metrics.classification_report(y, test_cal, names)
     report.update({
-        "nll_before": evaluation.negative_log_likelihood(test_raw, y),
-        "nll_after": evaluation.negative_log_likelihood(test_cal, y),
-        "ece_before": evaluation.expected_calibration_error(test_raw, y),
-        "ece_after": evaluation.expected_calibration_error(test_cal, y),
+        "nll_before": metrics.negative_log_likelihood(test_raw, y),
+        "nll_after": metrics.negative_log_likelihood(test_cal, y),
+        "ece_before": metrics.expected_calibration_error(test_raw, y),
+        "ece_after": metrics.expected_calibration_error(test_cal, y),
         "data_source": data.source,
     })
     calibration = {"temperature": temperature, "fitted_on": f"{0 if val is None else len(val[0])} "
                    "validation images held out from training", "unsure_threshold": threshold,
                    "unsure_rule": f"calibrated top probability below this; at or above it, >= "
-                                  f"{evaluation.UNSURE_PRECISION:.0%} of validation predictions are right"}
+                                  f"{metrics.UNSURE_PRECISION:.0%} of validation predictions are right"}
     meta = sidecar.with_evaluation(meta, calibration, report)
     checkpoint.write_json(checkpoint.sidecar_path(model_path), meta)
 
     paths = checkpoint.artefact_paths(model_path)
     plots.confusion_matrix(report["confusion_matrix"], names, paths["confusion"])
     plots.reliability_diagram([
-        ("raw", evaluation.reliability_bins(test_raw, y), report["ece_before"]),
-        (f"temperature {temperature:.2f}", evaluation.reliability_bins(test_cal, y), report["ece_after"]),
+        ("raw", metrics.reliability_bins(test_raw, y), report["ece_before"]),
+        (f"temperature {temperature:.2f}", metrics.reliability_bins(test_cal, y), report["ece_after"]),
     ], paths["reliability"])
     wrong = np.flatnonzero(test_cal.argmax(1) != y)
     worst = wrong[np.argsort(-test_cal[wrong].max(1))][:MISTAKES_SHOWN]
@@ -91,7 +92,7 @@ Output: softmax probabilities; the app divides their logarithms by the temperatu
 | top-3 accuracy | {ev['top3_accuracy']:.2%} |
 | macro precision / recall / F1 | {ev['macro_precision']:.3f} / {ev['macro_recall']:.3f} / {ev['macro_f1']:.3f} |
 | NLL before → after temperature | {ev['nll_before']:.3f} → {ev['nll_after']:.3f} |
-| ECE ({evaluation.ECE_BINS} bins) before → after temperature | {ev['ece_before']:.4f} → {ev['ece_after']:.4f} |
+| ECE ({metrics.ECE_BINS} bins) before → after temperature | {ev['ece_before']:.4f} → {ev['ece_after']:.4f} |
 
 | class | precision | recall | F1 | support |
 |---|---:|---:|---:|---:|

@@ -4,8 +4,8 @@ import time
 
 import numpy as np
 
-from . import checkpoint, sidecar
-from .inference import Classifier, TFLiteRunner
+from .. import checkpoint, sidecar
+from ..inference import Classifier, TFLiteRunner
 
 
 def calibrated_model(model, temperature):

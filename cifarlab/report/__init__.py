@@ -1,0 +1,1 @@
+"""Evaluation of a trained model: metrics and calibration, the model card, its plots."""
