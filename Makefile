@@ -20,7 +20,7 @@ run: venv
 	$(BIN)/python app.py --host $(HOST) --port $(PORT)
 
 serve: venv         ## production stack: nginx (deploy/nginx.conf) in front of gunicorn, on BIND (default 127.0.0.1:8000)
-	$(BIN)/python -m cifarlab.serve
+	$(BIN)/python -m cifarlab.web.serve
 
 test: venv
 	$(BIN)/python -m pytest -q

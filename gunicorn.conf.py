@@ -29,7 +29,7 @@ if not os.environ.get("SECRET_KEY"):  # workers must share one key, or a CSRF to
 def on_starting(server):
     """Refuse to start on a bad setting or model file with one line and exit code 2, before any worker boots."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # gunicorn's chdir has not run yet
-    from cifarlab.serve import checked_config
+    from cifarlab.web.serve import checked_config
 
     checked_config()
 

@@ -110,11 +110,11 @@ def main(argv=None):
 
 
 def start_stack(env):
-    """`python -m cifarlab.serve` (nginx + gunicorn) on a free port; (process, port)."""
+    """`python -m cifarlab.web.serve` (nginx + gunicorn) on a free port; (process, port)."""
     port = loadtest.free_port()
     env = {"BIND": f"127.0.0.1:{port}", "SECRET_KEY": os.urandom(16).hex(), "LOG_LEVEL": "warning",
            "UPLOAD_FOLDER": tempfile.mkdtemp(prefix="cifarlab-attack-"), **env}
-    return loadtest.start_server(loadtest.python_command("-m", "cifarlab.serve"), port, env,
+    return loadtest.start_server(loadtest.python_command("-m", "cifarlab.web.serve"), port, env,
                                  headers={"Host": "localhost"}, timeout=180), port
 
 

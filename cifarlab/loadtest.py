@@ -11,10 +11,11 @@ import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from . import REPO  # servers start here, as under make serve, wherever a benchmark runs from
 
 
 def free_port():
@@ -24,7 +25,6 @@ def free_port():
         return s.getsockname()[1]
 
 
-REPO = Path(__file__).resolve().parents[1]  # servers start here, as under make serve, wherever a benchmark runs from
 
 
 def image_bytes(fmt="PNG", mode="RGB", size=(32, 32), seed=0, **save_args):

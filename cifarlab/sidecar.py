@@ -5,11 +5,11 @@ file (for_export); every reader goes through check(). Version 1 is the unversion
 module existed: it still loads, with git_commit unknown (None).
 """
 import subprocess
-from pathlib import Path
+
+from . import REPO
 
 SCHEMA_VERSION = 2  # 2: schema_version and git_commit added
 REQUIRED = {"class_names": list, "input_size": int}  # what serving needs to use a model file at all
-REPO = Path(__file__).resolve().parent.parent
 
 
 class SidecarError(ValueError):

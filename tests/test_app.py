@@ -1,13 +1,17 @@
 import io
 import os
+import pkgutil
 import re
+import subprocess
+import sys
 
 import pytest
 
+import cifarlab.web
 from app import create_app
 from cifarlab.checkpoint import ModelFileError
-from cifarlab.ml.data import CIFAR10_CLASSES
 from cifarlab.loadtest import multipart
+from cifarlab.ml.data import CIFAR10_CLASSES
 from tests.conftest import image_bytes
 
 
@@ -289,3 +293,12 @@ def test_pages_link_the_script_only_as_a_file(client):
     assert '<script src="/static/app.js" defer></script>' in html
     assert re.search(r"<script(?![^>]*\bsrc=)", html) is None  # no inline scripts (the CSP forbids them)
     assert client.get("/static/app.js").status_code == 200
+
+
+def test_no_module_of_the_web_layer_imports_tensorflow_or_matplotlib():
+    modules = ["app"] + [f"cifarlab.web.{m.name}" for m in pkgutil.iter_modules(cifarlab.web.__path__)]
+    script = (f"import importlib, sys; [importlib.import_module(m) for m in {modules!r}]; "
+              "print(sorted(m for m in ('tensorflow', 'keras', 'matplotlib') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(modules) >= 10 and result.stdout.strip() == "[]"

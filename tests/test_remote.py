@@ -10,7 +10,7 @@ from werkzeug.serving import make_server
 from app import create_app
 from cifarlab import loadtest
 from cifarlab.loadtest import free_port
-from cifarlab.remote import BackendUnavailable, RemoteClassifier, check_probabilities
+from cifarlab.web.remote import BackendUnavailable, RemoteClassifier, check_probabilities
 from tests.conftest import image_bytes
 
 

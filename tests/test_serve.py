@@ -1,4 +1,4 @@
-"""The production stack (nginx in front of gunicorn, `python -m cifarlab.serve`) on loopback."""
+"""The production stack (nginx in front of gunicorn, `python -m cifarlab.web.serve`) on loopback."""
 import os
 import subprocess
 import sys
@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from cifarlab import loadtest, serve
+from cifarlab import loadtest
+from cifarlab.web import serve
 from tests.conftest import image_bytes
 
 NEED_NGINX = os.environ.get("REQUIRE_NGINX") == "1"  # CI installs Debian's nginx and sets this
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def stack(tiny_model_path, tmp_path_factory):
-    """`python -m cifarlab.serve` on a free port with one worker of two threads (easy to starve); yields the port."""
+    """`python -m cifarlab.web.serve` on a free port with one worker of two threads (easy to starve); yields the port."""
     if serve.find_nginx() is None:
         if NEED_NGINX:
             pytest.fail("nginx is required (REQUIRE_NGINX=1) but not installed")
@@ -26,7 +27,7 @@ def stack(tiny_model_path, tmp_path_factory):
     env = {"BIND": f"127.0.0.1:{port}", "MODEL_PATH": str(tiny_model_path), "WEB_WORKERS": "1", "WEB_THREADS": "2",
            "UPLOAD_FOLDER": str(tmp_path_factory.mktemp("uploads")), "SECRET_KEY": "t", "GRADCAM": "false"}
     log = tmp_path_factory.mktemp("log") / "serve.log"
-    server = loadtest.start_server([sys.executable, "-m", "cifarlab.serve"], port, env, log_path=str(log),
+    server = loadtest.start_server([sys.executable, "-m", "cifarlab.web.serve"], port, env, log_path=str(log),
                                    headers={"Host": "localhost"})
     yield port
     loadtest.stop_server(server)
@@ -58,7 +59,7 @@ def test_slow_clients_do_not_take_the_stack_offline(stack):
 @pytest.mark.parametrize("env,message", [({"MAX_CONTENT_LENGTH": "10XB"}, "setting MAX_CONTENT_LENGTH"),
                                          ({"MODEL_PATH": "/nonexistent.h5"}, "model file not found")])
 def test_bad_setting_or_model_stops_the_stack_with_one_line(env, message):
-    result = subprocess.run([sys.executable, "-m", "cifarlab.serve"], env={**os.environ, **env},
+    result = subprocess.run([sys.executable, "-m", "cifarlab.web.serve"], env={**os.environ, **env},
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [

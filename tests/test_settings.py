@@ -1,6 +1,6 @@
 import pytest
 
-from cifarlab import settings
+from cifarlab.web import settings
 
 
 @pytest.mark.parametrize("name,raw,value", [

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .images import ImageError, decode_cost, decode_image, to_model_input
-from .inference import Prediction
+from ..images import ImageError, decode_cost, decode_image, to_model_input
+from ..inference import Prediction
 from .storage import display_copy
 
 

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from .ml.data import CIFAR10_CLASSES
+from ..ml.data import CIFAR10_CLASSES
 
 
 class BackendUnavailable(Exception):

@@ -15,9 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import checkpoint, loadtest, settings
+from . import settings
+from .. import REPO, checkpoint, loadtest
 
-ROOT = Path(settings.HERE)
+ROOT = REPO
 TEMPLATE = ROOT / "deploy" / "nginx.conf"
 MULTIPART_SLACK = 64 * 1024  # bytes nginx allows above MAX_CONTENT_LENGTH for multipart framing
 

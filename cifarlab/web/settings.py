@@ -4,9 +4,10 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .images import DEFAULT_MAX_PIXELS
+from .. import REPO
+from ..images import DEFAULT_MAX_PIXELS
 
-HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root
+HERE = str(REPO)  # paths below are shown relative to it
 
 
 class ConfigError(ValueError):

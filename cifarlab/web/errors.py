@@ -1,0 +1,62 @@
+"""Error answers: JSON ({"error": ...}) on the API's paths, the upload form or an error page elsewhere; never a trace."""
+import logging
+
+from flask import render_template, request
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, SecurityError
+
+from . import api, views
+from .remote import BackendUnavailable
+
+log = logging.getLogger(__name__)
+
+
+def reply(message, status, page_title=None):
+    """{"error": message} on a JSON path; else the error page titled page_title, or the upload form when None."""
+    if api.is_json_path(request.path):
+        return api.error_json(message, status)
+    if page_title is None:
+        return views.render_form(message, status)
+    return render_template("error.html", code=status, name=page_title, description=message), status
+
+
+def too_large_message(config, content_length):
+    """The 413 message naming the limit the request actually hit: its size, or its number of parts."""
+    limit = config["MAX_CONTENT_LENGTH"]
+    if content_length is not None and content_length > limit:
+        return f"The upload is too large: {content_length / 2**20:.1f} MB; the limit is {limit / 2**20:g} MB per request."
+    return (f"The form has too many parts or too large a field: at most {config['MAX_FORM_PARTS']} parts "
+            f"and {limit / 2**20:g} MB per request.")
+
+
+def register(app):
+    """Install the error handlers on the app."""
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(exc):
+        return reply(too_large_message(app.config, request.content_length), 413)
+
+    @app.errorhandler(BackendUnavailable)
+    def backend_down(exc):
+        log.warning("inference backend unavailable: %s", exc)
+        return reply("The inference backend is unavailable right now; please try again in a moment.", 503,
+                     "Service unavailable")
+
+    @app.errorhandler(CSRFError)
+    def csrf_failed(exc):
+        return reply("The form had expired or was not sent from this site; please try again.", 400)
+
+    @app.errorhandler(SecurityError)
+    def untrusted_host(exc):  # no URL adapter for an untrusted host, so no page templates either
+        return "Bad request: this server does not answer for that host name.\n", 400, {"Content-Type": "text/plain"}
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc):
+        response = app.make_response(reply(exc.description, exc.code, exc.name))
+        response.headers.extend((k, v) for k, v in exc.get_headers() if k != "Content-Type")  # Allow on 405
+        return response
+
+    @app.errorhandler(Exception)
+    def unexpected(exc):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return reply("Internal error: something went wrong on our side; it was logged.", 500, "Internal error")

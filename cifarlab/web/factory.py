@@ -1,0 +1,118 @@
+"""The application factory: settings, the classifier (local or remote), CSRF, blueprints, per-request hooks."""
+import io
+import logging
+import os
+import secrets
+import time
+
+from flask import Flask, Request, g, request
+from flask_wtf.csrf import CSRFProtect
+
+from .. import REPO, memory
+from . import api, errors, settings, views
+from .explain import Explanations
+from .remote import CircuitBreaker, RemoteClassifier
+
+log = logging.getLogger("cifarlab.app")
+csrf = CSRFProtect()
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; "
+                                "script-src 'self'; media-src 'self' blob:; frame-ancestors 'none'; "
+                                "form-action 'self'; base-uri 'none'; object-src 'none'"),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+}
+
+
+class InMemoryRequest(Request):
+    """Uploaded files stay in memory (MAX_CONTENT_LENGTH bounds them): nothing is spooled to a TMPDIR that may be full."""
+
+    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
+        return io.BytesIO()
+
+
+def create_app(test_config=None):
+    """Application factory: config from the settings table's defaults, then environment, then test_config.
+
+    Raises settings.ConfigError for a bad setting and ModelFileError for a bad model, each with a one-line message.
+    """
+    app = Flask("app", root_path=str(REPO))  # templates/, static/ and uploads/ live at the repository root
+    app.request_class = InMemoryRequest
+    app.config.from_mapping(settings.defaults(), SESSION_COOKIE_SAMESITE="Lax")
+    app.config.update(settings.from_environ())
+    if test_config:
+        app.config.update(test_config)
+    if not app.config["SECRET_KEY"]:
+        app.config["SECRET_KEY"] = secrets.token_hex(32)
+        log.warning("SECRET_KEY is not set: using a random per-process key (sessions and CSRF tokens "
+                    "will not survive a restart or be shared between workers).")
+
+    classifier = make_classifier(app.config)
+    classifier.warm_up()
+    app.extensions["classifier"] = classifier
+    app.extensions["unsure_threshold"] = unsure_threshold(app.config, classifier)
+    app.extensions["explain"] = Explanations.for_classifier(app.config, classifier)
+    app.extensions["examples"] = example_names(os.path.join(app.static_folder, "examples"))
+    os.makedirs(app.config["UPLOAD_FOLDER"], exist_ok=True)
+    csrf.init_app(app)
+    csrf.exempt(api.bp)  # no cookies or sessions behind the JSON API, so nothing for a forged post to ride on
+    app.register_blueprint(api.bp)
+    app.register_blueprint(views.bp)
+    errors.register(app)
+    register_hooks(app)
+    return app
+
+
+def make_classifier(config):
+    """The remote front's client when INFERENCE_URL is set, else the model file loaded here (once per process)."""
+    if config["INFERENCE_URL"]:
+        return RemoteClassifier(
+            config["INFERENCE_URL"], config["SERVING_MODEL_NAME"], config["INFERENCE_TIMEOUT"],
+            config["INFERENCE_RETRIES"], max_inflight=config["INFERENCE_MAX_INFLIGHT"],
+            max_response=config["INFERENCE_MAX_RESPONSE"],
+            breaker=CircuitBreaker(config["BREAKER_FAILURES"], config["BREAKER_COOLDOWN"]))
+    from ..inference import Classifier  # TensorFlow only for a local .h5 (a .tflite needs just LiteRT)
+
+    return Classifier.from_path(config["MODEL_PATH"])  # raises ModelFileError
+
+
+def example_names(folder):
+    """Class names with a bundled example image in the folder (read once, at start-up)."""
+    return sorted(name[:-4] for name in os.listdir(folder) if name.endswith(".png")) if os.path.isdir(folder) else []
+
+
+def unsure_threshold(config, classifier):
+    """Configured threshold, else the one chosen on validation data (sidecar), else 0.5."""
+    configured = config["UNSURE_THRESHOLD"]
+    if configured is not None:
+        return float(configured)
+    return float(classifier.meta.get("calibration", {}).get("unsure_threshold", 0.5))
+
+
+def register_hooks(app):
+    """Request timing and logging, security headers, heap trimming, the model's sidecar in every template."""
+
+    @app.before_request
+    def start_timer():
+        g.started = time.perf_counter()
+        g.started_monotonic = time.monotonic()  # the request's decoding deadline counts from here
+
+    @app.after_request
+    def finish(response):
+        response.headers.update(SECURITY_HEADERS)
+        started = g.get("started")
+        if started is not None:
+            log.info("%s %s %s %.1fms", request.method, request.path, response.status_code,
+                     (time.perf_counter() - started) * 1000)
+        return response
+
+    @app.teardown_request
+    def give_memory_back(exc):
+        if request.method == "POST":  # decoded images leave freed heap behind; hand it to the OS between requests
+            memory.release()
+
+    @app.context_processor
+    def model_info():
+        return {"model_meta": app.extensions["classifier"].meta}

@@ -1,0 +1,145 @@
+"""The HTML pages: upload form, results (one image or a batch), examples, explanations, model card, stored uploads."""
+import logging
+import os
+
+from flask import Blueprint, abort, current_app, g, render_template, request, send_file, send_from_directory
+
+from .. import checkpoint
+from ..checkpoint import ModelFileError
+from . import service, storage
+
+bp = Blueprint("views", __name__)
+log = logging.getLogger(__name__)
+PLOTS = ("confusion", "reliability", "curves", "mistakes")  # model-card figures written beside the .h5
+
+
+def classifier():
+    return current_app.extensions["classifier"]
+
+
+def render_form(message=None, status=200):
+    """The upload form, optionally with an error message."""
+    return render_template("index.html", message=message, examples=current_app.extensions["examples"]), status
+
+
+def render_results(items):
+    """Result page for one image, results table for several."""
+    threshold = current_app.extensions["unsure_threshold"]
+    for item in items:
+        if item.error is None:
+            item.extras["unsure"] = item.prediction.confidence < threshold
+            item.extras["src"] = save_upload(item)
+    explainable = current_app.extensions["explain"] is not None
+    if len(items) == 1:
+        return render_template("result.html", item=items[0], threshold=threshold, explainable=explainable)
+    return render_template("batch.html", items=items, threshold=threshold, explainable=explainable)
+
+
+def save_upload(item):
+    """Store the display copy and model input; the copy's URL, or a data: URI when the disk refuses."""
+    config = current_app.config
+    try:
+        name = storage.save_image(item.image, config["UPLOAD_FOLDER"], item.pixels)
+        storage.enforce_retention(config["UPLOAD_FOLDER"], config["UPLOAD_MAX_FILES"], config["UPLOAD_MAX_BYTES"])
+        item.extras["upload"] = name
+        return f"/uploads/{name}"
+    except OSError as exc:
+        log.warning("could not save upload: %s", exc)
+        return service.png_data_uri(item.image)
+
+
+def decode(uploads):
+    """[(filename, bytes)] -> decoded items, within this request's pixel budget and deadline."""
+    return service.decode_items(uploads, classifier().input_size, service.Budget.from_config(current_app.config),
+                                g.started_monotonic)
+
+
+@bp.get("/")
+def index():
+    return render_form()
+
+
+@bp.post("/")
+def predict():
+    if "file" not in request.files:
+        return render_form("No file was sent: choose an image to upload.", 400)
+    try:
+        uploads = service.read_uploads(request.files, current_app.config["MAX_BATCH_FILES"])
+    except service.TooManyFiles as exc:
+        return render_form(f"Too many files: at most {exc.limit} at once.", 400)
+    if not uploads:
+        return render_form("No file was selected: choose an image to upload.", 400)
+    try:
+        items = decode(uploads)
+    except service.OverBudget as exc:
+        return render_form(exc.message, exc.status)
+    refusal = service.refusal(items)
+    if refusal:
+        return render_form(refusal.message, refusal.status)
+    service.classify_items(classifier(), items)
+    return render_results(items)
+
+
+@bp.get("/examples/<name>")
+def example(name):
+    if name not in current_app.extensions["examples"]:
+        abort(404)
+    with open(os.path.join(current_app.static_folder, "examples", f"{name}.png"), "rb") as f:
+        items = decode([(f"{name}.png", f.read())])
+    service.classify_items(classifier(), items)
+    return render_results(items)
+
+
+@bp.get("/api")
+def api_docs():
+    return render_template("api.html", serving_name=current_app.config["SERVING_MODEL_NAME"])
+
+
+@bp.get("/explain/<name>")
+def explain(name):
+    """Grad-CAM for a stored result: a page without JavaScript, the figure alone for app.js (?fragment=1)."""
+    explanations = current_app.extensions["explain"]
+    pixels = storage.load_input(current_app.config["UPLOAD_FOLDER"], name)
+    index = request.args.get("index", type=int)
+    if explanations is None or pixels is None or index is None or not 0 <= index < len(classifier().class_names):
+        abort(404)
+    try:
+        figure = {"src": explanations.overlay(pixels, index), "label": classifier().class_names[index]}
+    except ModelFileError as exc:
+        log.warning("explanations unavailable: %s", exc)
+        abort(503, "Explanations are unavailable: the model file they are computed from cannot be loaded.")
+    template = "_explain.html" if request.args.get("fragment") else "explain.html"
+    return render_template(template, figure=figure, upload=f"/uploads/{name}")
+
+
+def plot_paths():
+    """Evaluation plots of the served model; an export shows those of its source model, beside it."""
+    model_path = current_app.config["MODEL_PATH"]
+    return checkpoint.artefact_paths(checkpoint.source_model_path(model_path, classifier().meta) or model_path)
+
+
+@bp.get("/model")
+def model_card():
+    meta = classifier().meta
+    return render_template("model.html", meta=meta, ev=meta.get("evaluation"), cal=meta.get("calibration"),
+                           plots=[k for k in PLOTS if os.path.exists(plot_paths()[k])])
+
+
+@bp.get("/model/<kind>.png")
+def model_plot(kind):
+    if kind not in PLOTS:
+        abort(404)
+    path = plot_paths()[kind]
+    if not os.path.exists(path):
+        abort(404)
+    return send_file(os.path.abspath(path), mimetype="image/png", max_age=3600)
+
+
+@bp.get("/uploads/<name>")
+def uploaded(name):
+    if not storage.is_valid_name(name):
+        abort(404)
+    response = send_from_directory(current_app.config["UPLOAD_FOLDER"], name, mimetype="image/png", max_age=3600)
+    response.cache_control.public = False
+    response.cache_control.private = True  # someone's upload: no shared cache keeps it
+    return response
