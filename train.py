@@ -111,8 +111,7 @@ def main(argv=None):
     for key in ("epochs", "batch_size", "val_size"):
         if getattr(args, key) is not None:
             hp[key] = getattr(args, key)
-    hp["batch_size"] *= replicas  # the global batch: --batch-size images on every replica
-    hp["lr"] *= replicas  # linear scaling rule (Goyal et al. 2017): same step per image at any replica count
+    hp = scaled_for_replicas(hp, replicas)
     if state is not None and state.config["hyperparameters"] != json.loads(json.dumps(hp)):
         return fail("the preset changed since the interrupted run started (or it ran on another number of "
                     "replicas); its hyperparameters are in its checkpoint.")
@@ -255,6 +254,16 @@ def main(argv=None):
 def command_line(subcommand, argv):
     """The shell command that reproduces this run, recorded in sidecars."""
     return " ".join(["python", "train.py", *subcommand, *(shlex.quote(a) for a in argv)])
+
+
+def scaled_for_replicas(hp, replicas):
+    """The recipe for `replicas` replicas: the global batch is --batch-size images on each, and every step size
+    follows the linear scaling rule (Goyal et al. 2017), so each image moves the weights as much at any count."""
+    scaled = {**hp, "batch_size": hp["batch_size"] * replicas}
+    for key in ("lr", "finetune_lr"):
+        if key in hp:
+            scaled[key] = hp[key] * replicas
+    return scaled
 
 
 def print_report(meta):

@@ -8,8 +8,9 @@ from PIL import Image
 
 import train
 from cifarlab import checkpoint, sidecar
-from cifarlab.ml.data import load_image_folder
 from cifarlab.inference import Classifier
+from cifarlab.ml.data import load_image_folder
+from cifarlab.ml.presets import PRESETS
 from tests.conftest import image_bytes
 from tests.test_data import write_folder
 
@@ -186,3 +187,13 @@ def test_own_classes_served_end_to_end(tmp_path, make_app):
     assert metadata["class_names"] == ["cherry", "lime", "plum"]
     assert metadata["signature_def"]["signature_def"]["serving_default"]["outputs"]["probabilities"][
         "tensor_shape"]["dim"][1]["size"] == "3"
+
+
+@pytest.mark.parametrize("arch", ["fast", "transfer"])
+def test_every_step_size_scales_with_the_replica_count(arch):
+    hp = PRESETS[arch]
+    scaled = train.scaled_for_replicas(hp, 4)
+    assert scaled["batch_size"] == 4 * hp["batch_size"] and scaled["lr"] == pytest.approx(4 * hp["lr"])
+    if "finetune_lr" in hp:
+        assert scaled["finetune_lr"] == pytest.approx(4 * hp["finetune_lr"])
+    assert train.scaled_for_replicas(hp, 1) == hp and PRESETS[arch] is hp  # the preset itself is untouched

@@ -1,0 +1,67 @@
+import json
+
+import pytest
+
+from cifarlab import checkpoint
+from cifarlab.checkpoint import ModelFileError
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "model.json"
+    checkpoint.write_json(path, {"v": 1})
+
+    def half_write(tmp):
+        tmp.write_text('{"v": ')
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        checkpoint.replace_atomically(path, half_write)
+    assert json.loads(path.read_text()) == {"v": 1} and [p.name for p in tmp_path.iterdir()] == ["model.json"]
+
+
+def write_model_file(folder, name, head, meta=True):
+    path = folder / name
+    path.write_bytes(head + b"\0" * 64)
+    if meta:
+        checkpoint.write_json(checkpoint.sidecar_path(path), {"class_names": ["a", "b"], "input_size": 32})
+    return path
+
+
+@pytest.mark.parametrize("name, head, meta, reason", [
+    ("m.h5", b"not hdf5", True, "not an HDF5"),
+    ("m.tflite", b"1234XXXX", True, "not a TFLite"),
+    ("m.onnx", b"1234TFL3", True, "expected a .h5 or .tflite"),
+    ("m.h5", b"\x89HDF\r\n\x1a\n", False, "sidecar not found"),
+])
+def test_preflight_names_the_file_and_what_is_wrong(tmp_path, name, head, meta, reason):
+    path = write_model_file(tmp_path, name, head, meta)
+    with pytest.raises(ModelFileError, match=reason) as exc:
+        checkpoint.preflight(path)
+    assert str(tmp_path) in str(exc.value)
+
+
+def test_preflight_accepts_a_well_formed_pair(tmp_path):
+    assert checkpoint.preflight(write_model_file(tmp_path, "m.tflite", b"1234TFL3"))["input_size"] == 32
+
+
+def test_a_corrupt_h5_is_a_model_file_error_not_a_crash(tmp_path):
+    with pytest.raises(ModelFileError, match="cannot load model"):
+        checkpoint.load(write_model_file(tmp_path, "m.h5", b"\x89HDF\r\n\x1a\n"))
+
+
+def test_an_export_finds_its_source_model_beside_it(tmp_path):
+    export = tmp_path / "net_int8.tflite"
+    meta = {"exported_from": "/elsewhere/model/net.h5"}
+    assert checkpoint.source_model_path(export, meta) is None  # not copied beside the export
+    (tmp_path / "net.h5").write_bytes(b"x")
+    assert checkpoint.source_model_path(export, meta) == tmp_path / "net.h5"
+    assert checkpoint.source_model_path(export, {}) is None
+
+
+def test_check_shapes_refuses_a_model_that_disagrees_with_its_sidecar():
+    meta = {"class_names": ["a", "b", "c"], "input_size": 32}
+    checkpoint.check_shapes("m", (None, 32, 32, 3), (None, 3), meta)
+    with pytest.raises(ModelFileError, match="3 outputs|outputs"):
+        checkpoint.check_shapes("m", (None, 32, 32, 3), (None, 10), meta)
+    with pytest.raises(ModelFileError, match="does not match input_size"):
+        checkpoint.check_shapes("m", (None, 64, 64, 3), (None, 3), meta)

@@ -1,0 +1,41 @@
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cifarlab.web import storage
+
+
+def test_a_stored_upload_keeps_a_small_display_copy_and_the_exact_model_input(tmp_path):
+    pixels = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    name = storage.save_image(Image.new("RGB", (2000, 1000), "red"), tmp_path, pixels)
+    assert storage.is_valid_name(name)
+    with Image.open(tmp_path / name) as copy:
+        assert copy.format == "PNG" and max(copy.size) == storage.DISPLAY_MAX_SIDE
+    np.testing.assert_array_equal(storage.load_input(tmp_path, name), pixels)
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("name", ["../etc/passwd", "abc.png", "0" * 32 + ".jpg", "0" * 32 + ".png/..", "",
+                                  "0" * 31 + "g.png"])
+def test_only_generated_names_are_served(name):
+    assert not storage.is_valid_name(name)
+
+
+def test_no_model_input_for_unknown_or_input_names(tmp_path):
+    name = storage.save_image(Image.new("RGB", (40, 40)), tmp_path, np.zeros((32, 32, 3), np.uint8))
+    assert storage.load_input(tmp_path, storage.input_name(name)) is None
+    assert storage.load_input(tmp_path, "0" * 32 + ".png") is None
+
+
+def test_retention_deletes_the_oldest_uploads_first(tmp_path):
+    names = []
+    for i in range(5):
+        names.append(storage.save_image(Image.new("RGB", (8, 8)), tmp_path))
+        os.utime(tmp_path / names[-1], ns=(i * 10**9, i * 10**9))
+    (tmp_path / "keep.txt").write_text("not an upload")
+    storage.enforce_retention(tmp_path, max_files=2, max_bytes=10**9)
+    assert sorted(os.listdir(tmp_path)) == sorted(names[3:] + ["keep.txt"])
+    storage.enforce_retention(tmp_path, max_files=10, max_bytes=1)
+    assert os.listdir(tmp_path) == ["keep.txt"]
