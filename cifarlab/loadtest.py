@@ -25,8 +25,6 @@ def free_port():
         return s.getsockname()[1]
 
 
-
-
 def image_bytes(fmt="PNG", mode="RGB", size=(32, 32), seed=0, **save_args):
     """Encode a random image in the given format and mode."""
     rng = np.random.default_rng(seed)

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from cifarlab import loadtest
+from cifarlab import REPO, loadtest
 from cifarlab.web import serve
 from tests.conftest import image_bytes
 
@@ -70,6 +70,6 @@ def test_bad_setting_or_model_stops_the_stack_with_one_line(env, message):
 def test_gunicorn_alone_also_refuses_a_bad_model_with_exit_2():
     command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"]
     result = subprocess.run(command, env={**os.environ, "MODEL_PATH": "/nonexistent.h5", "BIND": "127.0.0.1:0"},
-                            capture_output=True, text=True, timeout=60, cwd=serve.ROOT)
+                            capture_output=True, text=True, timeout=60, cwd=REPO)
     assert result.returncode == 2 and "error: /nonexistent.h5: model file not found." in result.stderr
     assert "Traceback" not in result.stderr

@@ -18,14 +18,13 @@ from pathlib import Path
 from . import settings
 from .. import REPO, checkpoint, loadtest
 
-ROOT = REPO
-TEMPLATE = ROOT / "deploy" / "nginx.conf"
+TEMPLATE = REPO / "deploy" / "nginx.conf"
 MULTIPART_SLACK = 64 * 1024  # bytes nginx allows above MAX_CONTENT_LENGTH for multipart framing
 
 
 def nginx_config(listen, upstream_port, run_dir, max_content_length, user=None):
     """nginx.conf text from the repository's template."""
-    values = {"@LISTEN@": listen, "@UPSTREAM@": str(upstream_port), "@RUN@": str(run_dir), "@ROOT@": str(ROOT),
+    values = {"@LISTEN@": listen, "@UPSTREAM@": str(upstream_port), "@RUN@": str(run_dir), "@ROOT@": str(REPO),
               "@MAX_BODY@": str(max_content_length + MULTIPART_SLACK),
               "@MAX_MB@": f"{max_content_length / 2**20:g}", "@USER@": f"user {user};" if user else ""}
     text = TEMPLATE.read_text()
@@ -96,8 +95,8 @@ def main():
     (run_dir / "nginx.conf").write_text(nginx_config(listen, upstream, run_dir, config["MAX_CONTENT_LENGTH"], user))
 
     env = {**os.environ, "BIND": f"127.0.0.1:{upstream}", "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}
-    app_server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")],
-                                  env=env, cwd=ROOT)
+    app_server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(REPO / "gunicorn.conf.py")],
+                                  env=env, cwd=REPO)
     proxy = None
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwinds through the finally below
     try:

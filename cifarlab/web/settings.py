@@ -7,8 +7,6 @@ from urllib.parse import urlsplit
 from .. import REPO
 from ..images import DEFAULT_MAX_PIXELS
 
-HERE = str(REPO)  # paths below are shown relative to it
-
 
 class ConfigError(ValueError):
     """A setting with a value the app cannot use; the message is one line naming the setting."""
@@ -98,9 +96,9 @@ class Setting:
 
 
 SETTINGS = (
-    Setting("MODEL_PATH", os.path.join(HERE, "model", "cifar10_cnn_int8.tflite"), text,
+    Setting("MODEL_PATH", str(REPO / "model" / "cifar10_cnn_int8.tflite"), text,
             ".tflite or .h5 model file, with its .json sidecar beside it (default: the int8 export)"),
-    Setting("UPLOAD_FOLDER", os.path.join(HERE, "uploads"), text, "where validated, re-encoded uploads are kept"),
+    Setting("UPLOAD_FOLDER", str(REPO / "uploads"), text, "where validated, re-encoded uploads are kept"),
     Setting("SECRET_KEY", None, text, "signs sessions and CSRF tokens; a random one per process when unset"),
     Setting("TRUSTED_HOSTS", ["localhost", "127.0.0.1"], host_list,
             "Host headers the app answers (comma-separated, * for any); others get 400"),
@@ -153,8 +151,8 @@ def markdown_table():
     lines = ["| setting | default | what |", "|---|---|---|"]
     for s in SETTINGS:
         default = s.default
-        if isinstance(default, str) and default.startswith(HERE):
-            default = os.path.relpath(default, HERE)
+        if isinstance(default, str) and default.startswith(str(REPO)):
+            default = os.path.relpath(default, REPO)
         elif isinstance(default, list):
             default = ",".join(default)
         lines.append(f"| `{s.name}` | {'' if default is None else f'`{default}`'} | {s.help} |")

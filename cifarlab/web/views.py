@@ -7,14 +7,11 @@ from flask import Blueprint, abort, current_app, g, render_template, request, se
 from .. import checkpoint
 from ..checkpoint import ModelFileError
 from . import service, storage
+from .api import classifier
 
 bp = Blueprint("views", __name__)
 log = logging.getLogger(__name__)
 PLOTS = ("confusion", "reliability", "curves", "mistakes")  # model-card figures written beside the .h5
-
-
-def classifier():
-    return current_app.extensions["classifier"]
 
 
 def render_form(message=None, status=200):
@@ -120,9 +117,9 @@ def plot_paths():
 
 @bp.get("/model")
 def model_card():
-    meta = classifier().meta
+    meta, paths = classifier().meta, plot_paths()
     return render_template("model.html", meta=meta, ev=meta.get("evaluation"), cal=meta.get("calibration"),
-                           plots=[k for k in PLOTS if os.path.exists(plot_paths()[k])])
+                           plots=[k for k in PLOTS if os.path.exists(paths[k])])
 
 
 @bp.get("/model/<kind>.png")
