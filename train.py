@@ -58,7 +58,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     from cifarlab.ml import resume
-    from cifarlab.ml.presets import PRESETS, with_overrides
+    from cifarlab.ml.presets import PRESETS
 
     state = None
     if args.resume:
@@ -74,14 +74,16 @@ def main(argv=None):
         return fail(f"{resume.checkpoint_path(args.out)} holds an interrupted run: continue it with "
                     f"--resume {args.out}, or delete that file to start over.")
     try:
-        hp = with_overrides(PRESETS[args.arch], args.overrides)
+        hp = PRESETS[args.arch].with_overrides(args.overrides)
+        hp = hp.replace(**{key: getattr(args, key) for key in ("epochs", "batch_size", "val_size")
+                           if getattr(args, key) is not None})
     except ValueError as exc:
         return fail(exc)
     if args.pretrained and args.arch != "transfer":
         return fail("--pretrained needs --arch transfer.")
     if args.early_stop is not None and args.early_stop < 1:
         return fail("--early-stop takes a patience of 1 or more epochs.")
-    if args.early_stop is not None and hp["optimizer"] != "adam":
+    if args.early_stop is not None and hp.optimizer != "adam":
         return fail(f"--early-stop is for recipes with a constant step size (baseline, transfer); {args.arch} "
                     f"decays its step size to 0 at its last epoch.")
 
@@ -108,11 +110,8 @@ def main(argv=None):
           f"precision {policy}; {distribute.describe(strategy)}, {replicas} replica(s)"
           f"{'' if chief else ', not the chief: writes no files'}", flush=True)
 
-    for key in ("epochs", "batch_size", "val_size"):
-        if getattr(args, key) is not None:
-            hp[key] = getattr(args, key)
     hp = scaled_for_replicas(hp, replicas)
-    if state is not None and state.config["hyperparameters"] != json.loads(json.dumps(hp)):
+    if state is not None and state.config["hyperparameters"] != json.loads(json.dumps(hp.to_dict())):
         return fail("the preset changed since the interrupted run started (or it ran on another number of "
                     "replicas); its hyperparameters are in its checkpoint.")
 
@@ -122,7 +121,7 @@ def main(argv=None):
         data = load_dataset(args.data)
     except DataError as exc:
         return fail(exc)
-    (x_train, y_train), val = data.split_validation(hp["val_size"], seed=args.seed)
+    (x_train, y_train), val = data.split_validation(hp.val_size, seed=args.seed)
     if args.early_stop and val is None:
         return fail("--early-stop watches the validation loss: give --val-size 1 or more.")
     num_classes = len(data.class_names)
@@ -136,15 +135,15 @@ def main(argv=None):
 
     # --- model --------------------------------------------------------------------------------
     keras.mixed_precision.set_global_policy(policy)
-    batches = training.Batches(x_train, one_hot(y_train), hp["batch_size"], args.seed,
-                               augment=hp["augment"], translate=hp.get("translate", 0))
+    batches = training.Batches(x_train, one_hot(y_train), hp.batch_size, args.seed,
+                               augment=hp.augment, translate=hp.translate)
     with distribute.scope(strategy):  # variables mirrored on every replica, updates all-reduced
         try:
             net, from_logits = training.build_training_model(args.arch, hp, num_classes, x_train, replicas,
                                                              args.pretrained)
         except WeightsDownloadError as exc:
             return fail(exc)
-    loss = keras.losses.CategoricalCrossentropy(from_logits=from_logits, label_smoothing=hp["label_smoothing"])
+    loss = keras.losses.CategoricalCrossentropy(from_logits=from_logits, label_smoothing=hp.label_smoothing)
     print(f"Model: {args.arch}, {net.count_params():,} parameters", flush=True)
 
     # --- train --------------------------------------------------------------------------------
@@ -166,9 +165,9 @@ def main(argv=None):
             optimizer = training.start_phase(net, hp, phase, len(batches))
             net.compile(optimizer=optimizer, loss=loss,
                         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
-        lookahead = training.Lookahead(hp["epochs"] * len(batches), hp["lookahead_every"]) \
-            if hp.get("lookahead_every") else None
-        last_phase = phase.end == hp["epochs"]
+        lookahead = training.Lookahead(hp.epochs * len(batches), hp.lookahead_every) \
+            if hp.lookahead_every else None
+        last_phase = phase.end == hp.epochs
         early_stop = resume.EarlyStopping(args.early_stop) if args.early_stop and last_phase else None
         if state is not None:
             try:
@@ -182,7 +181,7 @@ def main(argv=None):
         if chief:  # other workers write nothing
             callbacks += training.logging_callbacks(logdir, first_epoch)
             callbacks.append(resume.RunCheckpoint(resume.checkpoint_path(args.out), {
-                "argv": argv, "hyperparameters": hp, "resumes": resumes}, log, index, lookahead, early_stop))
+                "argv": argv, "hyperparameters": hp.to_dict(), "resumes": resumes}, log, index, lookahead, early_stop))
         if len(phases) > 1:
             print(f"Phase {index + 1}: {phase.name}, epochs {phase.first + 1}-{phase.end}, step size {phase.lr:g}",
                   flush=True)
@@ -217,8 +216,8 @@ def main(argv=None):
         "test_images": int(len(data.x_test)),
         "command": command_line([], argv),
         "seed": args.seed,
-        "hyperparameters": hp,
-        "epochs": hp["epochs"],
+        "hyperparameters": hp.to_dict(),
+        "epochs": hp.epochs,
         "epochs_run": len(log.history),
         "precision": policy,
         "replicas": replicas,
@@ -242,7 +241,7 @@ def main(argv=None):
     checkpoint.save(model, f"{args.out}.h5", meta)
     resume.checkpoint_path(args.out).unlink(missing_ok=True)  # the run is complete: nothing left to resume
     meta = card.evaluate(f"{args.out}.h5", data)  # one pass over the test split: accuracy, loss, report
-    print(f"Test ({len(data.x_test):,}-image split of {data.source}, TTA level {hp.get('tta_level', 0)}): "
+    print(f"Test ({len(data.x_test):,}-image split of {data.source}, TTA level {hp.tta_level}): "
           f"accuracy {meta['test_accuracy']:.4f}, loss {meta['test_loss']:.4f}; training {log.train_seconds / 60:.1f} min")
     plots.training_curves(log.history, f"{args.out}_curves.png", f"{args.arch}: test accuracy "
                           f"{meta['test_accuracy']:.2%} after {log.train_seconds / 60:.1f} min")
@@ -259,11 +258,8 @@ def command_line(subcommand, argv):
 def scaled_for_replicas(hp, replicas):
     """The recipe for `replicas` replicas: the global batch is --batch-size images on each, and every step size
     follows the linear scaling rule (Goyal et al. 2017), so each image moves the weights as much at any count."""
-    scaled = {**hp, "batch_size": hp["batch_size"] * replicas}
-    for key in ("lr", "finetune_lr"):
-        if key in hp:
-            scaled[key] = hp[key] * replicas
-    return scaled
+    scaled = {key: getattr(hp, key) * replicas for key in ("batch_size", "lr", "finetune_lr") if hasattr(hp, key)}
+    return hp.replace(**scaled)
 
 
 def print_report(meta):

@@ -30,20 +30,20 @@ def time_config(policy, gelu, norm, steps, train_images):
     from cifarlab.ml.presets import PRESETS
 
     keras.mixed_precision.set_global_policy(policy)
-    hp = {**PRESETS["fast"], "gelu_tanh": gelu == "tanh", "fused_bn": norm == "fused"}
+    hp = PRESETS["fast"].replace(gelu_tanh=gelu == "tanh", fused_bn=norm == "fused")
     rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (hp["batch_size"] * steps, 32, 32, 3), dtype=np.uint8)
+    x = rng.integers(0, 256, (hp.batch_size * steps, 32, 32, 3), dtype=np.uint8)
     y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, len(x))]
     net, _ = training.build_training_model("fast", hp, 10, x)
     net.compile(optimizer=training.make_optimizer(hp, 1000),
-                loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=hp["label_smoothing"]))
-    batches = training.Batches(x, y, hp["batch_size"], seed=0, augment=True, translate=hp["translate"])
+                loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=hp.label_smoothing))
+    batches = training.Batches(x, y, hp.batch_size, seed=0, augment=True, translate=hp.translate)
     net.fit(batches, epochs=1, verbose=0)  # tracing and warm-up
     ends = [time.perf_counter()]
     clock = keras.callbacks.LambdaCallback(on_train_batch_end=lambda *_, **__: ends.append(time.perf_counter()))
     net.fit(batches, epochs=1, verbose=0, callbacks=[clock])
     per_step = float(np.median(np.diff(ends)))  # the median step: this shared machine has slow spells
-    return per_step, per_step * math.ceil(train_images / hp["batch_size"])
+    return per_step, per_step * math.ceil(train_images / hp.batch_size)
 
 
 def main(argv=None):

@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from cifarlab.ml import gradcam, models
+from cifarlab.ml.presets import FastRecipe
 from cifarlab.checkpoint import load
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,7 +29,7 @@ def test_heatmap_on_shipped_models(model_file, real_image):
 
 
 def test_fast_net_uses_a_7x7_map_of_the_backbone():
-    wrapped = models.with_tta(models.build_fast_backbone(10, widths=(8, 16, 16)), level=1)
+    wrapped = models.with_tta(models.build_fast_backbone(FastRecipe(widths=(8, 16, 16)), 10), level=1)
     network = gradcam.scoring_network(wrapped)
     assert network.name == "fast_backbone" and not gradcam.ends_in_softmax(network)
     assert gradcam.target_layer(network).output.shape[1:3] == (7, 7)

@@ -5,6 +5,9 @@ import numpy as np
 import pytest
 
 from cifarlab.ml import models
+from cifarlab.ml.presets import FastRecipe
+
+TINY = FastRecipe(widths=(8, 16, 16))  # a fast net small enough for tests
 
 
 def test_baseline_is_the_seed_cnn():
@@ -25,7 +28,7 @@ def test_mirror_and_shift_views():
 
 
 def test_tta_model_round_trips_through_h5(tmp_path):
-    backbone = models.build_fast_backbone(10, widths=(8, 16, 16), whiten_width=24)
+    backbone = models.build_fast_backbone(TINY, 10)
     model = models.with_tta(backbone, level=2)
     x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype("float32")
     probs = np.asarray(model(x))
@@ -44,20 +47,19 @@ def test_gelu_layer_matches_the_erf_curve_and_keeps_its_form(approximate):
     assert models.GELU.from_config(layer.get_config()).approximate is approximate
 
 
-def test_preset_chooses_the_gelu_form_of_the_saved_backbone(tmp_path):
-    hp = dict(widths=(8, 16, 16), bn_momentum=0.4, logit_scale=1 / 9, gelu_tanh=True)
-    models.fast_backbone_for(hp, 10).save(tmp_path / "b.h5")
+@pytest.mark.parametrize("gelu_tanh", [False, True])
+def test_recipe_chooses_the_gelu_form_of_the_saved_backbone(tmp_path, gelu_tanh):
+    models.build_fast_backbone(TINY.replace(gelu_tanh=gelu_tanh), 10).save(tmp_path / "b.h5")
     loaded = keras.models.load_model(tmp_path / "b.h5", compile=False, safe_mode=True)
     gelus = [layer for layer in loaded.layers if isinstance(layer, models.GELU)]
-    assert len(gelus) == 7 and all(layer.approximate for layer in gelus)
+    assert len(gelus) == 7 and all(layer.approximate is gelu_tanh for layer in gelus)
 
 
 @pytest.mark.parametrize("whiten_float32", [False, True])
 def test_whitening_can_stay_float32_under_mixed_precision(whiten_float32):
-    hp = dict(widths=(8, 16, 16), bn_momentum=0.4, logit_scale=1 / 9, whiten_float32=whiten_float32)
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
-        net = models.fast_backbone_for(hp, 10)
+        net = models.build_fast_backbone(TINY.replace(whiten_float32=whiten_float32), 10)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     expected = "float32" if whiten_float32 else "bfloat16"
@@ -68,7 +70,7 @@ def test_whitening_can_stay_float32_under_mixed_precision(whiten_float32):
 
 
 def test_tta_is_mirror_invariant():
-    model = models.with_tta(models.build_fast_backbone(10, widths=(8, 16, 16)), level=1)
+    model = models.with_tta(models.build_fast_backbone(TINY, 10), level=1)
     x = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(np.asarray(model(x)), np.asarray(model(x[:, :, ::-1])), rtol=1e-4, atol=1e-6)
 

@@ -31,3 +31,18 @@ def test_each_figure_is_a_png_and_no_figure_stays_open(tmp_path, kind):
     with Image.open(path) as img:
         assert img.format == "PNG" and min(img.size) > 100
     assert plt.get_fignums() == []
+
+
+def test_a_figure_that_fails_to_draw_keeps_the_old_file_and_closes(tmp_path):
+    path = tmp_path / "curves.png"
+    path.write_bytes(b"old")
+    with pytest.raises(KeyError):
+        plots.training_curves([{"epoch": 1, "train_loss": 1.0}], str(path), "no accuracy column")
+    assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["curves.png"]
+    assert plt.get_fignums() == []
+
+
+def test_a_grid_of_one_image_draws(tmp_path):
+    plots.mistakes_grid(np.zeros((1, 32, 32, 3), dtype=np.uint8), ["a"], ["b"], [0.5], tmp_path / "one.png", columns=1)
+    with Image.open(tmp_path / "one.png") as img:
+        assert img.format == "PNG"

@@ -131,6 +131,9 @@ def test_early_stop_ends_a_run_that_stops_improving(tmp_path):
     (["--arch", "fast", "--early-stop", "3"], "constant step size"),
     (["--early-stop", "0"], "patience of 1 or more"),
     (["--pretrained"], "--pretrained needs --arch transfer"),
+    (["--epochs", "0"], "epochs is 1 or more"),
+    (["--arch", "transfer", "--set", "backbone=ResNet50"], "backbone is one of"),
+    (["--arch", "muon", "--set", "optimizer=rmsprop"], "optimizer is one of adam, sgd, muon"),
 ])
 def test_option_mistakes_are_one_line(tmp_path, tiny_dataset, capsys, argv, message):
     assert train.main(["--data", str(tiny_dataset), "--out", str(tmp_path / "m"), *argv]) == 2
@@ -193,7 +196,7 @@ def test_own_classes_served_end_to_end(tmp_path, make_app):
 def test_every_step_size_scales_with_the_replica_count(arch):
     hp = PRESETS[arch]
     scaled = train.scaled_for_replicas(hp, 4)
-    assert scaled["batch_size"] == 4 * hp["batch_size"] and scaled["lr"] == pytest.approx(4 * hp["lr"])
-    if "finetune_lr" in hp:
-        assert scaled["finetune_lr"] == pytest.approx(4 * hp["finetune_lr"])
+    assert scaled.batch_size == 4 * hp.batch_size and scaled.lr == pytest.approx(4 * hp.lr)
+    if hasattr(hp, "finetune_lr"):
+        assert scaled.finetune_lr == pytest.approx(4 * hp.finetune_lr)
     assert train.scaled_for_replicas(hp, 1) == hp and PRESETS[arch] is hp  # the preset itself is untouched

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from cifarlab.ml import training
+from cifarlab.ml.presets import FastRecipe
 
 
 def schedule_values(schedule, steps):
@@ -27,8 +28,8 @@ def test_schedule_round_trips_through_its_config():
 
 
 def test_optimizer_ends_at_the_presets_lr_end():
-    hp = {"optimizer": "sgd", "lr": 1.0, "lr_start": 0.2, "lr_warmup": 0.2, "lr_end": 0.1, "momentum": 0.9,
-          "weight_decay": 0.0, "bias_lr_scale": 1.0}
+    hp = FastRecipe(optimizer="sgd", lr=1.0, lr_start=0.2, lr_warmup=0.2, lr_end=0.1, momentum=0.9, weight_decay=0.0,
+                    bias_lr_scale=1.0)
     optimizer = training.make_optimizer(hp, steps=50)
     optimizer.iterations.assign(50)
     assert float(optimizer.learning_rate) == pytest.approx(0.1)

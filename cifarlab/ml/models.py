@@ -110,9 +110,9 @@ class WeightsDownloadError(RuntimeError):
     """Pretrained weights that could not be fetched; the message says what to do."""
 
 
-def build_transfer(num_classes, backbone="EfficientNetV2B0", image_size=96, dropout=0.2, pretrained=False,
-                   input_size=INPUT_SIZE):
-    """A keras.applications backbone on inputs upscaled inside the model: raw 0..255 pixels in, softmax out."""
+def build_transfer(hp, num_classes, pretrained=False, input_size=INPUT_SIZE):
+    """The TransferRecipe's keras.applications backbone on inputs upscaled inside the model: 0..255 in, softmax out."""
+    backbone, image_size = hp.backbone, hp.image_size
     if not backbone.startswith("EfficientNetV2") or not hasattr(keras.applications, backbone):
         raise ValueError(f"backbone {backbone!r}: expected a keras.applications EfficientNetV2 model (they rescale "
                          f"their own 0..255 inputs), e.g. EfficientNetV2B0")
@@ -130,14 +130,9 @@ def build_transfer(num_classes, backbone="EfficientNetV2B0", image_size=96, drop
         ) from None
     base.name = "backbone"
     x = base(x, training=False)  # batch-norm keeps its statistics even when the backbone is unfrozen
-    x = layers.Dropout(dropout, name="dropout")(x)
+    x = layers.Dropout(hp.dropout, name="dropout")(x)
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="head")(x)
     return keras.Model(inputs, outputs, name=f"transfer_{backbone}")
-
-
-def transfer_for(hp, num_classes, pretrained=False):
-    """The transfer net a preset's hyperparameters describe."""
-    return build_transfer(num_classes, hp["backbone"], hp["image_size"], hp["dropout"], pretrained)
 
 
 def fan_in_uniform():
@@ -145,7 +140,7 @@ def fan_in_uniform():
     return keras.initializers.VarianceScaling(1 / 3, mode="fan_in", distribution="uniform")
 
 
-def _conv_bn(x, width, name, bn_momentum, pool=False, synchronized=False, gelu_tanh=False, fused_bn=True):
+def _conv_bn(x, width, name, *, bn_momentum, synchronized, gelu_tanh, fused_bn, pool=False):
     """Conv3x3 (no bias) -> [MaxPool2] -> BatchNorm (offset only: a decayed scale would shrink to 0) -> GELU."""
     x = layers.Conv2D(width, 3, padding="same", use_bias=False, kernel_initializer=fan_in_uniform(),
                       name=f"{name}_conv")(x)
@@ -156,40 +151,30 @@ def _conv_bn(x, width, name, bn_momentum, pool=False, synchronized=False, gelu_t
     return GELU(gelu_tanh, name=f"{name}_gelu")(x)
 
 
-def fast_backbone_for(hp, num_classes, synchronized_bn=False):
-    """The fast backbone a preset's hyperparameters describe."""
-    # a recipe recorded before gelu_tanh/fused_bn existed trained with erf GELU and Keras's batch norm
-    return build_fast_backbone(num_classes, hp["widths"], bn_momentum=hp["bn_momentum"], logit_scale=hp["logit_scale"],
-                               synchronized_bn=synchronized_bn, gelu_tanh=hp.get("gelu_tanh", False),
-                               fused_bn=hp.get("fused_bn", False),
-                               whiten_dtype="float32" if hp.get("whiten_float32") else None)
-
-
-def build_fast_backbone(num_classes=10, widths=(64, 256, 256), whiten_width=24,
-                        bn_momentum=0.6, logit_scale=1 / 9, input_size=INPUT_SIZE, synchronized_bn=False,
-                        gelu_tanh=False, fused_bn=True, whiten_dtype=None):
-    """airbench-style net: 2x2 whitening conv, three conv-pool-BN-GELU groups; outputs logits.
+def build_fast_backbone(hp, num_classes=10, synchronized_bn=False, whiten_width=24, input_size=INPUT_SIZE):
+    """airbench-style net a FastRecipe describes: 2x2 whitening conv, three conv-pool-BN-GELU groups; outputs logits.
 
     synchronized_bn: batch statistics over all replicas of a tf.distribute strategy (TensorFlow only),
     so every worker normalises, and keeps running statistics, as one device with the global batch would.
-    whiten_dtype: "float32" keeps the whitening in full precision under a mixed policy; its filters subtract
+    hp.whiten_float32 keeps the whitening in full precision under a mixed policy; its filters subtract
     neighbouring pixels with large weights, so bfloat16 inputs (8 significant bits) add rounding noise to its
     weakest channels.
     """
+    whiten_dtype = "float32" if hp.whiten_float32 else None
     inputs = keras.Input((input_size, input_size, 3), name="pixels")
     x = layers.Rescaling(1.0 / 255, dtype=whiten_dtype, name="rescale")(inputs)
     x = layers.Conv2D(whiten_width, 2, padding="valid", dtype=whiten_dtype, name="whiten")(x)
-    x = GELU(gelu_tanh, dtype=whiten_dtype, name="whiten_gelu")(x)
-    conv_bn = functools.partial(_conv_bn, bn_momentum=bn_momentum, synchronized=synchronized_bn, gelu_tanh=gelu_tanh,
-                                fused_bn=fused_bn)
-    for i, width in enumerate(widths, start=1):
+    x = GELU(hp.gelu_tanh, dtype=whiten_dtype, name="whiten_gelu")(x)
+    conv_bn = functools.partial(_conv_bn, bn_momentum=hp.bn_momentum, synchronized=synchronized_bn,
+                                gelu_tanh=hp.gelu_tanh, fused_bn=hp.fused_bn)
+    for i, width in enumerate(hp.widths, start=1):
         x = conv_bn(x, width, f"block{i}a", pool=True)
         x = conv_bn(x, width, f"block{i}b")
     x = layers.MaxPooling2D(3, name="head_pool")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(num_classes, use_bias=False, kernel_initializer=fan_in_uniform(), dtype="float32",
                      name="head")(x)
-    logits = layers.Rescaling(logit_scale, dtype="float32", name="logit_scale")(x)
+    logits = layers.Rescaling(hp.logit_scale, dtype="float32", name="logit_scale")(x)
     return keras.Model(inputs, logits, name="fast_backbone")
 
 

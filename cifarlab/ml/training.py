@@ -8,6 +8,7 @@ import keras
 import numpy as np
 
 from . import models
+from .presets import TransferRecipe
 
 
 def describe_device():
@@ -209,14 +210,14 @@ class MuonSGD(ScaledBiasSGD):
 
 def make_optimizer(hp, steps):
     """The optimizer a preset asks for."""
-    if hp["optimizer"] == "adam":
-        return keras.optimizers.Adam(hp["lr"])
-    schedule = WarmupLinearDecay(hp["lr"], steps, hp["lr_start"], hp["lr_warmup"], hp.get("lr_end", 0.0))
-    sgd = dict(bias_lr_scale=hp["bias_lr_scale"], learning_rate=schedule, momentum=hp["momentum"], nesterov=True,
-               weight_decay=hp["weight_decay"])
-    if hp["optimizer"] == "muon":
-        return MuonSGD(hp["lr"], hp["muon_lr"], hp["muon_momentum"], hp["ns_steps"],
-                       round(hp["whiten_bias_epochs"] * steps / hp["epochs"]), **sgd)  # one phase: all epochs
+    if hp.optimizer == "adam":
+        return keras.optimizers.Adam(hp.lr)
+    schedule = WarmupLinearDecay(hp.lr, steps, hp.lr_start, hp.lr_warmup, hp.lr_end)
+    sgd = dict(bias_lr_scale=hp.bias_lr_scale, learning_rate=schedule, momentum=hp.momentum, nesterov=True,
+               weight_decay=hp.weight_decay)
+    if hp.optimizer == "muon":
+        return MuonSGD(hp.lr, hp.muon_lr, hp.muon_momentum, hp.ns_steps,
+                       round(hp.whiten_bias_epochs * steps / hp.epochs), **sgd)  # one phase: all epochs
     return ScaledBiasSGD(**sgd)
 
 
@@ -232,18 +233,18 @@ class Phase(NamedTuple):
 
 def phases(hp):
     """The phases of a recipe: the transfer recipe trains its head on a frozen backbone first, then everything."""
-    if "backbone" not in hp:
-        return [Phase("training", 0, hp["epochs"], hp["lr"])]
-    frozen = min(hp["frozen_epochs"], hp["epochs"])
-    return [p for p in (Phase("frozen backbone", 0, frozen, hp["lr"], True),
-                        Phase("fine-tuning", frozen, hp["epochs"], hp["finetune_lr"])) if p.end > p.first]
+    if not isinstance(hp, TransferRecipe):
+        return [Phase("training", 0, hp.epochs, hp.lr)]
+    frozen = min(hp.frozen_epochs, hp.epochs)
+    return [p for p in (Phase("frozen backbone", 0, frozen, hp.lr, True),
+                        Phase("fine-tuning", frozen, hp.epochs, hp.finetune_lr)) if p.end > p.first]
 
 
 def start_phase(net, hp, phase, steps_per_epoch):
     """Freeze or unfreeze the backbone for a phase and return the phase's optimizer (compile next)."""
-    if "backbone" in hp:
+    if isinstance(hp, TransferRecipe):
         net.get_layer("backbone").trainable = not phase.frozen_backbone
-    return make_optimizer({**hp, "lr": phase.lr}, steps=(phase.end - phase.first) * steps_per_epoch)
+    return make_optimizer(hp.replace(lr=phase.lr), steps=(phase.end - phase.first) * steps_per_epoch)
 
 
 def build_training_model(arch, hp, num_classes, x_train, replicas=1, pretrained=False):
@@ -251,16 +252,16 @@ def build_training_model(arch, hp, num_classes, x_train, replicas=1, pretrained=
     if arch == "baseline":
         return models.build_baseline(num_classes), False
     if arch == "transfer":
-        return models.transfer_for(hp, num_classes, pretrained), False
-    net = models.fast_backbone_for(hp, num_classes, synchronized_bn=replicas > 1)
+        return models.build_transfer(hp, num_classes, pretrained), False
+    net = models.build_fast_backbone(hp, num_classes, synchronized_bn=replicas > 1)
     sample = x_train[np.random.default_rng(0).permutation(len(x_train))[:5000]].astype(np.float32) / 255
-    kernel = models.whitening_kernel(sample, eps=hp.get("whiten_eps", 5e-4))
+    kernel = models.whitening_kernel(sample, eps=hp.whiten_eps)
     mean_patch = sample[:, :2, :2, :].mean(axis=0)  # (2, 2, 3), approximately stationary over the image
     bias = -np.tensordot(mean_patch, kernel, axes=3)
     whiten = net.get_layer("whiten")
     whiten.set_weights([kernel, bias.astype(np.float32)])
     whiten.kernel.trainable = False  # fixed whitening filters: decorrelated inputs from the first step
-    whiten.bias.trainable = bool(hp.get("whiten_bias_epochs"))  # the Muon recipe trains the bias for a few epochs
+    whiten.bias.trainable = hp.whiten_bias_epochs > 0  # the Muon recipe trains the bias for a few epochs
     models.dirac_init(net)
     return net, True
 
@@ -271,11 +272,11 @@ def inference_model(arch, hp, num_classes, net):
         model = models.build_baseline(num_classes)
     elif arch == "transfer":
         net.get_layer("backbone").trainable = True  # same weight order as the fresh copy's
-        model = models.transfer_for(hp, num_classes)
+        model = models.build_transfer(hp, num_classes)
     else:
-        backbone = models.fast_backbone_for(hp, num_classes)
+        backbone = models.build_fast_backbone(hp, num_classes)
         backbone.set_weights(net.get_weights())
-        return models.with_tta(backbone, hp["tta_level"])
+        return models.with_tta(backbone, hp.tta_level)
     model.set_weights(net.get_weights())
     return model
 

@@ -1,27 +1,40 @@
 """Matplotlib figures saved as PNG (headless)."""
+import contextlib
+
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ..checkpoint import replace_atomically  # noqa: E402
+
+
+@contextlib.contextmanager
+def saved_figure(path, dpi, **subplots):
+    """(figure, axes) of plt.subplots for the block; written to path atomically if the block succeeds; always closed."""
+    fig, axes = plt.subplots(**subplots)
+    try:
+        yield fig, axes
+        fig.tight_layout()
+        replace_atomically(path, lambda tmp: fig.savefig(tmp, dpi=dpi))
+    finally:
+        plt.close(fig)
+
 
 def training_curves(history, path, title):
     """Loss and accuracy per epoch (train, val, test) against epochs; saved to path."""
     epochs = [row["epoch"] for row in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    for split in ("train", "val", "test"):
-        if f"{split}_loss" in history[0]:
-            ax_loss.plot(epochs, [row[f"{split}_loss"] for row in history], marker="o", label=split)
-            ax_acc.plot(epochs, [row[f"{split}_accuracy"] for row in history], marker="o", label=split)
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy (no TTA)")
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with saved_figure(path, 100, ncols=2, figsize=(10, 4)) as (fig, (ax_loss, ax_acc)):
+        for split in ("train", "val", "test"):
+            if f"{split}_loss" in history[0]:
+                ax_loss.plot(epochs, [row[f"{split}_loss"] for row in history], marker="o", label=split)
+                ax_acc.plot(epochs, [row[f"{split}_accuracy"] for row in history], marker="o", label=split)
+        ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+        ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy (no TTA)")
+        for ax in (ax_loss, ax_acc):
+            ax.grid(alpha=0.3)
+            ax.legend()
+        fig.suptitle(title)
 
 
 def confusion_matrix(confusion, class_names, path):
@@ -30,49 +43,43 @@ def confusion_matrix(confusion, class_names, path):
 
     confusion = np.asarray(confusion)
     normalised = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
-    fig, axes = plt.subplots(1, 2, figsize=(15, 6.5))
-    for ax, values, title, fmt in ((axes[0], confusion, "counts", "d"), (axes[1], normalised, "row-normalised (recall)", ".2f")):
-        im = ax.imshow(values, cmap="Blues")
-        ax.set(xticks=range(len(class_names)), yticks=range(len(class_names)), xlabel="predicted", ylabel="true", title=title)
-        ax.set_xticklabels(class_names, rotation=45, ha="right")
-        ax.set_yticklabels(class_names)
-        high = values.max() / 2
-        for i in range(len(class_names)):
-            for j in range(len(class_names)):
-                ax.text(j, i, format(values[i, j], fmt), ha="center", va="center", fontsize=7,
-                        color="white" if values[i, j] > high else "black")
-        fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    panels = ((confusion, "counts", "d"), (normalised, "row-normalised (recall)", ".2f"))
+    with saved_figure(path, 90, ncols=2, figsize=(15, 6.5)) as (fig, axes):
+        for ax, (values, title, fmt) in zip(axes, panels):
+            im = ax.imshow(values, cmap="Blues")
+            ax.set(xticks=range(len(class_names)), yticks=range(len(class_names)), xlabel="predicted",
+                   ylabel="true", title=title)
+            ax.set_xticklabels(class_names, rotation=45, ha="right")
+            ax.set_yticklabels(class_names)
+            high = values.max() / 2
+            for i in range(len(class_names)):
+                for j in range(len(class_names)):
+                    ax.text(j, i, format(values[i, j], fmt), ha="center", va="center", fontsize=7,
+                            color="white" if values[i, j] > high else "black")
+            fig.colorbar(im, ax=ax, fraction=0.046)
 
 
 def reliability_diagram(curves, path):
     """Accuracy against confidence per bin, one line per (label, (centres, acc, conf, counts), ece)."""
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
-    for label, (centres, acc, conf, counts), ece in curves:
-        keep = counts > 0
-        ax.plot(conf[keep], acc[keep], marker="o", label=f"{label} (ECE {ece:.3f})")
-    ax.set(xlabel="confidence (top probability)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),
-           title="Reliability on the test split")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with saved_figure(path, 100, figsize=(5.5, 5)) as (fig, ax):
+        ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+        for label, (centres, acc, conf, counts), ece in curves:
+            keep = counts > 0
+            ax.plot(conf[keep], acc[keep], marker="o", label=f"{label} (ECE {ece:.3f})")
+        ax.set(xlabel="confidence (top probability)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),
+               title="Reliability on the test split")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left")
 
 
 def mistakes_grid(images, true_names, pred_names, confidences, path, columns=8):
     """A grid of images titled 'true -> predicted (confidence)'."""
     rows = max(1, -(-len(images) // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.6, rows * 1.9))
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, img, t, p, c in zip(axes.flat, images, true_names, pred_names, confidences):
-        ax.imshow(img, interpolation="nearest")
-        ax.set_title(f"{t}\n→ {p} {c:.0%}", fontsize=8)
-    fig.suptitle("Most confident mistakes (true → predicted, calibrated confidence)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    with saved_figure(path, 90, nrows=rows, ncols=columns, figsize=(columns * 1.6, rows * 1.9),
+                      squeeze=False) as (fig, axes):
+        for ax in axes.flat:
+            ax.axis("off")
+        for ax, img, t, p, c in zip(axes.flat, images, true_names, pred_names, confidences):
+            ax.imshow(img, interpolation="nearest")
+            ax.set_title(f"{t}\n→ {p} {c:.0%}", fontsize=8)
+        fig.suptitle("Most confident mistakes (true → predicted, calibrated confidence)")
