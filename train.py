@@ -57,8 +57,11 @@ def fail(message, code=2):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    try:
+        hp = recipe_for(args)  # option mistakes stop here, in a second, before TensorFlow loads
+    except ValueError as exc:
+        return fail(exc)
     from cifarlab.ml import resume
-    from cifarlab.ml.presets import PRESETS
 
     state = None
     if args.resume:
@@ -70,22 +73,13 @@ def main(argv=None):
             return fail(exc)
         argv = state.config["argv"]
         args = parse_args(argv)
+        try:
+            hp = recipe_for(args)
+        except ValueError as exc:
+            return fail(f"the interrupted run's options no longer fit the code: {exc}")
     elif resume.checkpoint_path(args.out).exists():
         return fail(f"{resume.checkpoint_path(args.out)} holds an interrupted run: continue it with "
                     f"--resume {args.out}, or delete that file to start over.")
-    try:
-        hp = PRESETS[args.arch].with_overrides(args.overrides)
-        hp = hp.replace(**{key: getattr(args, key) for key in ("epochs", "batch_size", "val_size")
-                           if getattr(args, key) is not None})
-    except ValueError as exc:
-        return fail(exc)
-    if args.pretrained and args.arch != "transfer":
-        return fail("--pretrained needs --arch transfer.")
-    if args.early_stop is not None and args.early_stop < 1:
-        return fail("--early-stop takes a patience of 1 or more epochs.")
-    if args.early_stop is not None and hp.optimizer != "adam":
-        return fail(f"--early-stop is for recipes with a constant step size (baseline, transfer); {args.arch} "
-                    f"decays its step size to 0 at its last epoch.")
 
     import keras
     import numpy as np
@@ -248,6 +242,23 @@ def main(argv=None):
     print(f"Saved {args.out}.h5, {args.out}.json, {args.out}_curves.png; logs in {logdir}", flush=True)
     print_report(meta)
     return 0
+
+
+def recipe_for(args):
+    """The preset with --set, --epochs, --batch-size and --val-size applied; ValueError names an option mistake."""
+    from cifarlab.ml.presets import PRESETS
+
+    hp = PRESETS[args.arch].with_overrides(args.overrides)
+    hp = hp.replace(**{key: getattr(args, key) for key in ("epochs", "batch_size", "val_size")
+                       if getattr(args, key) is not None})
+    if args.pretrained and args.arch != "transfer":
+        raise ValueError("--pretrained needs --arch transfer.")
+    if args.early_stop is not None and args.early_stop < 1:
+        raise ValueError("--early-stop takes a patience of 1 or more epochs.")
+    if args.early_stop is not None and hp.optimizer != "adam":
+        raise ValueError(f"--early-stop is for recipes with a constant step size (baseline, transfer); {args.arch} "
+                         f"decays its step size to 0 at its last epoch.")
+    return hp
 
 
 def command_line(subcommand, argv):

@@ -302,3 +302,13 @@ def test_no_module_of_the_web_layer_imports_tensorflow_or_matplotlib():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(modules) >= 10 and result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("level, logged", [("info", True), ("warning", False)])
+def test_each_request_is_one_log_line_on_stderr_at_info(tmp_path, level, logged):
+    script = "from app import create_app; create_app().test_client().get('/healthz')"
+    env = {**os.environ, "LOG_LEVEL": level, "UPLOAD_FOLDER": str(tmp_path), "SECRET_KEY": "k" * 32}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if "cifarlab.app: GET /healthz 200" in line]
+    assert len(lines) == (1 if logged else 0)

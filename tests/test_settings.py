@@ -15,6 +15,7 @@ from cifarlab.web import settings
     ("TRUSTED_HOSTS", "*", None),
     ("INFERENCE_URL", "http://backend:8501/", "http://backend:8501"),
     ("INFERENCE_RETRIES", "0", 0),
+    ("LOG_LEVEL", " WARNING", "warning"),
 ])
 def test_settings_parse_from_the_environment(name, raw, value):
     assert settings.from_environ({name: raw}) == {name: value}
@@ -24,6 +25,7 @@ def test_settings_parse_from_the_environment(name, raw, value):
     ("MAX_CONTENT_LENGTH", "ten megabytes"), ("MAX_CONTENT_LENGTH", "10XB"), ("MAX_BATCH_FILES", "0"),
     ("MAX_BATCH_FILES", "-3"), ("UNSURE_THRESHOLD", "high"), ("UNSURE_THRESHOLD", "2"), ("REQUEST_DEADLINE", "0"),
     ("GRADCAM", "maybe"), ("INFERENCE_URL", "backend:8501"), ("INFERENCE_TIMEOUT", "nan"), ("TRUSTED_HOSTS", ","),
+    ("LOG_LEVEL", "verbose"),
 ])
 def test_a_bad_value_is_one_line_naming_the_setting(name, raw):
     with pytest.raises(settings.ConfigError) as info:

@@ -1,5 +1,7 @@
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +9,7 @@ import pytest
 from PIL import Image
 
 import train
-from cifarlab import checkpoint, sidecar
+from cifarlab import REPO, checkpoint, sidecar
 from cifarlab.inference import Classifier
 from cifarlab.ml.data import load_image_folder
 from cifarlab.ml.presets import PRESETS
@@ -200,3 +202,11 @@ def test_every_step_size_scales_with_the_replica_count(arch):
     if hasattr(hp, "finetune_lr"):
         assert scaled.finetune_lr == pytest.approx(4 * hp.finetune_lr)
     assert train.scaled_for_replicas(hp, 1) == hp and PRESETS[arch] is hp  # the preset itself is untouched
+
+
+def test_an_option_mistake_answers_before_tensorflow_loads():
+    result = subprocess.run([sys.executable, "train.py", "--arch", "fast", "--set", "optimizer=rmsprop"],
+                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["error: --set 'optimizer=rmsprop': optimizer is one of adam, sgd, muon, "
+                                          "not 'rmsprop'"]

@@ -44,6 +44,7 @@ def create_app(test_config=None):
     app.config.update(settings.from_environ())
     if test_config:
         app.config.update(test_config)
+    configure_logging(app.config["LOG_LEVEL"])
     if not app.config["SECRET_KEY"]:
         app.config["SECRET_KEY"] = secrets.token_hex(32)
         log.warning("SECRET_KEY is not set: using a random per-process key (sessions and CSRF tokens "
@@ -76,6 +77,17 @@ def make_classifier(config):
     from ..inference import Classifier  # TensorFlow only for a local .h5 (a .tflite needs just LiteRT)
 
     return Classifier.from_path(config["MODEL_PATH"])  # raises ModelFileError
+
+
+def configure_logging(level):
+    """The app's loggers write to stderr at `level`, unless whoever runs the app (pytest, a host app) set up logging."""
+    logger = logging.getLogger("cifarlab")
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+                                               "%Y-%m-%d %H:%M:%S %z"))  # gunicorn's own line format
+        logger.addHandler(handler)
+    logger.setLevel(level.upper())
 
 
 def example_names(folder):

@@ -72,6 +72,13 @@ def boolean(value):
     return lowered in ("1", "true", "yes", "on")
 
 
+def log_level(value):
+    lowered = value.strip().lower()
+    if lowered not in ("debug", "info", "warning", "error"):
+        raise ValueError("expected debug, info, warning or error")
+    return lowered
+
+
 def http_url(value):
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -114,6 +121,7 @@ SETTINGS = (
     Setting("UPLOAD_MAX_BYTES", 200 * 1024 * 1024, byte_size, "... and bytes; the oldest are removed first"),
     Setting("SERVING_MODEL_NAME", "cifar10", text, "the NAME in /v1/models/NAME"),
     Setting("UNSURE_THRESHOLD", None, fraction, "top probability below which a result says unsure; default: sidecar's"),
+    Setting("LOG_LEVEL", "info", log_level, "app log on stderr: info = a line per request, warning = problems only"),
     Setting("GRADCAM", True, boolean, "offer Grad-CAM on result pages (needs TensorFlow and the .h5 the model came from)"),
     Setting("INFERENCE_URL", None, http_url, "predict through a TF-Serving REST backend instead of a local model"),
     Setting("INFERENCE_TIMEOUT", 8.0, seconds, "overall deadline of one backend call, retries included"),
