@@ -87,8 +87,9 @@ def main(argv=None):
     for label, model in models_served.items():
         port = loadtest.free_port()
         servers.append((label, model, loadtest.python_command("-m", "gunicorn", "-c", "gunicorn.conf.py"), port,
-                        "/api/predict", {"BIND": f"127.0.0.1:{port}", "MODEL_PATH": os.path.abspath(model), "LOG_LEVEL": "warning",
+                        "/api/predict", {"BIND": f"127.0.0.1:{port}", "MODEL_PATH": os.path.abspath(model),
                                          "UPLOAD_FOLDER": os.path.join(tmp, label), "SECRET_KEY": os.urandom(16).hex()}))
+        # default LOG_LEVEL: the request log is written, as in production
     port = loadtest.free_port()
     reference = loadtest.python_command(str(loadtest.REPO / "tools" / "reference_server.py"), str(port),
                                         os.path.abspath(args.model), os.path.join(tmp, "ref"))
