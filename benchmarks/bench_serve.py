@@ -85,11 +85,10 @@ def main(argv=None):
     models_served["ours .h5"] = args.model
     servers = []
     for label, model in models_served.items():
-        port = loadtest.free_port()
+        port = loadtest.free_port()  # LOG_LEVEL left at its default: the request log is written, as in production
         servers.append((label, model, loadtest.python_command("-m", "gunicorn", "-c", "gunicorn.conf.py"), port,
                         "/api/predict", {"BIND": f"127.0.0.1:{port}", "MODEL_PATH": os.path.abspath(model),
                                          "UPLOAD_FOLDER": os.path.join(tmp, label), "SECRET_KEY": os.urandom(16).hex()}))
-        # default LOG_LEVEL: the request log is written, as in production
     port = loadtest.free_port()
     reference = loadtest.python_command(str(loadtest.REPO / "tools" / "reference_server.py"), str(port),
                                         os.path.abspath(args.model), os.path.join(tmp, "ref"))
