@@ -130,7 +130,7 @@ def main(argv=None):
     # --- model --------------------------------------------------------------------------------
     keras.mixed_precision.set_global_policy(policy)
     batches = training.Batches(x_train, one_hot(y_train), hp.batch_size, args.seed,
-                               augment=hp.augment, translate=hp.translate)
+                               augment=hp.augment, translate=hp.translate, cutout=hp.cutout)
     with distribute.scope(strategy):  # variables mirrored on every replica, updates all-reduced
         try:
             net, from_logits = training.build_training_model(args.arch, hp, num_classes, x_train, replicas,

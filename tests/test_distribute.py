@@ -39,6 +39,12 @@ def test_multiworker_without_tf_config_exits_with_one_line(monkeypatch, capsys, 
     assert not list(tmp_path.iterdir())
 
 
+def test_one_device_needs_no_tensorflow(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow", None)  # as on a JAX machine: importing it fails
+    with distribute.multiworker_fit_fix(None):
+        pass
+
+
 def test_single_device_is_chief_with_one_replica():
     assert distribute.replicas(None) == 1 and distribute.is_chief(None)
 

@@ -19,6 +19,16 @@ def test_baseline_is_the_seed_cnn():
     assert model.count_params() == 167_562
 
 
+def test_depth_three_adds_a_convolution_and_a_skip_to_every_group():
+    two, three = models.build_fast_backbone(TINY, 10), models.build_fast_backbone(TINY.replace(depth=3), 10)
+    convs = lambda net: [layer.name for layer in net.layers if isinstance(layer, keras.layers.Conv2D)]  # noqa: E731
+    assert len(convs(three)) == len(convs(two)) + 3
+    skips = [layer for layer in three.layers if isinstance(layer, keras.layers.Add)]
+    assert [layer.name for layer in skips] == ["block1_skip", "block2_skip", "block3_skip"]
+    extra = sum(9 * w * w for w in TINY.widths)  # one more 3x3 conv of width w, and its batch-norm offsets
+    assert three.count_params() - two.count_params() == extra + sum(3 * w for w in TINY.widths)
+
+
 def test_mirror_and_shift_views():
     x = np.arange(2 * 4 * 4 * 1, dtype="float32").reshape(2, 4, 4, 1)
     np.testing.assert_array_equal(models.MirrorAndShift(mirror=True)(x), x[:, :, ::-1])

@@ -19,7 +19,8 @@ def test_overrides_parse_values_in_the_type_of_the_field():
 
 @pytest.mark.parametrize("assignment", ["nope=1", "lr", "lr=abc", "epochs=2.5", "whiten_float32=1",
                                         "widths=(64, 256)", "augment=yes", "optimizer=rmsprop", "epochs=0",
-                                        "tta_level=3", "val_size=-1", "finetune_lr=1e-4"])
+                                        "tta_level=3", "val_size=-1", "finetune_lr=1e-4", "depth=4",
+                                        "cutout=-1"])
 def test_bad_overrides_name_the_problem(assignment):
     with pytest.raises(ValueError, match="--set"):
         PRESETS["fast"].with_overrides([assignment])
@@ -49,3 +50,10 @@ def test_every_key_is_declared_once_with_its_default():
     assert len(declared) == len(set(declared))  # a subclass never declares (and so defaults) a key again
     assert all(field.default is not dataclasses.MISSING for cls in classes for field in dataclasses.fields(cls))
     assert {type(preset) for preset in PRESETS.values()} == set(classes)
+
+
+def test_the_wide_preset_is_the_fast_one_with_airbench96s_changes():
+    fast, wide = PRESETS["fast"].to_dict(), PRESETS["wide"].to_dict()
+    changed = {key for key in fast if fast[key] != wide[key]}
+    assert changed == {"epochs", "widths", "depth", "cutout", "translate", "lr"}
+    assert PRESETS["wide"].depth == 3 and PRESETS["fast"].depth == 2 and PRESETS["fast"].cutout == 0

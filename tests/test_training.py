@@ -50,6 +50,27 @@ def test_augment_mirrors_every_other_epoch_and_only_shifts_within_reach():
     assert not np.array_equal(shifted, x)
 
 
+def test_cutout_zeroes_one_square_per_image_clipped_at_the_borders():
+    rng = np.random.default_rng(0)
+    x = rng.integers(1, 256, (500, 16, 16, 3), dtype=np.uint8)  # no zero pixels before the cutout
+    out = training.augment(x.copy(), rng, epoch=0, flip_bits=np.zeros(500, dtype=np.int64), translate=0, cutout=6)
+    zeroed = (out == 0).all(axis=3)
+    np.testing.assert_array_equal(out[~zeroed], x[~zeroed])  # everything else untouched
+    for mask in zeroed:
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        assert mask.sum() == len(rows) * len(cols)  # one rectangle: the square, cut by the border
+        assert 3 <= len(rows) <= 6 and 3 <= len(cols) <= 6  # its centre lies in the image
+    assert zeroed.mean(axis=0).min() > 0  # borders and corners get covered too
+
+
+def test_augment_without_cutout_draws_what_it_always_drew():
+    x = np.random.default_rng(1).integers(0, 256, (32, 8, 8, 3), dtype=np.uint8)
+    flip_bits = np.zeros(32, dtype=np.int64)
+    plain = training.augment(x.copy(), np.random.default_rng(2), 0, flip_bits, translate=2)
+    with_zero = training.augment(x.copy(), np.random.default_rng(2), 0, flip_bits, translate=2, cutout=0)
+    np.testing.assert_array_equal(plain, with_zero)  # a resumed older run sees the same batches
+
+
 def test_batches_cover_every_image_once_per_epoch():
     x = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1).repeat(3, axis=3)
     y = np.arange(10)
@@ -93,6 +114,25 @@ def test_lookahead_pulls_weights_to_their_average_at_the_end():
     final = keras.ops.convert_to_numpy(model.layers[0].kernel)
     assert 0.0 < final[0, 0] < 4.0  # pulled back from the last weights towards earlier ones
     np.testing.assert_array_equal(final, np.asarray(lookahead.average[0]))
+
+
+def test_lookahead_reattaches_a_jax_trainers_state_before_reading_the_weights():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="ones")])
+    calls = []
+    model.jax_state_sync = lambda: calls.append(keras.ops.convert_to_numpy(model.layers[0].kernel).copy())
+    lookahead = training.Lookahead(total_steps=10, every=1)
+    lookahead.set_model(model)
+    lookahead.on_train_begin()
+    lookahead.on_train_batch_end(0)
+    assert calls  # mid-epoch, JAX's trained values live off the variables until this is called
+
+
+def test_event_files_need_tensorflow_whatever_the_backend(monkeypatch, tmp_path):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorflow" else real(name, *a))
+    callbacks = training.logging_callbacks(tmp_path / "logs", initial_epoch=0)
+    assert [type(c).__name__ for c in callbacks] == ["CSVLogger"]  # Keras on JAX without TensorFlow: CSV only
 
 
 def test_orthogonalize_keeps_singular_vectors_and_flattens_singular_values():

@@ -94,6 +94,9 @@ def multiworker_fit_fix(strategy):
     shapes, no communication), and a mean over axis 0 of scalar losses and metrics (here: the
     mean over replicas, axis None). Both swaps are undone on exit; other strategies are untouched.
     """
+    if strategy is None:  # one device, whatever the backend: nothing to fix, and no TensorFlow needed
+        yield
+        return
     import tensorflow as tf
 
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):

@@ -154,6 +154,8 @@ def _conv_bn(x, width, name, *, bn_momentum, synchronized, gelu_tanh, fused_bn, 
 def build_fast_backbone(hp, num_classes=10, synchronized_bn=False, whiten_width=24, input_size=INPUT_SIZE):
     """airbench-style net a FastRecipe describes: 2x2 whitening conv, three conv-pool-BN-GELU groups; outputs logits.
 
+    hp.depth 3 gives each group a third convolution and a skip connection around its last two (airbench96).
+
     synchronized_bn: batch statistics over all replicas of a tf.distribute strategy (TensorFlow only),
     so every worker normalises, and keeps running statistics, as one device with the global batch would.
     hp.whiten_float32 keeps the whitening in full precision under a mixed policy; its filters subtract
@@ -169,7 +171,10 @@ def build_fast_backbone(hp, num_classes=10, synchronized_bn=False, whiten_width=
                                 gelu_tanh=hp.gelu_tanh, fused_bn=hp.fused_bn)
     for i, width in enumerate(hp.widths, start=1):
         x = conv_bn(x, width, f"block{i}a", pool=True)
-        x = conv_bn(x, width, f"block{i}b")
+        if hp.depth == 3:
+            x = layers.Add(name=f"block{i}_skip")([x, conv_bn(conv_bn(x, width, f"block{i}b"), width, f"block{i}c")])
+        else:
+            x = conv_bn(x, width, f"block{i}b")
     x = layers.MaxPooling2D(3, name="head_pool")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(num_classes, use_bias=False, kernel_initializer=fan_in_uniform(), dtype="float32",

@@ -55,8 +55,8 @@ def mixed_precision_policy(device_kind):
     return "mixed_bfloat16" if cpu_has_bf16() else "float32"
 
 
-def augment(x, rng, epoch, flip_bits, translate):
-    """One epoch's view of uint8 images: alternating mirror, then reflect-padded random shifts."""
+def augment(x, rng, epoch, flip_bits, translate, cutout=0):
+    """One epoch's view of uint8 images: alternating mirror, reflect-padded random shifts, then cutout squares."""
     flip = (flip_bits ^ (epoch % 2)).astype(bool)  # each image mirrored on every other epoch
     out = np.where(flip[:, None, None, None], x[:, :, ::-1], x)
     if translate:
@@ -68,7 +68,18 @@ def augment(x, rng, epoch, flip_bits, translate):
             for sx in range(2 * p + 1):
                 idx = np.flatnonzero((dy == sy) & (dx == sx))
                 out[idx] = padded[idx, sy:sy + h, sx:sx + w]
+    if cutout:
+        out = np.where(cutout_masks(out.shape[:3], cutout, rng)[..., None], np.uint8(0), out)
     return out
+
+
+def cutout_masks(shape, size, rng):
+    """(N, H, W) booleans: for each image a size x size square at a random place, clipped at the borders."""
+    n, h, w = shape
+    top = rng.integers(-(size // 2), h - size // 2, n)[:, None, None]  # the square's centre lies in the image
+    left = rng.integers(-(size // 2), w - size // 2, n)[:, None, None]
+    rows, cols = np.arange(h)[None, :, None], np.arange(w)[None, None, :]
+    return (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
 
 
 class Batches(keras.utils.PyDataset):
@@ -78,10 +89,10 @@ class Batches(keras.utils.PyDataset):
     have seen; EpochData (a callback) says which epoch Keras starts, whatever else Keras calls in between.
     """
 
-    def __init__(self, x, y, batch_size, seed, augment=False, translate=0):
+    def __init__(self, x, y, batch_size, seed, augment=False, translate=0, cutout=0):
         super().__init__()
         self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
-        self.do_augment, self.translate = augment, translate
+        self.do_augment, self.translate, self.cutout = augment, translate, cutout
         self.flip_bits = np.random.default_rng(seed).integers(0, 2, len(x))
         self.epoch = None
         self.prepare(0)
@@ -93,7 +104,7 @@ class Batches(keras.utils.PyDataset):
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(len(self.x))
         x = self.x[order]
-        self.epoch_x = augment(x, rng, epoch, self.flip_bits[order], self.translate) if self.do_augment else x
+        self.epoch_x = augment(x, rng, epoch, self.flip_bits[order], self.translate, self.cutout) if self.do_augment else x
         self.epoch_y, self.epoch = self.y[order], epoch
 
     def __len__(self):
@@ -311,6 +322,8 @@ class Lookahead(keras.callbacks.Callback):
 
     def pull(self, decay):
         """average <- decay*average + (1-decay)*weights; weights <- average."""
+        if hasattr(self.model, "jax_state_sync"):
+            self.model.jax_state_sync()  # mid-epoch, Keras on JAX keeps the trained state off the model's variables
         for variable, average in zip(self.variables, self.average):
             if decay < 1.0:
                 average *= decay
@@ -332,7 +345,7 @@ def logging_callbacks(logdir, initial_epoch):
         header, *rows = csv.read_text().splitlines(keepends=True)
         csv.write_text(header + "".join(row for row in rows if int(row.split(",", 1)[0]) < initial_epoch))
     callbacks = [keras.callbacks.CSVLogger(str(csv), append=initial_epoch > 0)]
-    if importlib.util.find_spec("tensorboard") is not None:  # Keras writes event files with tf.summary
+    if all(importlib.util.find_spec(m) for m in ("tensorboard", "tensorflow")):  # Keras writes them with tf.summary
         callbacks.append(keras.callbacks.TensorBoard(str(logdir), write_graph=False, profile_batch=0))
     return callbacks
 
