@@ -89,7 +89,7 @@ def main(argv=None):
     from cifarlab.ml import distribute, training
     from cifarlab.ml.data import DataError, load_dataset
     from cifarlab.ml.models import WeightsDownloadError
-    from cifarlab.report import card, plots
+    from cifarlab.report import card
 
     # --- device -------------------------------------------------------------------------------
     try:
@@ -237,8 +237,7 @@ def main(argv=None):
     meta = card.evaluate(f"{args.out}.h5", data)  # one pass over the test split: accuracy, loss, report
     print(f"Test ({len(data.x_test):,}-image split of {data.source}, TTA level {hp.tta_level}): "
           f"accuracy {meta['test_accuracy']:.4f}, loss {meta['test_loss']:.4f}; training {log.train_seconds / 60:.1f} min")
-    plots.training_curves(log.history, f"{args.out}_curves.png", f"{args.arch}: test accuracy "
-                          f"{meta['test_accuracy']:.2%} after {log.train_seconds / 60:.1f} min")
+    save_curves(f"{args.out}.h5", meta)
     print(f"Saved {args.out}.h5, {args.out}.json, {args.out}_curves.png; logs in {logdir}", flush=True)
     print_report(meta)
     return 0
@@ -287,8 +286,18 @@ def print_report(meta):
         print(f"  {name:<12}{m['precision']:>10.4f}{m['recall']:>10.4f}{m['f1']:>10.4f}{m['support']:>9}")
 
 
+def save_curves(model_path, meta):
+    """The training curves beside a model, drawn from its sidecar's per-epoch history (none: nothing to draw)."""
+    from cifarlab.checkpoint import artefact_paths
+    from cifarlab.report import plots
+
+    if meta.get("history"):
+        plots.training_curves(meta["history"], artefact_paths(model_path)["curves"], f"{meta['arch']}: test accuracy "
+                              f"{meta['test_accuracy']:.2%} after {meta['train_seconds'] / 60:.1f} min")
+
+
 def evaluate_main(argv):
-    """python train.py evaluate --model M.h5 [--data D]: report, plots, card and sidecar fields."""
+    """python train.py evaluate --model M.h5 [--data D]: report, plots (curves from the sidecar), card, sidecar fields."""
     p = argparse.ArgumentParser(prog="train.py evaluate", description=evaluate_main.__doc__)
     p.add_argument("--model", default="model/cifar10_cnn.h5", help=".h5 model with its .json sidecar")
     p.add_argument("--data", help="dataset the model was trained on (default: official download)")
@@ -298,10 +307,12 @@ def evaluate_main(argv):
     from cifarlab.report import card
 
     try:
-        print_report(card.evaluate(args.model, load_dataset(args.data)))
+        meta = card.evaluate(args.model, load_dataset(args.data))
     except (DataError, ModelFileError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    save_curves(args.model, meta)
+    print_report(meta)
     return 0
 
 

@@ -4,7 +4,8 @@
 
 Prints three Markdown tables: every run by training time, the best run inside each budget (with the
 command that trained it), and runs that differ only by --seed as mean and spread. With --data, the last
-two count only the runs trained on that dataset (file name of the sidecar's data_source).
+two count only the runs trained on that dataset (file name of the sidecar's data_source); they count only
+runs on one kind of device, --device (default CPU: the budgets are this CPU's; GPU for the GPU runs).
 """
 import argparse
 import json
@@ -24,6 +25,7 @@ def load_run(path):
     return {
         "name": meta["name"], "command": meta["command"], "seed": meta.get("seed", 0),
         "data": Path(meta["data_source"]).name,
+        "device": meta.get("device", "CPU").split(":")[0],  # CPU or GPU; the oldest sidecars predate the field
         "epochs": meta["hyperparameters"]["epochs"], "minutes": meta["train_seconds"] / 60,
         "test_accuracy": meta["test_accuracy"],  # the saved model (TTA inside) on the whole test split
         "val_accuracy": last.get("val_accuracy"),  # last epoch, no TTA
@@ -48,11 +50,11 @@ def seed_groups(runs):
 
 def runs_table(runs):
     """Markdown: one row per run."""
-    lines = ["| run | data | seed | epochs | training time | s / epoch | val acc (no TTA) | test acc (TTA) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| run | data | device | seed | epochs | training time | s / epoch | val acc (no TTA) | test acc (TTA) |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in runs:
         val = "" if r["val_accuracy"] is None else f"{r['val_accuracy']:.2%}"
-        lines.append(f"| {r['name']} | {r['data']} | {r['seed']} | {r['epochs']} | {r['minutes']:.1f} min | "
+        lines.append(f"| {r['name']} | {r['data']} | {r['device']} | {r['seed']} | {r['epochs']} | {r['minutes']:.1f} min | "
                      f"{r['minutes'] * 60 / r['epochs']:.0f} | {val} | "
                      f"{r['test_accuracy']:.2%} |")
     return "\n".join(lines)
@@ -88,11 +90,13 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sidecars", nargs="+", help="train.py sidecar .json files")
     p.add_argument("--data", help="frontier and seed tables only over runs on this dataset file name")
+    p.add_argument("--device", choices=("CPU", "GPU"), default="CPU",
+                   help="frontier and seed tables only over runs on this kind of device (default: CPU)")
     args = p.parse_args(argv)
     runs = sorted((load_run(path) for path in args.sidecars), key=lambda r: r["minutes"])
-    ranked = [r for r in runs if r["data"] == args.data] if args.data else runs
+    ranked = [r for r in runs if r["device"] == args.device and (not args.data or r["data"] == args.data)]
     if not ranked:
-        p.error(f"no sidecar was trained on {args.data!r}")
+        p.error(f"no sidecar was trained on {args.data or 'any dataset'!r} on a {args.device}")
     print("\n\n".join([runs_table(runs), frontier_table(ranked), seeds_table(ranked)]))
     return 0
 

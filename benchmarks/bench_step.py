@@ -2,8 +2,9 @@
 
     python benchmarks/bench_step.py                  # ~10 min on 2 CPU cores; prints a Markdown table
     python benchmarks/bench_step.py --steps 4 --configs mixed_bfloat16:tanh:fused
+    python benchmarks/bench_step.py --preset wide --steps 3 --rounds 1 --configs mixed_bfloat16:tanh:fused
 
-Synthetic images, the fast preset's net, optimizer, loss and batch size; the epoch time assumes
+Synthetic images, the preset's net (fast by default), optimizer, loss and batch size; the epoch time assumes
 48,000 training images. The first call of fit (tracing) is not timed; each row is the median step of
 its configuration, and the configurations run in turn --rounds times, because a shared machine's
 speed drifts over minutes.
@@ -21,8 +22,8 @@ CONFIGS = ["mixed_bfloat16:erf:keras", "mixed_bfloat16:tanh:keras", "mixed_bfloa
            "float32:erf:keras", "float32:tanh:fused"]
 
 
-def time_config(policy, gelu, norm, steps, train_images):
-    """Seconds per training step of the fast preset with one precision policy, GELU form and batch norm."""
+def time_config(preset, policy, gelu, norm, steps, train_images):
+    """Seconds per training step of a preset with one precision policy, GELU form and batch norm."""
     import keras
     import numpy as np
 
@@ -30,14 +31,15 @@ def time_config(policy, gelu, norm, steps, train_images):
     from cifarlab.ml.presets import PRESETS
 
     keras.mixed_precision.set_global_policy(policy)
-    hp = PRESETS["fast"].replace(gelu_tanh=gelu == "tanh", fused_bn=norm == "fused")
+    hp = PRESETS[preset].replace(gelu_tanh=gelu == "tanh", fused_bn=norm == "fused")
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (hp.batch_size * steps, 32, 32, 3), dtype=np.uint8)
     y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, len(x))]
-    net, _ = training.build_training_model("fast", hp, 10, x)
+    net, _ = training.build_training_model(preset, hp, 10, x)
     net.compile(optimizer=training.make_optimizer(hp, 1000),
                 loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=hp.label_smoothing))
-    batches = training.Batches(x, y, hp.batch_size, seed=0, augment=True, translate=hp.translate)
+    batches = training.Batches(x, y, hp.batch_size, seed=0, augment=True, translate=hp.translate,
+                               cutout=hp.cutout)
     net.fit(batches, epochs=1, verbose=0)  # tracing and warm-up
     ends = [time.perf_counter()]
     clock = keras.callbacks.LambdaCallback(on_train_batch_end=lambda *_, **__: ends.append(time.perf_counter()))
@@ -48,6 +50,7 @@ def time_config(policy, gelu, norm, steps, train_images):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=("fast", "muon", "wide"), default="fast", help="whose net and batch size")
     p.add_argument("--steps", type=int, default=6, help="timed steps per configuration")
     p.add_argument("--train-images", type=int, default=48_000, help="images per epoch for the epoch column")
     p.add_argument("--configs", nargs="+", default=CONFIGS,
@@ -56,17 +59,19 @@ def main(argv=None):
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:  # one configuration per process: the precision policy is global state
-        per_step, per_epoch = time_config(*args.child.split(":"), args.steps, args.train_images)
+        per_step, per_epoch = time_config(args.preset, *args.child.split(":"), args.steps, args.train_images)
         print(f"{per_step:.3f} {per_epoch:.1f}")
         return 0
     import subprocess
 
     from cifarlab.ml.training import cpu_name
-    print(f"| precision | GELU | batch norm | s / step (batch 1024) | s / epoch ({args.train_images:,} images) |\n"
+    from cifarlab.ml.presets import PRESETS
+    print(f"Preset {args.preset}:\n| precision | GELU | batch norm | s / step (batch {PRESETS[args.preset].batch_size}) | s / epoch ({args.train_images:,} images) |\n"
           "|---|---|---|---:|---:|")
     for config in [c for _ in range(args.rounds) for c in args.configs]:
-        out = subprocess.run([sys.executable, __file__, "--child", config, "--steps", str(args.steps),
-                              "--train-images", str(args.train_images)], capture_output=True, text=True, check=True)
+        out = subprocess.run([sys.executable, __file__, "--child", config, "--preset", args.preset,
+                              "--steps", str(args.steps), "--train-images", str(args.train_images)],
+                             capture_output=True, text=True, check=True)
         per_step, per_epoch = out.stdout.split()[-2:]
         print(f"| {' | '.join(config.split(':'))} | {per_step} | {per_epoch} |", flush=True)
     print(f"Machine: {cpu_name()}; {datetime.date.today().isoformat()}.")

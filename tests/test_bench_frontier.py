@@ -5,13 +5,15 @@ import pytest
 from benchmarks import bench_frontier
 
 
-def write_sidecar(directory, name, minutes, accuracy, seed=0, epochs=10, lr=1.5, data="d.tar.gz"):
+def write_sidecar(directory, name, minutes, accuracy, seed=0, epochs=10, lr=1.5, data="d.tar.gz",
+                  device="CPU: AMD EPYC, 2 logical cores"):
     """A minimal train.py sidecar."""
     path = directory / f"{name}.json"
     path.write_text(json.dumps({
         "name": name, "arch": "fast", "command": f"python train.py --seed {seed} --out runs/{name}", "seed": seed,
         "class_names": ["cat", "dog"], "input_size": 32,
         "hyperparameters": {"epochs": epochs, "lr": lr}, "precision": "mixed_bfloat16", "data_source": f"../{data}",
+        "device": device,
         "train_images": 48000, "train_seconds": minutes * 60, "test_accuracy": accuracy,
         "history": [{"epoch": epochs, "val_accuracy": accuracy - 0.01}],
     }))
@@ -46,7 +48,7 @@ def test_main_prints_frontier_and_seed_tables(sidecars, capsys):
     out = capsys.readouterr().out
     assert "| 10 min | 88.00% | short | 5 | 9.5 min |" in out
     assert "| mid, mid_seed1 | 0, 1 | 10 | 90.50% | 90.00% .. 91.00% | 19.0 .. 21.0 min |" in out
-    assert "| short | d.tar.gz | 0 | 5 | 9.5 min | 114 | 87.00% | 88.00% |" in out
+    assert "| short | d.tar.gz | CPU | 0 | 5 | 9.5 min | 114 | 87.00% | 88.00% |" in out
     assert out.index("| short |") < out.index("| mid |") < out.index("| long |")  # runs listed by time
 
 
@@ -62,4 +64,15 @@ def test_data_option_without_matching_runs_is_an_error(sidecars, capsys):
     with pytest.raises(SystemExit) as exc:
         bench_frontier.main(["--data", "missing.tar.gz", *map(str, sidecars)])
     assert exc.value.code == 2
-    assert "no sidecar was trained on 'missing.tar.gz'" in capsys.readouterr().err
+    assert "no sidecar was trained on 'missing.tar.gz' on a CPU" in capsys.readouterr().err
+
+
+def test_device_option_ranks_only_runs_on_that_kind_of_device(sidecars, tmp_path, capsys):
+    gpu = write_sidecar(tmp_path, "on_gpu", 3, 0.93, epochs=40, device="GPU: NVIDIA H100 80GB HBM3")
+    assert bench_frontier.main([*map(str, sidecars), str(gpu)]) == 0
+    out = capsys.readouterr().out
+    assert "| on_gpu | d.tar.gz | GPU |" in out  # listed
+    assert "| 10 min | 88.00% | short |" in out  # a GPU's minutes are not this CPU's
+    assert bench_frontier.main(["--device", "GPU", *map(str, sidecars), str(gpu)]) == 0
+    out = capsys.readouterr().out
+    assert "| 10 min | 93.00% | on_gpu | 40 | 3.0 min |" in out and "| 45 min | 93.00% | on_gpu |" in out

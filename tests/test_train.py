@@ -91,8 +91,10 @@ def test_evaluate_command_rewrites_report(tmp_path, tiny_dataset, capsys):
     out = tmp_path / "m"
     assert train.main(["--data", str(tiny_dataset), "--epochs", "1", "--val-size", "4", "--out", str(out)]) == 0
     (tmp_path / "m_card.md").unlink()
+    (tmp_path / "m_curves.png").unlink()  # e.g. a model trained elsewhere, fetched without its figures
     assert train.evaluate_main(["--model", str(out) + ".h5", "--data", str(tiny_dataset)]) == 0
     assert "accuracy" in capsys.readouterr().out and (tmp_path / "m_card.md").exists()
+    assert (tmp_path / "m_curves.png").exists()  # drawn again from the sidecar's history
     assert train.evaluate_main(["--model", str(tmp_path / "none.h5"), "--data", str(tiny_dataset)]) == 2
 
 
