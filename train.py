@@ -297,7 +297,7 @@ def save_curves(model_path, meta):
 
 
 def evaluate_main(argv):
-    """python train.py evaluate --model M.h5 [--data D]: report, plots (curves from the sidecar), card, sidecar fields."""
+    """python train.py evaluate --model M.h5 [--data D]: report, plots (curves from the sidecar), card, sidecar."""
     p = argparse.ArgumentParser(prog="train.py evaluate", description=evaluate_main.__doc__)
     p.add_argument("--model", default="model/cifar10_cnn.h5", help=".h5 model with its .json sidecar")
     p.add_argument("--data", help="dataset the model was trained on (default: official download)")

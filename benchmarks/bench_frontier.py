@@ -50,12 +50,12 @@ def seed_groups(runs):
 
 def runs_table(runs):
     """Markdown: one row per run."""
-    lines = ["| run | data | device | seed | epochs | training time | s / epoch | val acc (no TTA) | test acc (TTA) |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| run | data | device | seed | epochs | training time | s / epoch | val acc (no TTA) | "
+             "test acc (TTA) |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in runs:
         val = "" if r["val_accuracy"] is None else f"{r['val_accuracy']:.2%}"
-        lines.append(f"| {r['name']} | {r['data']} | {r['device']} | {r['seed']} | {r['epochs']} | {r['minutes']:.1f} min | "
-                     f"{r['minutes'] * 60 / r['epochs']:.0f} | {val} | "
+        lines.append(f"| {r['name']} | {r['data']} | {r['device']} | {r['seed']} | {r['epochs']} | "
+                     f"{r['minutes']:.1f} min | {r['minutes'] * 60 / r['epochs']:.0f} | {val} | "
                      f"{r['test_accuracy']:.2%} |")
     return "\n".join(lines)
 

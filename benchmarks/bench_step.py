@@ -66,8 +66,8 @@ def main(argv=None):
 
     from cifarlab.ml.training import cpu_name
     from cifarlab.ml.presets import PRESETS
-    print(f"Preset {args.preset}:\n| precision | GELU | batch norm | s / step (batch {PRESETS[args.preset].batch_size}) | s / epoch ({args.train_images:,} images) |\n"
-          "|---|---|---|---:|---:|")
+    print(f"Preset {args.preset}:\n| precision | GELU | batch norm | s / step (batch {PRESETS[args.preset].batch_size}) "
+          f"| s / epoch ({args.train_images:,} images) |\n|---|---|---|---:|---:|")
     for config in [c for _ in range(args.rounds) for c in args.configs]:
         out = subprocess.run([sys.executable, __file__, "--child", config, "--preset", args.preset,
                               "--steps", str(args.steps), "--train-images", str(args.train_images)],

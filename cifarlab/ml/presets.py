@@ -82,7 +82,7 @@ class FastRecipe(Recipe):
     weight_decay: float = 0.0089     # decoupled decay per unit of step size (= airbench's 0.0153 through momentum)
     bias_lr_scale: float = 64.0      # BatchNorm offsets learn this many times faster (airbench's bias_scaler)
     widths: tuple[int, int, int] = (64, 256, 256)  # channels of the three conv groups
-    depth: int = 2                   # convolutions per group: 2 (airbench94), or 3 with a skip over the last two (airbench96)
+    depth: int = 2                   # convolutions per group: 2, or 3 with a skip over the last two (airbench96)
     whiten_eps: float = 5e-4         # added to the patch-covariance eigenvalues (unit-variance pixels) before whitening
     whiten_float32: bool = False     # run the whitening conv in float32 under mixed precision
     whiten_bias_epochs: int = 0      # epochs the whitening bias trains for (rate decaying to 0); airbench94_muon: 3, unstable here

@@ -104,7 +104,8 @@ class Batches(keras.utils.PyDataset):
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(len(self.x))
         x = self.x[order]
-        self.epoch_x = augment(x, rng, epoch, self.flip_bits[order], self.translate, self.cutout) if self.do_augment else x
+        self.epoch_x = (augment(x, rng, epoch, self.flip_bits[order], self.translate, self.cutout)
+                        if self.do_augment else x)
         self.epoch_y, self.epoch = self.y[order], epoch
 
     def __len__(self):

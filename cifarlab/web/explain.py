@@ -5,7 +5,7 @@ import threading
 from .. import checkpoint
 from .service import png_data_uri
 
-GRADCAM_ARCHS = ("baseline", "fast", "muon", "wide")  # the nets gradcam.Explainer knows; a transfer net's backbone is not one
+GRADCAM_ARCHS = ("baseline", "fast", "muon", "wide")  # gradcam.Explainer knows these nets; not a transfer backbone
 
 
 class Explanations:
