@@ -49,8 +49,11 @@ def time_config(preset, policy, gelu, norm, steps, train_images):
 
 
 def main(argv=None):
+    from cifarlab.ml.presets import PRESETS, FastRecipe
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=("fast", "muon", "wide"), default="fast", help="whose net and batch size")
+    p.add_argument("--preset", choices=[name for name, hp in PRESETS.items() if isinstance(hp, FastRecipe)],
+                   default="fast", help="whose net and batch size")
     p.add_argument("--steps", type=int, default=6, help="timed steps per configuration")
     p.add_argument("--train-images", type=int, default=48_000, help="images per epoch for the epoch column")
     p.add_argument("--configs", nargs="+", default=CONFIGS,
@@ -65,7 +68,6 @@ def main(argv=None):
     import subprocess
 
     from cifarlab.ml.training import cpu_name
-    from cifarlab.ml.presets import PRESETS
     print(f"Preset {args.preset}:\n| precision | GELU | batch norm | s / step (batch {PRESETS[args.preset].batch_size}) "
           f"| s / epoch ({args.train_images:,} images) |\n|---|---|---|---:|---:|")
     for config in [c for _ in range(args.rounds) for c in args.configs]:

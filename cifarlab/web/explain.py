@@ -3,9 +3,11 @@ import importlib.util
 import threading
 
 from .. import checkpoint
+from ..ml.presets import PRESETS, TransferRecipe
 from .service import png_data_uri
 
-GRADCAM_ARCHS = ("baseline", "fast", "muon", "wide")  # gradcam.Explainer knows these nets; not a transfer backbone
+# gradcam.Explainer knows the baseline and fast nets, whatever their recipe; a transfer net's backbone is not one
+GRADCAM_ARCHS = tuple(name for name, recipe in PRESETS.items() if not isinstance(recipe, TransferRecipe))
 
 
 class Explanations:
