@@ -133,3 +133,23 @@ def to_model_input(img, size=INPUT_SIZE):
 def preprocess_bytes(data, size=INPUT_SIZE, max_pixels=DEFAULT_MAX_PIXELS):
     """Bytes of any supported image -> uint8 array (size, size, 3) of raw 0..255 RGB pixels."""
     return to_model_input(decode_image(data, max_pixels), size)
+
+
+def tta_view(images, mirror=False, dx=0, dy=0, xp=np):
+    """One test-time view of a batch (N, H, W, C): optional horizontal mirror, then a reflect-padded shift by (dx, dy).
+
+    xp is the array namespace: numpy when serving, keras.ops inside a Keras model, so both run this one definition.
+    """
+    if mirror:
+        images = xp.flip(images, axis=2)
+    if dx or dy:
+        p = max(abs(dx), abs(dy))
+        padded = xp.pad(images, [(0, 0), (p, p), (p, p), (0, 0)], mode="reflect")
+        h, w = images.shape[1], images.shape[2]
+        images = padded[:, p + dy:p + dy + h, p + dx:p + dx + w, :]
+    return images
+
+
+def tta_rows(images, views):
+    """Every view of every image, view-major: (len(views) * N, H, W, C); views are (mirror, dx, dy, ...) tuples."""
+    return np.concatenate([tta_view(images, *view[:3]) for view in views])

@@ -2,10 +2,12 @@
 import hashlib
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from . import checkpoint
+from .images import tta_rows
 
 
 class Classifier:
@@ -32,7 +34,7 @@ class Classifier:
             version = hashlib.sha256(f.read()).hexdigest()[:12]  # changes whenever the weights do
         if str(model_path).endswith(".tflite"):
             threads = int(os.environ.get("TF_NUM_INTRAOP_THREADS") or os.cpu_count())  # gunicorn's post_fork sets it
-            forward, meta = PerThreadTFLite.load(model_path, threads)
+            forward, meta = PerThreadTFLite.load(model_path, threads, borrow_idle_core=threads < (os.cpu_count() or 1))
             return cls(None, meta, version, forward)
         model, meta = checkpoint.load(model_path)
         return cls(model, meta, version)
@@ -95,14 +97,21 @@ class TFLiteRunner:
 
 
 class PerThreadTFLite:
-    """A TFLite forward pass usable from many threads: one interpreter per thread (one is not thread-safe)."""
+    """A TFLite forward pass usable from many threads: one interpreter per thread (one is not thread-safe).
 
-    def __init__(self, path, threads):
-        self.path, self.threads = path, threads
+    Rows run in chunks of a fixed size (the last one padded), so no interpreter is ever resized: that costs more
+    than a forward pass. With `borrow_idle_core`, a call made while no other is in flight in this process runs half
+    of its chunks on a helper thread at the same time (invoke releases the GIL): a request alone gets two cores.
+    """
+
+    def __init__(self, path, threads, chunk=1, borrow_idle_core=False):
+        self.path, self.threads, self.chunk = path, threads, chunk
         self.local = threading.local()
+        self.helper = ThreadPoolExecutor(1, thread_name_prefix="tflite-helper") if borrow_idle_core else None
+        self.lock, self.in_flight = threading.Lock(), 0
 
     @classmethod
-    def load(cls, path, threads=1):
+    def load(cls, path, threads=1, borrow_idle_core=False):
         """(forward, sidecar) after checking the file opens and its shapes match the sidecar."""
         meta = checkpoint.read_meta(path)
         try:
@@ -110,15 +119,55 @@ class PerThreadTFLite:
         except (ValueError, RuntimeError) as exc:
             raise checkpoint.ModelFileError(f"{path}: cannot load TFLite model ({str(exc)[:200]}).") from None
         checkpoint.check_shapes(path, tuple(probe.input["shape"]), tuple(probe.output["shape"]), meta)
-        forward = cls(path, threads)
+        views = meta.get("tta_views")
+        rows_per_image = len(views) if views else 1
+        forward = cls(path, threads, rows_per_image // 2 if rows_per_image % 2 == 0 else rows_per_image,
+                      borrow_idle_core)
         forward.local.runner = probe
-        return forward, meta
+        return (ViewAverage(forward, views) if views else forward), meta
 
-    def __call__(self, images):
+    def run(self, chunks):
+        """This thread's interpreter applied to each chunk."""
         runner = getattr(self.local, "runner", None)
         if runner is None:
             runner = self.local.runner = TFLiteRunner(self.path, self.threads)
-        return runner(images)
+        return [runner(chunk) for chunk in chunks]
+
+    def __call__(self, rows):
+        rows = np.asarray(rows)
+        count = len(rows)
+        if count % self.chunk:
+            rows = np.concatenate([rows, np.zeros((self.chunk - count % self.chunk, *rows.shape[1:]), rows.dtype)])
+        chunks = np.split(rows, max(1, len(rows) // self.chunk))
+        with self.lock:
+            self.in_flight += 1
+            alone = self.in_flight == 1
+        try:
+            if alone and self.helper is not None and len(chunks) > 1:
+                half = len(chunks) // 2
+                others = self.helper.submit(self.run, chunks[half:])
+                outputs = self.run(chunks[:half]) + others.result()
+            else:
+                outputs = self.run(chunks)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+        return np.concatenate(outputs)[:count]
+
+
+class ViewAverage:
+    """Probabilities from a backbone's forward pass (logits, one row per image view): softmax of the views' weighted
+    mean. views: [(mirror, dx, dy, weight)], made by images.tta_view; the mean and the softmax run here in float32
+    because, quantised inside an int8 file, they cost accuracy."""
+
+    def __init__(self, forward, views):
+        self.forward, self.views = forward, [tuple(view) for view in views]
+        weights = np.array([view[3] for view in views], np.float32)
+        self.weights = weights / weights.sum()
+
+    def __call__(self, images):
+        logits = self.forward(tta_rows(images, self.views)).reshape(len(self.views), len(images), -1)
+        return softmax(np.tensordot(self.weights, logits, axes=1))
 
 
 def interpreter_class():
@@ -136,9 +185,12 @@ def calibrate(probs, temperature):
     """softmax(log(p) / T): temperature scaling applied to probabilities."""
     if temperature == 1.0:
         return probs
-    logits = np.log(np.clip(probs, 1e-12, 1.0)) / temperature
-    logits -= logits.max(axis=-1, keepdims=True)
-    e = np.exp(logits)
+    return softmax(np.log(np.clip(probs, 1e-12, 1.0)) / temperature)
+
+
+def softmax(logits):
+    """exp(logits) normalised over the last axis, shifted by the maximum so it cannot overflow."""
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 
 

@@ -8,7 +8,7 @@ import subprocess
 
 from . import REPO
 
-SCHEMA_VERSION = 2  # 2: schema_version and git_commit added
+SCHEMA_VERSION = 3  # 2: schema_version and git_commit added; 3: tta_views (an export whose reader makes the views)
 REQUIRED = {"class_names": list, "input_size": int}  # what serving needs to use a model file at all
 
 
@@ -54,12 +54,22 @@ def with_evaluation(meta, calibration, report):
             "test_loss": report["nll_before"]}  # the model's own (uncalibrated) output
 
 
-def for_export(meta, format_name, model_path, accuracy, command):
-    """Sidecar of an exported file: the source's, with this format's own test accuracy; calibration is inside."""
+def for_export(meta, format_name, model_path, accuracy, command, views=None):
+    """Sidecar of an exported file: the source's, with this format's own test accuracy.
+
+    Without views the file outputs probabilities with the calibration inside. With views, [(mirror, dx, dy, weight)],
+    it is the backbone alone: the reader feeds it every test-time view (images.tta_view) and averages their logits.
+    """
     meta = check(meta)
+    exported = {**meta, "schema_version": SCHEMA_VERSION, "name": f"{meta.get('name')} ({format_name})",
+                "format": format_name, "exported_from": str(model_path), "export_command": command,
+                "export_git_commit": git_commit(), "test_accuracy": accuracy}
+    if views is not None:
+        return {**exported, "tta_views": [[bool(m), int(dx), int(dy), float(w)] for m, dx, dy, w in views],
+                "output": "logits of one image view per row; the probabilities are softmax(mean / "
+                          "calibration.temperature), mean = the tta_views-weighted mean of the logits of each "
+                          "image's views [mirror, dx, dy, weight] (cifarlab.images.tta_view)"}
     calibration = meta.get("calibration", {})
-    return {**meta, "name": f"{meta.get('name')} ({format_name})", "format": format_name,
-            "exported_from": str(model_path), "export_command": command, "export_git_commit": git_commit(),
-            "test_accuracy": accuracy, "output": "temperature-calibrated softmax probabilities over class_names",
+    return {**exported, "output": "temperature-calibrated softmax probabilities over class_names",
             "calibration": {**calibration, "temperature": 1.0,
                             "applied_inside_model": calibration.get("temperature", 1.0)}}

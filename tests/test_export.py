@@ -5,15 +5,21 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
 import train
 from cifarlab import checkpoint
-from cifarlab.inference import Classifier
+from cifarlab.inference import Classifier, PerThreadTFLite
 from cifarlab.loadtest import free_port
+from cifarlab.ml import models
+from cifarlab.ml.data import CIFAR10_CLASSES, load_image_folder
+from cifarlab.ml.presets import FastRecipe
 from tests.conftest import image_bytes
 from tests.test_data import write_folder
 
@@ -32,6 +38,53 @@ def exported(tmp_path_factory, tiny_model_path):
     shutil.copy(checkpoint.sidecar_path(tiny_model_path), checkpoint.sidecar_path(model))
     assert train.export_main(["--model", str(model), "--data", str(data), "--out", str(root / "out")]) == 0
     return root / "out", model, data
+
+
+@pytest.fixture(scope="module")
+def exported_tta(tmp_path_factory):
+    """A tiny fast net with six test-time views and temperature 2, exported: its TFLite files output per-view logits."""
+    root = tmp_path_factory.mktemp("export_tta")
+    keras.utils.set_random_seed(0)
+    net = models.with_tta(models.build_fast_backbone(FastRecipe(widths=(8, 16, 16)), 10), level=2)
+    for layer in net.get_layer("fast_backbone").layers:  # confident outputs: a misapplied temperature would show
+        if isinstance(layer, keras.layers.Conv2D):
+            layer.kernel.assign(layer.kernel * 5.0)
+    model = root / "tta.h5"
+    checkpoint.save(net, model, {"name": "tta", "arch": "fast", "class_names": list(CIFAR10_CLASSES),
+                                 "input_size": 32, "calibration": {"temperature": 2.0}})
+    data = write_folder(root / "data", list(CIFAR10_CLASSES), per_class=4, noise=60)
+    assert train.export_main(["--model", str(model), "--data", str(data), "--out", str(root / "out")]) == 0
+    return root / "out", model, data
+
+
+@pytest.mark.parametrize("kind", ["float16", "int8"])
+def test_a_tta_export_is_its_backbone_with_the_views_made_and_averaged_by_the_reader(exported_tta, kind):
+    out, model, data = exported_tta
+    meta = json.loads((out / f"tta_{kind}.json").read_text())
+    assert meta["tta_views"] == [list(view) for view in models.TTA_VIEWS[2]]
+    assert meta["calibration"]["temperature"] == 2.0
+    keras_clf, tflite_clf = Classifier.from_path(model), Classifier.from_path(out / f"tta_{kind}.tflite")
+    x = load_image_folder(data, use_cache=False).x_test[::3]  # images like those int8 was calibrated on
+    expected, got = keras_clf.probabilities(x), tflite_clf.probabilities(x)
+    assert got.shape == (len(x), 10) and expected.max(axis=1).mean() > 0.2  # uniform would be 0.1
+    np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(got, expected, atol=0.05 if kind == "int8" else 0.005)
+
+
+@pytest.mark.parametrize("count", [1, 2, 5])
+def test_a_call_alone_spreads_its_chunks_over_two_interpreters_with_the_same_result(exported_tta, count):
+    path = exported_tta[0] / "tta_int8.tflite"
+    rows = np.random.default_rng(count).integers(0, 256, (6 * count + 1, 32, 32, 3), dtype=np.uint8)  # a padded chunk
+    plain = PerThreadTFLite(path, threads=1, chunk=3)(rows)
+    spread = PerThreadTFLite(path, threads=1, chunk=3, borrow_idle_core=True)
+    threads, run = set(), spread.run
+    spread.run = lambda chunks: threads.add(threading.current_thread().name) or run(chunks)
+    assert plain.shape == (6 * count + 1, 10)
+    np.testing.assert_array_equal(spread(rows), plain)
+    assert len(threads) == 2 and any(name.startswith("tflite-helper") for name in threads)
+    with ThreadPoolExecutor(4) as pool:  # calls in flight together do not borrow, and agree too
+        for got in pool.map(spread, [rows] * 8):
+            np.testing.assert_array_equal(got, plain)
 
 
 def test_export_writes_every_format_with_tflite_sidecars(exported):
@@ -57,8 +110,6 @@ def test_tflite_classifier_agrees_with_keras(exported, kind):
 
 
 def test_tflite_forward_is_safe_from_many_threads(exported):
-    from concurrent.futures import ThreadPoolExecutor
-
     clf = Classifier.from_path(exported[0] / "tiny_int8.tflite")
     batches = [np.full((1 + i % 3, 32, 32, 3), 10 * i, np.uint8) for i in range(24)]
     expected = [clf.probabilities(b) for b in batches]

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from cifarlab.images import tta_view
 from cifarlab.ml import models
 from cifarlab.ml.presets import FastRecipe
 
@@ -37,6 +38,13 @@ def test_mirror_and_shift_views():
     np.testing.assert_array_equal(shifted[:, :, 3], x[:, :, 2])  # reflect padding at the border
 
 
+def test_the_keras_views_and_the_serving_views_are_one_function():
+    x = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 3)).astype("float32")
+    for mirror, dx, dy, _ in models.TTA_VIEWS[2]:
+        np.testing.assert_array_equal(np.asarray(models.MirrorAndShift(mirror, dx, dy)(x)),
+                                      tta_view(x, mirror, dx, dy))
+
+
 def test_tta_model_round_trips_through_h5(tmp_path):
     backbone = models.build_fast_backbone(TINY, 10)
     model = models.with_tta(backbone, level=2)
@@ -46,6 +54,15 @@ def test_tta_model_round_trips_through_h5(tmp_path):
     model.save(tmp_path / "m.h5")
     loaded = keras.models.load_model(tmp_path / "m.h5", compile=False, safe_mode=True)
     np.testing.assert_allclose(np.asarray(loaded(x)), probs, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("level", [0, 2])
+def test_tta_parts_gives_the_backbone_and_the_views_with_their_weights(level):
+    model = models.with_tta(models.build_fast_backbone(TINY, 10), level=level)
+    backbone, views = models.tta_parts(model)
+    assert backbone.name == "fast_backbone"
+    assert views == [(False, 0, 0, 1.0)] if level == 0 else views == models.TTA_VIEWS[level]
+    assert models.tta_parts(models.build_baseline(10)) is None
 
 
 @pytest.mark.parametrize("approximate", [False, True])

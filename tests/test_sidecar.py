@@ -63,6 +63,17 @@ def test_evaluation_and_export_keep_the_training_provenance():
     assert exported["calibration"]["temperature"] == 1.0  # the export's probabilities are calibrated already
 
 
+def test_an_export_of_a_backbone_lists_its_views_and_keeps_the_temperature_for_the_reader():
+    source = {"name": "m", "class_names": ["a", "b"], "input_size": 32, "schema_version": 2,
+              "calibration": {"temperature": 1.5}}
+    views = [(False, 0, 0, 0.5), (True, 0, 0, 0.25), (True, 1, 1, 0.25)]
+    exported = sidecar.for_export(source, "TFLite int8", "model/m.h5", 0.89, "python train.py export", views)
+    assert exported["tta_views"] == [[False, 0, 0, 0.5], [True, 0, 0, 0.25], [True, 1, 1, 0.25]]
+    assert "logits" in exported["output"]
+    assert exported["calibration"] == {"temperature": 1.5}  # applied by the reader, after the views' mean
+    assert exported["schema_version"] == SCHEMA_VERSION >= 3  # older readers refuse it instead of misreading it
+
+
 def test_an_old_sidecar_gains_the_current_schema_when_evaluated_again():
     old = {"name": "m", "class_names": ["a", "b"], "input_size": 32}
     evaluated = sidecar.with_evaluation(old, {"temperature": 1.0}, {"accuracy": 0.5, "nll_before": 1.0})

@@ -1,11 +1,14 @@
 """Exports of a trained .h5 for other serving systems: SavedModel (TF Serving), TFLite float16 and int8."""
 import os
+import tempfile
 import time
 
 import numpy as np
 
+from . import models
 from .. import checkpoint, sidecar
-from ..inference import Classifier, TFLiteRunner
+from ..images import tta_rows
+from ..inference import Classifier, TFLiteRunner, ViewAverage
 
 
 def calibrated_model(model, temperature):
@@ -24,17 +27,20 @@ def calibrated_model(model, temperature):
 
 def export_saved_model(model, temperature, path):
     """SavedModel whose serving_default takes uint8 images (N, 32, 32, 3) and returns {"probabilities"}."""
+    return write_saved_model(calibrated_model(model, temperature), "probabilities", path)
+
+
+def write_saved_model(model, output_name, path):
+    """SavedModel whose serving_default takes uint8 images (N, H, W, 3) and returns {output_name: model(images)}."""
     import keras
     import tensorflow as tf
 
-    calibrated = calibrated_model(model, temperature)
-    size = model.input_shape[1]
     archive = keras.export.ExportArchive()
-    archive.track(calibrated)
+    archive.track(model)
     archive.add_endpoint(
         name="serving_default",
-        fn=lambda images: {"probabilities": calibrated(tf.cast(images, tf.float32), training=False)},
-        input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8, name="images")])
+        fn=lambda images: {output_name: model(tf.cast(images, tf.float32), training=False)},
+        input_signature=[tf.TensorSpec([None, *model.input_shape[1:]], tf.uint8, name="images")])
     archive.write_out(path, verbose=False)
     return path
 
@@ -83,26 +89,41 @@ def measure(predict, x_test, y_test, batch=250, repeats=50):
 
 def export_all(model_path, out_dir, data, command="", calibration_count=500, seed=0):
     """Write the SavedModel and TFLite files (each .tflite with a sidecar, so MODEL_PATH can serve it);
-    return rows of format, path, MB, latency, test accuracy."""
+    return rows of format, path, MB, latency, test accuracy.
+
+    A model with test-time views gives TFLite files of its backbone alone (one view per row, logits out): the reader
+    makes the views and averages their logits in float (inference.ViewAverage); quantised inside an int8 file, the
+    views' mean and the softmax cost accuracy. Other models' files output probabilities.
+    """
     model, meta = checkpoint.load(model_path)
     temperature = float(meta.get("calibration", {}).get("temperature", 1.0))
     os.makedirs(out_dir, exist_ok=True)
     stem = os.path.join(out_dir, os.path.splitext(os.path.basename(model_path))[0])
     saved = export_saved_model(model, temperature, f"{stem}_savedmodel")
     calibration = data.x_train[np.random.default_rng(seed).permutation(len(data.x_train))[:calibration_count]]
-    fp16 = export_tflite(saved, f"{stem}_float16.tflite", "float16")
-    int8 = export_tflite(saved, f"{stem}_int8.tflite", "int8", calibration)
+    tta = models.tta_parts(model)
+    views = tta[1] if tta else None
+    with tempfile.TemporaryDirectory() as tmp:
+        source = write_saved_model(tta[0], "logits", os.path.join(tmp, "backbone")) if tta else saved
+        fp16 = export_tflite(source, f"{stem}_float16.tflite", "float16")
+        int8 = export_tflite(source, f"{stem}_int8.tflite", "int8", tta_rows(calibration, views) if tta else calibration)
     clf = Classifier(model, meta)
     formats = [("Keras .h5", model_path, clf.probabilities), ("SavedModel (uint8 in)", saved, saved_model_runner(saved)),
-               ("TFLite float16", fp16, TFLiteRunner(fp16)), ("TFLite int8", int8, TFLiteRunner(int8))]
+               ("TFLite float16", fp16, tflite_runner(fp16, views)), ("TFLite int8", int8, tflite_runner(int8, views))]
     rows = []
     for name, path, predict in formats:
         accuracy, latency = measure(predict, data.x_test, data.y_test)
         rows.append({"format": name, "path": path, "mb": size_mb(path), "latency_ms": latency, "accuracy": accuracy})
         if path.endswith(".tflite"):
             checkpoint.write_json(checkpoint.sidecar_path(path),
-                                  sidecar.for_export(meta, name, model_path, accuracy, command))
+                                  sidecar.for_export(meta, name, model_path, accuracy, command, views))
     return rows
+
+
+def tflite_runner(path, views=None):
+    """Probabilities from a .tflite file: its own output, or the weighted mean of its logits over test-time views."""
+    runner = TFLiteRunner(path)
+    return ViewAverage(runner, views) if views else runner
 
 
 def size_mb(path):

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from ..images import INPUT_SIZE
+from ..images import INPUT_SIZE, tta_view
 
 PACKAGE = "cifarlab"  # registration namespace of the custom layers saved in .h5 files
 
@@ -19,14 +19,7 @@ class MirrorAndShift(layers.Layer):
         self.mirror, self.dx, self.dy = bool(mirror), int(dx), int(dy)
 
     def call(self, x):
-        if self.mirror:
-            x = ops.flip(x, axis=2)
-        if self.dx or self.dy:
-            p = max(abs(self.dx), abs(self.dy))
-            padded = ops.pad(x, [(0, 0), (p, p), (p, p), (0, 0)], mode="reflect")
-            h, w = x.shape[1], x.shape[2]
-            x = padded[:, p + self.dy:p + self.dy + h, p + self.dx:p + self.dx + w, :]
-        return x
+        return tta_view(x, self.mirror, self.dx, self.dy, xp=ops)
 
     def get_config(self):
         return {**super().get_config(), "mirror": self.mirror, "dx": self.dx, "dy": self.dy}
@@ -200,6 +193,17 @@ def with_tta(backbone, level=2):
     logits = outputs[0] if len(outputs) == 1 else WeightedMean([w for *_, w in views], name="tta_mean")(outputs)
     probs = layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
     return keras.Model(inputs, probs, name=f"fast_tta{level}")
+
+
+def tta_parts(model):
+    """(backbone, [(mirror, dx, dy, weight)] in view order) of a model built by with_tta; None for any other model."""
+    names = {layer.name for layer in model.layers}
+    if "view0" not in names:
+        return None
+    layers_ = [model.get_layer(f"view{i}") for i in range(len(names)) if f"view{i}" in names]
+    weights = model.get_layer("tta_mean").view_weights if len(layers_) > 1 else [1.0]
+    backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    return backbone, [(v.mirror, v.dx, v.dy, w) for v, w in zip(layers_, weights)]
 
 
 def dirac_init(net):
