@@ -54,8 +54,8 @@ def with_evaluation(meta, calibration, report):
             "test_loss": report["nll_before"]}  # the model's own (uncalibrated) output
 
 
-def for_export(meta, format_name, model_path, accuracy, command, views=None):
-    """Sidecar of an exported file: the source's, with this format's own test accuracy.
+def for_export(meta, format_name, model_path, accuracy, command, commit, views=None):
+    """Sidecar of an exported file: the source's, with this format's own test accuracy and the export's code commit.
 
     Without views the file outputs probabilities with the calibration inside. With views, [(mirror, dx, dy, weight)],
     it is the backbone alone: the reader feeds it every test-time view (images.tta_view) and averages their logits.
@@ -63,7 +63,7 @@ def for_export(meta, format_name, model_path, accuracy, command, views=None):
     meta = check(meta)
     exported = {**meta, "schema_version": SCHEMA_VERSION, "name": f"{meta.get('name')} ({format_name})",
                 "format": format_name, "exported_from": str(model_path), "export_command": command,
-                "export_git_commit": git_commit(), "test_accuracy": accuracy}
+                "export_git_commit": commit, "test_accuracy": accuracy}
     if views is not None:
         return {**exported, "tta_views": [[bool(m), int(dx), int(dy), float(w)] for m, dx, dy, w in views],
                 "output": "logits of one image view per row; the probabilities are softmax(mean / "

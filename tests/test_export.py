@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import train
-from cifarlab import checkpoint
+from cifarlab import checkpoint, sidecar
 from cifarlab.inference import Classifier, PerThreadTFLite
 from cifarlab.loadtest import free_port
 from cifarlab.ml import models
@@ -93,6 +93,7 @@ def test_export_writes_every_format_with_tflite_sidecars(exported):
     for kind in ("float16", "int8"):
         meta = json.loads((out / f"tiny_{kind}.json").read_text())
         assert meta["exported_from"] == str(model) and meta["export_command"].startswith("python train.py export")
+        assert meta["export_git_commit"] == sidecar.git_commit()
         assert meta["calibration"]["temperature"] == 1.0 and 0 <= meta["test_accuracy"] <= 1
         assert meta["class_names"][0] == "airplane"
 

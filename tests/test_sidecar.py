@@ -57,8 +57,8 @@ def test_evaluation_and_export_keep_the_training_provenance():
     report = {"accuracy": 0.9, "nll_before": 0.3}
     evaluated = sidecar.with_evaluation(trained, {"temperature": 1.5}, report)
     assert (evaluated["test_accuracy"], evaluated["test_loss"], evaluated["git_commit"]) == (0.9, 0.3, "abc")
-    exported = sidecar.for_export(evaluated, "TFLite int8", "model/m.h5", 0.89, "python train.py export")
-    assert exported["git_commit"] == "abc" and "export_git_commit" in exported
+    exported = sidecar.for_export(evaluated, "TFLite int8", "model/m.h5", 0.89, "python train.py export", "def")
+    assert exported["git_commit"] == "abc" and exported["export_git_commit"] == "def"
     assert exported["test_accuracy"] == 0.89 and exported["calibration"]["applied_inside_model"] == 1.5
     assert exported["calibration"]["temperature"] == 1.0  # the export's probabilities are calibrated already
 
@@ -67,7 +67,7 @@ def test_an_export_of_a_backbone_lists_its_views_and_keeps_the_temperature_for_t
     source = {"name": "m", "class_names": ["a", "b"], "input_size": 32, "schema_version": 2,
               "calibration": {"temperature": 1.5}}
     views = [(False, 0, 0, 0.5), (True, 0, 0, 0.25), (True, 1, 1, 0.25)]
-    exported = sidecar.for_export(source, "TFLite int8", "model/m.h5", 0.89, "python train.py export", views)
+    exported = sidecar.for_export(source, "TFLite int8", "model/m.h5", 0.89, "python train.py export", None, views)
     assert exported["tta_views"] == [[False, 0, 0, 0.5], [True, 0, 0, 0.25], [True, 1, 1, 0.25]]
     assert "logits" in exported["output"]
     assert exported["calibration"] == {"temperature": 1.5}  # applied by the reader, after the views' mean

@@ -95,6 +95,7 @@ def export_all(model_path, out_dir, data, command="", calibration_count=500, see
     makes the views and averages their logits in float (inference.ViewAverage); quantised inside an int8 file, the
     views' mean and the softmax cost accuracy. Other models' files output probabilities.
     """
+    commit = sidecar.git_commit()  # before any file is written: an export into model/ changes tracked files
     model, meta = checkpoint.load(model_path)
     temperature = float(meta.get("calibration", {}).get("temperature", 1.0))
     os.makedirs(out_dir, exist_ok=True)
@@ -116,7 +117,7 @@ def export_all(model_path, out_dir, data, command="", calibration_count=500, see
         rows.append({"format": name, "path": path, "mb": size_mb(path), "latency_ms": latency, "accuracy": accuracy})
         if path.endswith(".tflite"):
             checkpoint.write_json(checkpoint.sidecar_path(path),
-                                  sidecar.for_export(meta, name, model_path, accuracy, command, views))
+                                  sidecar.for_export(meta, name, model_path, accuracy, command, commit, views))
     return rows
 
 
