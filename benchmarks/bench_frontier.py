@@ -18,9 +18,15 @@ from cifarlab import sidecar
 BUDGETS_MIN = (10, 20, 30, 45)  # training wall-time budgets, minutes
 
 
+# Hyperparameters added after some sidecars were written, at the value that reproduces the code before them, so
+# that an older run and a newer seed of the same recipe count as one recipe.
+ADDED_LATER = {"cutout": 0, "depth": 2}  # commit e39a3d2
+
+
 def load_run(path):
     """The fields the frontier needs from one sidecar."""
     meta = sidecar.check(json.loads(Path(path).read_text()))
+    hyperparameters = {**ADDED_LATER, **meta["hyperparameters"]}
     last = meta["history"][-1] if meta.get("history") else {}
     return {
         "name": meta["name"], "command": meta["command"], "seed": meta.get("seed", 0),
@@ -29,7 +35,7 @@ def load_run(path):
         "epochs": meta["hyperparameters"]["epochs"], "minutes": meta["train_seconds"] / 60,
         "test_accuracy": meta["test_accuracy"],  # the saved model (TTA inside) on the whole test split
         "val_accuracy": last.get("val_accuracy"),  # last epoch, no TTA
-        "recipe": json.dumps([meta["arch"], meta["hyperparameters"], meta.get("precision"), meta["data_source"],
+        "recipe": json.dumps([meta["arch"], hyperparameters, meta.get("precision"), meta["data_source"],
                               meta.get("train_images")], sort_keys=True),
     }
 

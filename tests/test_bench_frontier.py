@@ -6,13 +6,13 @@ from benchmarks import bench_frontier
 
 
 def write_sidecar(directory, name, minutes, accuracy, seed=0, epochs=10, lr=1.5, data="d.tar.gz",
-                  device="CPU: AMD EPYC, 2 logical cores"):
+                  device="CPU: AMD EPYC, 2 logical cores", **later_hyperparameters):
     """A minimal train.py sidecar."""
     path = directory / f"{name}.json"
     path.write_text(json.dumps({
         "name": name, "arch": "fast", "command": f"python train.py --seed {seed} --out runs/{name}", "seed": seed,
         "class_names": ["cat", "dog"], "input_size": 32,
-        "hyperparameters": {"epochs": epochs, "lr": lr}, "precision": "mixed_bfloat16", "data_source": f"../{data}",
+        "hyperparameters": {"epochs": epochs, "lr": lr, **later_hyperparameters}, "precision": "mixed_bfloat16", "data_source": f"../{data}",
         "device": device,
         "train_images": 48000, "train_seconds": minutes * 60, "test_accuracy": accuracy,
         "history": [{"epoch": epochs, "val_accuracy": accuracy - 0.01}],
@@ -41,6 +41,14 @@ def test_best_within_takes_the_most_accurate_run_inside_each_budget(sidecars):
 def test_seed_groups_join_only_runs_that_differ_by_seed(sidecars):
     groups = bench_frontier.seed_groups([bench_frontier.load_run(p) for p in sidecars])
     assert [sorted(r["name"] for r in g) for g in groups] == [["mid", "mid_seed1"]]
+
+
+def test_a_sidecar_older_than_a_hyperparameter_groups_with_runs_at_its_old_value(tmp_path):
+    paths = [write_sidecar(tmp_path, "old", 19, 0.90), write_sidecar(tmp_path, "new_seed1", 19, 0.91, seed=1,
+                                                                       cutout=0, depth=2),
+             write_sidecar(tmp_path, "cutout_seed2", 19, 0.92, seed=2, cutout=8, depth=2)]
+    groups = bench_frontier.seed_groups([bench_frontier.load_run(p) for p in paths])
+    assert [sorted(r["name"] for r in g) for g in groups] == [["new_seed1", "old"]]
 
 
 def test_main_prints_frontier_and_seed_tables(sidecars, capsys):
