@@ -36,6 +36,8 @@ def test_result_page_shows_class_index_and_top3(client, app, fmt, mode):
     name = re.search(r'class="class-name">([^<]+)<', html).group(1)
     index = int(re.search(r'class="class-index">(\d+)<', html).group(1))
     assert CIFAR10_CLASSES[index] == name
+    article = "an" if name[0] in "aeiou" else "a"
+    assert f'It looks like {article} <span class="label">{name}</span>' in html
     top3 = re.search(r'<table class="probabilities top3">(.*?)</table>', html, re.S).group(1)
     percents = [float(p) for p in re.findall(r'class="pct">([\d.]+)%<', top3)]
     assert len(percents) == 3 and percents == sorted(percents, reverse=True)
