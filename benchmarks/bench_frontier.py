@@ -32,7 +32,7 @@ def load_run(path):
         "name": meta["name"], "command": meta["command"], "seed": meta.get("seed", 0),
         "data": Path(meta["data_source"]).name,
         "device": meta.get("device", "CPU").split(":")[0],  # CPU or GPU; the oldest sidecars predate the field
-        "epochs": meta["hyperparameters"]["epochs"], "minutes": meta["train_seconds"] / 60,
+        "epochs": hyperparameters["epochs"], "minutes": meta["train_seconds"] / 60,
         "test_accuracy": meta["test_accuracy"],  # the saved model (TTA inside) on the whole test split
         "val_accuracy": last.get("val_accuracy"),  # last epoch, no TTA
         "recipe": json.dumps([meta["arch"], hyperparameters, meta.get("precision"), meta["data_source"],

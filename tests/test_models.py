@@ -61,7 +61,8 @@ def test_tta_parts_gives_the_backbone_and_the_views_with_their_weights(level):
     model = models.with_tta(models.build_fast_backbone(TINY, 10), level=level)
     backbone, views = models.tta_parts(model)
     assert backbone.name == "fast_backbone"
-    assert views == [(False, 0, 0, 1.0)] if level == 0 else views == models.TTA_VIEWS[level]
+    expected = [(False, 0, 0, 1.0)] if level == 0 else models.TTA_VIEWS[level]
+    assert views == expected
     assert models.tta_parts(models.build_baseline(10)) is None
 
 
