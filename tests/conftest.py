@@ -3,13 +3,19 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import shutil
+
+import keras
 import pytest
 
+import train
 from app import create_app
 from cifarlab import checkpoint
 from cifarlab.ml import models
 from cifarlab.ml.data import CIFAR10_CLASSES
+from cifarlab.ml.presets import FastRecipe
 from cifarlab.loadtest import image_bytes  # noqa: F401  (tests import it from here)
+from tests.test_data import write_folder
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +53,33 @@ def app(make_app):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory, tiny_model_path):
+    """The tiny model exported once: SavedModel + TFLite float16/int8 with sidecars."""
+    root = tmp_path_factory.mktemp("export")
+    data = write_folder(root / "data", ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                                        "ship", "truck"], per_class=4, noise=60)
+    model = root / "tiny.h5"
+    shutil.copy(tiny_model_path, model)
+    shutil.copy(checkpoint.sidecar_path(tiny_model_path), checkpoint.sidecar_path(model))
+    assert train.export_main(["--model", str(model), "--data", str(data), "--out", str(root / "out")]) == 0
+    return root / "out", model, data
+
+
+@pytest.fixture(scope="session")
+def exported_tta(tmp_path_factory):
+    """A tiny fast net with six test-time views and temperature 2, exported: its TFLite files output per-view logits."""
+    root = tmp_path_factory.mktemp("export_tta")
+    keras.utils.set_random_seed(0)
+    net = models.with_tta(models.build_fast_backbone(FastRecipe(widths=(8, 16, 16)), 10), level=2)
+    for layer in net.get_layer("fast_backbone").layers:  # confident outputs: a misapplied temperature would show
+        if isinstance(layer, keras.layers.Conv2D):
+            layer.kernel.assign(layer.kernel * 5.0)
+    model = root / "tta.h5"
+    checkpoint.save(net, model, {"name": "tta", "arch": "fast", "class_names": list(CIFAR10_CLASSES),
+                                 "input_size": 32, "calibration": {"temperature": 2.0}})
+    data = write_folder(root / "data", list(CIFAR10_CLASSES), per_class=4, noise=60)
+    assert train.export_main(["--model", str(model), "--data", str(data), "--out", str(root / "out")]) == 0
+    return root / "out", model, data

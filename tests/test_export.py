@@ -27,36 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "static" / "examples" / "cat.png"
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory, tiny_model_path):
-    """The tiny model exported once: SavedModel + TFLite float16/int8 with sidecars."""
-    root = tmp_path_factory.mktemp("export")
-    data = write_folder(root / "data", ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                                        "ship", "truck"], per_class=4, noise=60)
-    model = root / "tiny.h5"
-    shutil.copy(tiny_model_path, model)
-    shutil.copy(checkpoint.sidecar_path(tiny_model_path), checkpoint.sidecar_path(model))
-    assert train.export_main(["--model", str(model), "--data", str(data), "--out", str(root / "out")]) == 0
-    return root / "out", model, data
-
-
-@pytest.fixture(scope="module")
-def exported_tta(tmp_path_factory):
-    """A tiny fast net with six test-time views and temperature 2, exported: its TFLite files output per-view logits."""
-    root = tmp_path_factory.mktemp("export_tta")
-    keras.utils.set_random_seed(0)
-    net = models.with_tta(models.build_fast_backbone(FastRecipe(widths=(8, 16, 16)), 10), level=2)
-    for layer in net.get_layer("fast_backbone").layers:  # confident outputs: a misapplied temperature would show
-        if isinstance(layer, keras.layers.Conv2D):
-            layer.kernel.assign(layer.kernel * 5.0)
-    model = root / "tta.h5"
-    checkpoint.save(net, model, {"name": "tta", "arch": "fast", "class_names": list(CIFAR10_CLASSES),
-                                 "input_size": 32, "calibration": {"temperature": 2.0}})
-    data = write_folder(root / "data", list(CIFAR10_CLASSES), per_class=4, noise=60)
-    assert train.export_main(["--model", str(model), "--data", str(data), "--out", str(root / "out")]) == 0
-    return root / "out", model, data
-
-
 @pytest.mark.parametrize("kind", ["float16", "int8"])
 def test_a_tta_export_is_its_backbone_with_the_views_made_and_averaged_by_the_reader(exported_tta, kind):
     out, model, data = exported_tta
