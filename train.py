@@ -42,6 +42,8 @@ def parse_args(argv=None):
                         "(recipes with a constant step size: baseline, transfer)")
     p.add_argument("--pretrained", action="store_true",
                    help="transfer preset: start from ImageNet weights (downloaded once by Keras)")
+    p.add_argument("--init", metavar="MODEL.h5",
+                   help="start from the weights of a model trained with the same net (fine-tuning, e.g. --arch fast_oe)")
     p.add_argument("--resume", metavar="RUN",
                    help="continue the interrupted run whose --out was RUN, from its last finished epoch, with its "
                         "own options (give no others)")
@@ -129,14 +131,24 @@ def main(argv=None):
 
     # --- model --------------------------------------------------------------------------------
     keras.mixed_precision.set_global_policy(policy)
+    bank = None
+    if hp.outlier_fraction:
+        print(f"Outliers: generating {hp.outlier_bank:,} for outlier exposure", flush=True)
+        bank = training.outlier_bank(x_train, hp.outlier_bank, args.seed)
     batches = training.Batches(x_train, one_hot(y_train), hp.batch_size, args.seed,
-                               augment=hp.augment, translate=hp.translate, cutout=hp.cutout)
+                               augment=hp.augment, translate=hp.translate, cutout=hp.cutout, outliers=bank,
+                               outlier_fraction=hp.outlier_fraction, outlier_weight=hp.outlier_weight)
     with distribute.scope(strategy):  # variables mirrored on every replica, updates all-reduced
         try:
             net, from_logits = training.build_training_model(args.arch, hp, num_classes, x_train, replicas,
                                                              args.pretrained)
         except WeightsDownloadError as exc:
             return fail(exc)
+        if args.init and state is None:
+            try:
+                training.load_initial_weights(net, args.init)
+            except (checkpoint.ModelFileError, ValueError) as exc:
+                return fail(f"--init {args.init}: {exc}")
     loss = keras.losses.CategoricalCrossentropy(from_logits=from_logits, label_smoothing=hp.label_smoothing)
     print(f"Model: {args.arch}, {net.count_params():,} parameters", flush=True)
 
@@ -323,13 +335,20 @@ def export_main(argv):
     p.add_argument("--model", default="model/cifar10_cnn.h5", help=".h5 model with its .json sidecar")
     p.add_argument("--data", help="dataset for int8 calibration (training images) and test accuracy")
     p.add_argument("--out", default="exports", help="output folder")
+    p.add_argument("--formats", default="savedmodel,float16,int8",
+                   help="comma-separated formats to write and measure (the SavedModel is always written)")
     args = p.parse_args(argv)
+    formats = set(args.formats.split(","))
+    if not formats or formats - {"savedmodel", "float16", "int8"}:
+        print("error: --formats takes savedmodel, float16 and int8, comma-separated", file=sys.stderr)
+        return 2
     from cifarlab.checkpoint import ModelFileError
     from cifarlab.ml import export
     from cifarlab.ml.data import DataError, load_dataset
 
     try:
-        rows = export.export_all(args.model, args.out, load_dataset(args.data), command_line(["export"], argv))
+        rows = export.export_all(args.model, args.out, load_dataset(args.data), command_line(["export"], argv),
+                                 formats=formats)
     except (DataError, ModelFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -4,9 +4,12 @@ import io
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from . import containers
+
 INPUT_SIZE = 32  # pixels per side of the model input
 ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")  # never EPS/PDF/SVG/ICO etc.
 DEFAULT_MAX_PIXELS = 25_000_000  # width x height; Pillow's own bomb limit is 89 M
+MAX_ASPECT = 1000  # longest side / shortest side: a 25,000,000 x 1 strip is no picture, and could never be reduced
 WORKING_SIDE = 512  # pixels; larger images are reduced towards this while or right after decoding
 BACKGROUND = (255, 255, 255)  # transparent areas are composited onto white
 ORIENTATION = {  # EXIF orientation tag -> the transpose that makes the image upright
@@ -34,9 +37,16 @@ def damaged(exc):
 
 
 def _open(data, max_pixels):
-    """An opened (not yet decoded) image with its JPEG draft scale set; ImageError when it cannot be used."""
+    """(opened, not yet decoded image with its JPEG draft scale set, decode passes); ImageError when it cannot be used.
+
+    The file's structure is walked first (containers.walk), so scan, chunk and block bombs are refused unparsed.
+    """
     if not data:
         raise ImageError("The file is empty.", 400)
+    try:
+        passes = containers.walk(data).passes
+    except containers.StructureError as exc:
+        raise ImageError(str(exc), 422) from None
     try:
         img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except UnidentifiedImageError:
@@ -49,23 +59,28 @@ def _open(data, max_pixels):
     if width * height > max_pixels:
         img.close()
         raise ImageError(f"The image is {width}x{height} pixels; the limit is {max_pixels:,} pixels.", 413)
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        img.close()
+        raise ImageError(f"The image is {width}x{height} pixels: more than {MAX_ASPECT} times longer than it is wide "
+                         "is not a picture the model can use.", 422)
     if img.format == "JPEG":
         try:
             img.draft(None, (WORKING_SIDE, WORKING_SIDE))  # the JPEG decoder scales by 1/2..1/8 for free
         except DECODER_ERRORS as exc:
             img.close()
             raise damaged(exc) from None
-    return img
+    return img, passes
 
 
 def decode_cost(data, max_pixels=DEFAULT_MAX_PIXELS):
-    """Pixels that decoding these bytes will produce (0 for what decode_image refuses before decoding)."""
+    """Pixel decodes these bytes will cost: pixels x passes (a progressive JPEG's scans, a GIF's frames); 0 for what
+    decode_image refuses before decoding."""
     try:
-        img = _open(data, max_pixels)
+        img, passes = _open(data, max_pixels)
     except ImageError:
         return 0
     with img:
-        return img.size[0] * img.size[1]
+        return img.size[0] * img.size[1] * passes
 
 
 def decode_image(data, max_pixels=DEFAULT_MAX_PIXELS):
@@ -73,7 +88,7 @@ def decode_image(data, max_pixels=DEFAULT_MAX_PIXELS):
 
     Only one full-size copy exists at a time: it is reduced in its own mode before conversion to RGB.
     """
-    img = _open(data, max_pixels)
+    img, _ = _open(data, max_pixels)
     try:
         with img:
             orientation = img.getexif().get(0x0112)

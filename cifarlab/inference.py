@@ -6,63 +6,91 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from . import checkpoint
+from . import checkpoint, ood
 from .images import tta_rows
 
 
 class Classifier:
-    """Predicts calibrated class probabilities for uint8 (N, 32, 32, 3) images.
+    """Predicts calibrated class probabilities, and a verdict, for uint8 (N, 32, 32, 3) images.
 
     model: the Keras model (None when serving a TFLite file: no Grad-CAM then);
-    forward: uint8-range images -> probabilities, a compiled call of `model` unless given.
+    forward: uint8-range images -> logits (the mean over test-time views, or a softmax model's log-probabilities),
+    a compiled call of `model` unless given. unsure_threshold and detector come from the sidecar unless given.
     """
 
-    def __init__(self, model, meta, version="unversioned", forward=None):
+    def __init__(self, model, meta, version="unversioned", forward=None, unsure_threshold=None, ood_threshold=None):
         self.model, self.meta, self.version = model, meta, version
         self.warmed_up = False
         self.class_names = list(meta["class_names"])
         self.input_size = int(meta["input_size"])
-        self.temperature = float(meta.get("calibration", {}).get("temperature", 1.0))
+        calibration = meta.get("calibration", {})
+        self.temperature = float(calibration.get("temperature", 1.0))
+        self.unsure_threshold = float(calibration.get("unsure_threshold", 0.5) if unsure_threshold is None
+                                      else unsure_threshold)
+        self.detector = ood.Detector.from_meta(meta, ood_threshold)
         self._call = forward or self._compile(model)
 
     @classmethod
-    def from_path(cls, model_path):
-        """Load a .h5 or .tflite file + sidecar; raises checkpoint.ModelFileError with a one-line reason."""
+    def from_path(cls, model_path, chunk_images=None, **thresholds):
+        """Load a .h5 or .tflite file + sidecar; raises checkpoint.ModelFileError with a one-line reason.
+
+        chunk_images: images per TFLite invoke (default: what serves one request fastest; more for bulk work).
+        """
         if not os.path.isfile(model_path):
             raise checkpoint.ModelFileError(f"{model_path}: model file not found.")
         with open(model_path, "rb") as f:
             version = hashlib.sha256(f.read()).hexdigest()[:12]  # changes whenever the weights do
         if str(model_path).endswith(".tflite"):
             threads = int(os.environ.get("TF_NUM_INTRAOP_THREADS") or os.cpu_count())  # gunicorn's post_fork sets it
-            forward, meta = PerThreadTFLite.load(model_path, threads, borrow_idle_core=threads < (os.cpu_count() or 1))
-            return cls(None, meta, version, forward)
+            forward, meta = PerThreadTFLite.load(model_path, threads, borrow_idle_core=threads < (os.cpu_count() or 1),
+                                                 chunk_images=chunk_images)
+            return cls(None, meta, version, forward, **thresholds)
         model, meta = checkpoint.load(model_path)
-        return cls(model, meta, version)
+        return cls(model, meta, version, **thresholds)
 
     @staticmethod
     def _compile(model):
-        """A graph-compiled forward pass with a fixed signature (model.predict costs tens of ms a call)."""
+        """A graph-compiled forward pass to logits with a fixed signature (model.predict costs tens of ms a call)."""
         import keras
 
+        names = [layer.name for layer in model.layers]
+        if "probabilities" in names:  # the TTA model: the final softmax's input is the views' mean logits
+            model = keras.Model(model.inputs, model.get_layer("probabilities").input)
+            to_logits = np.asarray
+        else:  # a softmax-ending model: log-probabilities are logits up to a constant
+            to_logits = log_probabilities
         if keras.backend.backend() != "tensorflow":
-            return lambda x: np.asarray(model(x, training=False))
+            return lambda x: to_logits(np.asarray(model(x, training=False)))
         import tensorflow as tf
 
         size = model.input_shape[1]
         fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True,
                          input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
-        return lambda x: fn(tf.convert_to_tensor(x, tf.float32)).numpy()
+        return lambda x: to_logits(fn(tf.convert_to_tensor(x, tf.float32)).numpy())
 
-    def raw_probabilities(self, images):
-        """The model's own softmax output for uint8 images (N, H, W, 3)."""
+    def logits(self, images):
+        """The model's logits for uint8 images (N, H, W, 3), before calibration."""
         images = np.asarray(images)
         if images.ndim != 4 or images.shape[1:] != (self.input_size, self.input_size, 3):
             raise ValueError(f"expected images of shape (N, {self.input_size}, {self.input_size}, 3), got {images.shape}")
-        return self._call(images.astype(np.float32))
+        return np.asarray(self._call(images.astype(np.float32)), np.float32)
+
+    def raw_probabilities(self, images):
+        """The model's own softmax output for uint8 images (N, H, W, 3)."""
+        return softmax(self.logits(images))
 
     def probabilities(self, images):
         """Temperature-calibrated probabilities for uint8 images (N, H, W, 3)."""
-        return calibrate(self.raw_probabilities(images), self.temperature)
+        return softmax(self.logits(images) / self.temperature)
+
+    def predict(self, images):
+        """[Prediction] for uint8 images (N, H, W, 3): calibrated probabilities, out-of-distribution score, verdict."""
+        logits = self.logits(images)
+        probs = softmax(logits / self.temperature)
+        scores = self.detector.scores(logits, self.temperature)
+        unknown = self.detector.unknown(scores)
+        return [Prediction(p, self.class_names, float(score), bool(p.max() < self.unsure_threshold), bool(flag))
+                for p, score, flag in zip(probs, scores, unknown)]
 
     def warm_up(self):
         """Run one prediction so the first request does not pay for graph tracing."""
@@ -111,7 +139,7 @@ class PerThreadTFLite:
         self.lock, self.in_flight = threading.Lock(), 0
 
     @classmethod
-    def load(cls, path, threads=1, borrow_idle_core=False):
+    def load(cls, path, threads=1, borrow_idle_core=False, chunk_images=None):
         """(forward, sidecar) after checking the file opens and its shapes match the sidecar."""
         meta = checkpoint.read_meta(path)
         try:
@@ -121,10 +149,11 @@ class PerThreadTFLite:
         checkpoint.check_shapes(path, tuple(probe.input["shape"]), tuple(probe.output["shape"]), meta)
         views = meta.get("tta_views")
         rows_per_image = len(views) if views else 1
-        forward = cls(path, threads, rows_per_image // 2 if rows_per_image % 2 == 0 else rows_per_image,
-                      borrow_idle_core)
+        chunk = rows_per_image * chunk_images if chunk_images else (
+            rows_per_image // 2 if rows_per_image % 2 == 0 else rows_per_image)
+        forward = cls(path, threads, chunk, borrow_idle_core)
         forward.local.runner = probe
-        return (ViewAverage(forward, views) if views else forward), meta
+        return (ViewAverage(forward, views) if views else Composed(forward, log_probabilities)), meta
 
     def run(self, chunks):
         """This thread's interpreter applied to each chunk."""
@@ -156,8 +185,7 @@ class PerThreadTFLite:
 
 
 class ViewAverage:
-    """Probabilities from a backbone's forward pass (logits, one row per image view): softmax of the views' weighted
-    mean. views: [(mirror, dx, dy, weight)], made by images.tta_view; the mean and the softmax run here in float32
+    """Logits from a backbone's forward pass (logits, one row per image view): the views' weighted mean. views: [(mirror, dx, dy, weight)], made by images.tta_view; the mean (and the softmax after it) run in float32
     because, quantised inside an int8 file, they cost accuracy."""
 
     def __init__(self, forward, views):
@@ -167,7 +195,22 @@ class ViewAverage:
 
     def __call__(self, images):
         logits = self.forward(tta_rows(images, self.views)).reshape(len(self.views), len(images), -1)
-        return softmax(np.tensordot(self.weights, logits, axes=1))
+        return np.tensordot(self.weights, logits, axes=1)
+
+
+class Composed:
+    """then(forward(x)): a forward pass followed by a numpy function."""
+
+    def __init__(self, forward, then):
+        self.forward, self.then = forward, then
+
+    def __call__(self, x):
+        return self.then(self.forward(x))
+
+
+def log_probabilities(probs):
+    """log(p), clipped at 1e-12: logits up to a constant, for files that output probabilities."""
+    return np.log(np.clip(np.asarray(probs, np.float64), 1e-12, 1.0)).astype(np.float32)
 
 
 def interpreter_class():
@@ -195,16 +238,33 @@ def softmax(logits):
 
 
 class Prediction:
-    """Probabilities over named classes, with the top class and top-k helpers."""
+    """The one result type: probabilities over named classes, top class, top-k, the out-of-distribution score and
+    the verdict flags (unsure: doubt between the known classes; unknown: none of them). Pages, /api/predict and
+    :predict all serialise it through to_json."""
 
-    def __init__(self, probs, class_names):
+    def __init__(self, probs, class_names, ood_score=0.0, unsure=False, unknown=False):
         self.probs = np.asarray(probs, dtype=np.float64)
         self.class_names = class_names
         self.index = int(np.argmax(self.probs))
         self.label = class_names[self.index]
         self.confidence = float(self.probs[self.index])
+        self.ood_score, self.unsure, self.unknown = float(ood_score), bool(unsure), bool(unknown)
+
+    @property
+    def verdict(self):
+        """known, unsure or unknown."""
+        return "unknown" if self.unknown else "unsure" if self.unsure else "known"
 
     def top(self, k=3):
         """[(class name, index, probability)] for the k most likely classes."""
         order = np.argsort(-self.probs, kind="stable")[:k]
         return [(self.class_names[i], int(i), float(self.probs[i])) for i in order]
+
+    def to_json(self):
+        """The JSON object every API answers for one prediction."""
+        return {
+            "class": self.label, "index": self.index, "verdict": self.verdict, "unsure": self.unsure,
+            "unknown": self.unknown, "ood_score": round(self.ood_score, 6),
+            "probabilities": {name: round(float(v), 6) for name, v in zip(self.class_names, self.probs)},
+            "top3": [{"class": name, "index": index, "probability": round(prob, 6)} for name, index, prob in self.top(3)],
+        }

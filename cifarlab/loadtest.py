@@ -206,7 +206,7 @@ class FakeBackend(BaseHTTPRequestHandler):
     """A TF-Serving-protocol backend that misbehaves as `self.server.mode` says (tests and bench_load)."""
 
     MODES = ("ok", "hang", "trickle", "garbage", "nan", "negative", "strings", "ragged", "not-normalised", "huge",
-             "error", "list-metadata")
+             "huge-integer", "bad-verdict", "error", "list-metadata")
 
     @classmethod
     def start(cls, mode="ok"):
@@ -238,8 +238,13 @@ class FakeBackend(BaseHTTPRequestHandler):
 
     def do_POST(self):
         self.server.hits += 1
-        rows = len(json.loads(self.rfile.read(int(self.headers["Content-Length"])))["instances"])
-        good = [[0.1] * 10] * rows
+        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        rows, named = len(request["instances"]), request.get("signature_name") == "verdicts"
+
+        def predictions(row, **verdict):  # the row form, or the named-output form the "verdicts" signature asks for
+            fields = {"ood_score": 0.9, "unsure": True, "unknown": False, **verdict}
+            return [{"probabilities": row, **fields} if named else row] * rows
+
         mode = self.server.mode
         if mode == "hang":
             time.sleep(30)
@@ -254,18 +259,24 @@ class FakeBackend(BaseHTTPRequestHandler):
         elif mode == "garbage":
             self.answer(b"<html>not json</html>")
         elif mode == "nan":
-            self.answer(b'{"predictions": [[NaN, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]]}')
+            row = b"[NaN, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]"
+            self.answer(b'{"predictions": [' + (b'{"probabilities": ' + row + b', "ood_score": 1, "unsure": true, '
+                                                 b'"unknown": false}' if named else row) + b"]}")
         elif mode == "negative":
-            self.answer({"predictions": [[-0.5, 0.6, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]] * rows})
+            self.answer({"predictions": predictions([-0.5, 0.6, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1])})
         elif mode == "strings":
-            self.answer({"predictions": [["0.1"] * 10] * rows})
+            self.answer({"predictions": predictions(["0.1"] * 10)})
         elif mode == "ragged":
-            self.answer({"predictions": [[0.5, 0.5]] * rows})
+            self.answer({"predictions": predictions([0.5, 0.5])})
         elif mode == "not-normalised":
-            self.answer({"predictions": [[0.5] * 10] * rows})
+            self.answer({"predictions": predictions([0.5] * 10)})
+        elif mode == "huge-integer":  # a 400-digit integer: no float holds it
+            self.answer({"predictions": predictions([10 ** 400] + [0.1] * 9)})
+        elif mode == "bad-verdict":
+            self.answer({"predictions": predictions([0.1] * 10, ood_score="high", unknown="yes")})
         elif mode == "huge":
-            self.answer({"predictions": good, "padding": "x" * 5_000_000})
+            self.answer({"predictions": predictions([0.1] * 10), "padding": "x" * 5_000_000})
         elif mode == "error":
             self.answer({"error": "boom"}, 500)
         else:
-            self.answer({"predictions": good})
+            self.answer({"predictions": predictions([0.1] * 10)})

@@ -140,7 +140,7 @@ def test_probes(client):
 
 def test_api_page_has_working_examples(client):
     html = client.get("/api").get_data(as_text=True)
-    assert "curl -F file=@cat.png" in html and "/v1/models/cifar10:predict" in html
+    assert "curl -F file=@static/examples/cat.png" in html and "/v1/models/cifar10:predict" in html
 
 
 def test_api_too_many_files_is_json_400(make_app):
@@ -171,7 +171,7 @@ def test_serving_b64_bomb_is_refused_before_decoding(client):
     bomb = base64.b64encode(bilevel_png(5000, 5000)).decode()
     response = serving_post(client, {"instances": [{"b64": bomb}] * 256})
     assert response.status_code == 413
-    assert "6,400,000,000 pixels" in response.get_json()["error"] and "100,000,000" in response.get_json()["error"]
+    assert "6,400,000,000 pixel decodes" in response.get_json()["error"] and "100,000,000" in response.get_json()["error"]
 
 
 def test_upload_bomb_over_the_request_budget_is_413_and_within_it_classified(make_app):

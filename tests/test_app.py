@@ -286,8 +286,8 @@ def test_examples_classify_with_one_click(client):
 def test_unsure_threshold_is_configurable(make_app):
     always = make_app(UNSURE_THRESHOLD=1.01).test_client()
     never = make_app(UNSURE_THRESHOLD=0.0).test_client()
-    assert "may not be one of the" in post_file(always, image_bytes()).get_data(as_text=True)
-    assert "may not be one of the" not in post_file(never, image_bytes()).get_data(as_text=True)
+    assert "Unsure: the model gives only" in post_file(always, image_bytes()).get_data(as_text=True)
+    assert "Unsure: the model gives only" not in post_file(never, image_bytes()).get_data(as_text=True)
 
 
 def test_pages_link_the_script_only_as_a_file(client):

@@ -73,7 +73,7 @@ def post_image(client, url="/api/predict"):
 
 
 @pytest.mark.parametrize("mode", ["hang", "trickle", "garbage", "nan", "negative", "strings", "ragged",
-                                  "not-normalised", "huge", "error"])
+                                  "not-normalised", "huge", "huge-integer", "bad-verdict", "error"])
 def test_a_misbehaving_backend_is_a_quick_503_that_never_names_it(fake_backend, tmp_path, mode):
     url, server = fake_backend
     front = front_app(url, tmp_path, INFERENCE_TIMEOUT=2).test_client()
@@ -93,6 +93,29 @@ def test_a_good_backend_answers_and_its_address_is_never_shown(fake_backend, tmp
     assert post_image(front).status_code == 200
     for path in ("/", "/api", "/readyz", "/model"):
         assert str(server.server_port) not in front.get(path).get_data(as_text=True)
+
+
+def test_the_backends_verdicts_pass_through_the_front(backend, tmp_path):
+    url, back = backend
+    front = front_app(url, tmp_path).test_client()
+    data = image_bytes(seed=9)
+    via_front = front.post("/api/predict", data={"file": (io.BytesIO(data), "a.png")},
+                           content_type="multipart/form-data").get_json()["predictions"][0]
+    direct = back.test_client().post("/api/predict", data={"file": (io.BytesIO(data), "a.png")},
+                                     content_type="multipart/form-data").get_json()["predictions"][0]
+    for key in ("unsure", "unknown", "verdict"):
+        assert via_front[key] == direct[key]
+    assert via_front["ood_score"] == pytest.approx(direct["ood_score"], abs=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["huge-integer", "bad-verdict", "strings"])
+def test_a_bad_answer_counts_as_a_failure_for_the_breaker(fake_backend, tmp_path, mode):
+    url, server = fake_backend
+    front = front_app(url, tmp_path, BREAKER_FAILURES=2, BREAKER_COOLDOWN=30.0, INFERENCE_RETRIES=0).test_client()
+    server.mode = mode
+    assert [post_image(front).status_code for _ in range(2)] == [503, 503]
+    hits = server.hits
+    assert post_image(front).status_code == 503 and server.hits == hits  # open: the backend is not asked
 
 
 def test_metadata_that_is_not_an_object_counts_as_backend_down(fake_backend, tmp_path):

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from cifarlab.inference import Prediction
 from cifarlab.web import service
 from tests.conftest import image_bytes
 
@@ -18,7 +19,7 @@ def test_a_request_over_its_pixel_budget_is_refused_before_decoding():
     big = image_bytes(size=(800, 800))
     with pytest.raises(service.OverBudget) as exc:
         service.decode_items([("a.png", big), ("b.png", big)], 32, BUDGET)
-    assert exc.value.status == 413 and "1,280,000 pixels" in exc.value.message
+    assert exc.value.status == 413 and "1,280,000 pixel decodes" in exc.value.message
 
 
 def test_images_past_the_deadline_are_refused_with_503():
@@ -32,9 +33,9 @@ class CountingClassifier:
     def __init__(self):
         self.calls = []
 
-    def probabilities(self, pixels):
+    def predict(self, pixels):
         self.calls.append(len(pixels))
-        return np.tile([0.25, 0.75], (len(pixels), 1))
+        return [Prediction([0.25, 0.75], self.class_names, 0.25, unsure=True) for _ in pixels]
 
 
 def test_decodable_items_are_classified_in_one_batched_call():
@@ -42,8 +43,8 @@ def test_decodable_items_are_classified_in_one_batched_call():
     clf = CountingClassifier()
     service.classify_items(clf, items)
     assert clf.calls == [2] and items[1].prediction is None and items[2].prediction.label == "dog"
-    assert service.prediction_json(items[0], 0.8)["unsure"] is True
-    assert service.prediction_json(items[1], 0.8) == {"filename": "x", "error": items[1].error.message, "status": 415}
+    assert service.prediction_json(items[0])["unsure"] is True
+    assert service.prediction_json(items[1]) == {"filename": "x", "error": items[1].error.message, "status": 415}
 
 
 @pytest.mark.parametrize("payloads, status, text", [

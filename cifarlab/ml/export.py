@@ -87,7 +87,10 @@ def measure(predict, x_test, y_test, batch=250, repeats=50):
     return correct / len(x_test), 1000 * float(np.median(times))
 
 
-def export_all(model_path, out_dir, data, command="", calibration_count=500, seed=0):
+FORMATS = ("savedmodel", "float16", "int8")  # what export_all writes and measures unless told fewer
+
+
+def export_all(model_path, out_dir, data, command="", calibration_count=500, seed=0, formats=FORMATS):
     """Write the SavedModel and TFLite files (each .tflite with a sidecar, so MODEL_PATH can serve it);
     return rows of format, path, MB, latency, test accuracy.
 
@@ -106,19 +109,42 @@ def export_all(model_path, out_dir, data, command="", calibration_count=500, see
     views = tta[1] if tta else None
     with tempfile.TemporaryDirectory() as tmp:
         source = write_saved_model(tta[0], "logits", os.path.join(tmp, "backbone")) if tta else saved
-        fp16 = export_tflite(source, f"{stem}_float16.tflite", "float16")
-        int8 = export_tflite(source, f"{stem}_int8.tflite", "int8", tta_rows(calibration, views) if tta else calibration)
+        fp16 = export_tflite(source, f"{stem}_float16.tflite", "float16") if "float16" in formats else None
+        int8 = export_tflite(source, f"{stem}_int8.tflite", "int8", tta_rows(calibration, views) if tta else calibration) \
+            if "int8" in formats else None
     clf = Classifier(model, meta)
-    formats = [("Keras .h5", model_path, clf.probabilities), ("SavedModel (uint8 in)", saved, saved_model_runner(saved)),
-               ("TFLite float16", fp16, tflite_runner(fp16, views)), ("TFLite int8", int8, tflite_runner(int8, views))]
+    measured = [("Keras .h5", model_path, clf.probabilities),
+                ("SavedModel (uint8 in)", saved if "savedmodel" in formats else None, lambda: saved_model_runner(saved)),
+                ("TFLite float16", fp16, lambda: tflite_runner(fp16, views)),
+                ("TFLite int8", int8, lambda: tflite_runner(int8, views))]
     rows = []
-    for name, path, predict in formats:
-        accuracy, latency = measure(predict, data.x_test, data.y_test)
+    for step, (name, path, predict) in enumerate(measured, start=1):
+        if path is None:
+            continue
+        print(f"[{step}/{len(measured)}] {name}: accuracy on {len(data.x_test):,} test images, latency", flush=True)
+        accuracy, latency = measure(predict if step == 1 else predict(), data.x_test, data.y_test)
         rows.append({"format": name, "path": path, "mb": size_mb(path), "latency_ms": latency, "accuracy": accuracy})
         if path.endswith(".tflite"):
-            checkpoint.write_json(checkpoint.sidecar_path(path),
-                                  sidecar.for_export(meta, name, model_path, accuracy, command, commit, views))
+            exported = sidecar.for_export(meta, name, model_path, accuracy, command, commit, views)
+            if meta.get("ood"):  # the detector's threshold is refitted on this file's own logits
+                exported = refit_detector(path, exported, data)
+            checkpoint.write_json(checkpoint.sidecar_path(path), exported)
     return rows
+
+
+def refit_detector(path, meta, data):
+    """meta with its ood section fitted again on the exported file's own validation and outlier logits."""
+    from ..report import card
+
+    checkpoint.write_json(checkpoint.sidecar_path(path), meta)  # the classifier reads the sidecar beside the file
+    classifier = Classifier.from_path(path, chunk_images=100)
+    _, val = data.split_validation(int(meta.get("val_images", 0)), seed=int(meta.get("seed", 0)))
+    if val is None:
+        return meta
+    fitted = card.fit_detector(classifier, card.logits_in_batches(classifier, val[0]), classifier.temperature)
+    rates = card.test_rates(card.logits_in_batches(classifier, data.x_test), fitted, classifier.temperature,
+                            classifier.unsure_threshold)
+    return {**meta, "ood": {**fitted, **rates}}
 
 
 def tflite_runner(path, views=None):

@@ -87,12 +87,21 @@ class Batches(keras.utils.PyDataset):
 
     Epoch k's order and augmentation depend on (seed, k) alone, so a resumed run sees exactly the batches it would
     have seen; EpochData (a callback) says which epoch Keras starts, whatever else Keras calls in between.
+
+    With `outliers` (uint8 images that are none of the classes) and outlier_fraction > 0, every batch also carries
+    round(outlier_fraction x batch_size) of them, augmented alike, with the uniform distribution as their target and
+    `outlier_weight` as their sample weight (outlier exposure); their draw has its own random stream, so the class
+    images' order and augmentation are those of a run without outliers.
     """
 
-    def __init__(self, x, y, batch_size, seed, augment=False, translate=0, cutout=0):
+    def __init__(self, x, y, batch_size, seed, augment=False, translate=0, cutout=0, outliers=None,
+                 outlier_fraction=0.0, outlier_weight=0.5):
         super().__init__()
         self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
         self.do_augment, self.translate, self.cutout = augment, translate, cutout
+        self.outliers = outliers if outliers is not None and outlier_fraction > 0 else None
+        self.per_batch = round(outlier_fraction * batch_size) if self.outliers is not None else 0
+        self.outlier_weight = outlier_weight
         self.flip_bits = np.random.default_rng(seed).integers(0, 2, len(x))
         self.epoch = None
         self.prepare(0)
@@ -107,13 +116,38 @@ class Batches(keras.utils.PyDataset):
         self.epoch_x = (augment(x, rng, epoch, self.flip_bits[order], self.translate, self.cutout)
                         if self.do_augment else x)
         self.epoch_y, self.epoch = self.y[order], epoch
+        if self.per_batch:
+            rng = np.random.default_rng([self.seed, epoch, 1])
+            picked = self.outliers[rng.integers(0, len(self.outliers), len(self) * self.per_batch)]
+            self.epoch_outliers = augment(picked, rng, epoch, rng.integers(0, 2, len(picked)), self.translate)
 
     def __len__(self):
         return math.ceil(len(self.x) / self.batch_size)
 
     def __getitem__(self, i):
         s = slice(i * self.batch_size, (i + 1) * self.batch_size)
-        return self.epoch_x[s], self.epoch_y[s]
+        if not self.per_batch:
+            return self.epoch_x[s], self.epoch_y[s]
+        x, y = self.epoch_x[s], self.epoch_y[s]
+        extra = self.epoch_outliers[i * self.per_batch:(i + 1) * self.per_batch]
+        uniform = np.full((len(extra), y.shape[1]), 1.0 / y.shape[1], y.dtype)
+        weights = np.concatenate([np.ones(len(x), np.float32), np.full(len(extra), self.outlier_weight, np.float32)])
+        return np.concatenate([x, extra]), np.concatenate([y, uniform]), weights
+
+
+def outlier_bank(x_train, count, seed):
+    """count uint8 images that are none of the classes: procedural families (cifarlab.outliers) and, one in ten,
+    training images cut into a 4 x 4 grid of tiles and shuffled (photo statistics without an object)."""
+    from .. import outliers
+
+    scrambled = count // 10
+    rng = np.random.default_rng([seed, 7])
+    tiles = x_train[rng.integers(0, len(x_train), scrambled)].copy()
+    h, w = tiles.shape[1] // 4, tiles.shape[2] // 4
+    grid = tiles.reshape(scrambled, 4, h, 4, w, 3).transpose(0, 1, 3, 2, 4, 5).reshape(scrambled, 16, h, w, 3)
+    grid = grid[np.arange(scrambled)[:, None], rng.permuted(np.tile(np.arange(16), (scrambled, 1)), axis=1)]
+    tiles = grid.reshape(scrambled, 4, 4, h, w, 3).transpose(0, 1, 3, 2, 4, 5).reshape(tiles.shape)
+    return np.concatenate([outliers.mixed(count - scrambled, seed + outliers.TRAIN_SEED), tiles])
 
 
 class EpochData(keras.callbacks.Callback):
@@ -276,6 +310,19 @@ def build_training_model(arch, hp, num_classes, x_train, replicas=1, pretrained=
     whiten.bias.trainable = hp.whiten_bias_epochs > 0  # the Muon recipe trains the bias for a few epochs
     models.dirac_init(net)
     return net, True
+
+
+def load_initial_weights(net, model_path):
+    """Copy a saved model's weights (its backbone's, for a model with test-time views) into the net to train."""
+    from .. import checkpoint
+
+    model, _ = checkpoint.load(model_path)
+    parts = models.tta_parts(model)
+    source = parts[0] if parts else model
+    shapes = [tuple(w.shape) for w in source.get_weights()]
+    if shapes != [tuple(w.shape) for w in net.get_weights()]:
+        raise ValueError("its weights do not fit this recipe's net (another architecture or widths)")
+    net.set_weights(source.get_weights())
 
 
 def inference_model(arch, hp, num_classes, net):

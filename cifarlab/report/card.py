@@ -4,8 +4,8 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics, plots
-from .. import checkpoint, sidecar
-from ..inference import Classifier, calibrate
+from .. import checkpoint, ood, outliers, sidecar
+from ..inference import Classifier, calibrate, softmax
 
 MISTAKES_SHOWN = 24  # images in the most-confident-mistakes grid
 
@@ -18,11 +18,15 @@ def evaluate(model_path, data):
     if list(data.class_names) != names:
         raise ValueError(f"dataset classes {data.class_names} differ from the model's {names}")
     _, val = data.split_validation(int(meta.get("val_images", 0)), seed=int(meta.get("seed", 0)))
-    test_raw = predict_in_batches(classifier, data.x_test)
+    test_logits = logits_in_batches(classifier, data.x_test)
+    test_raw = softmax(test_logits)
+    detector = None
     if val is not None:
-        val_raw = predict_in_batches(classifier, val[0])
+        val_logits = logits_in_batches(classifier, val[0])
+        val_raw = softmax(val_logits)
         temperature = metrics.fit_temperature(val_raw, val[1])
         threshold = metrics.unsure_threshold(calibrate(val_raw, temperature), val[1])
+        detector = fit_detector(classifier, val_logits, temperature)
     else:  # nothing held out: no honest way to calibrate
         temperature, threshold = 1.0, 0.5
     test_cal = calibrate(test_raw, temperature)
@@ -39,6 +43,8 @@ def evaluate(model_path, data):
                    "validation images held out from training", "unsure_threshold": threshold,
                    "unsure_rule": f"calibrated top probability below this; at or above it, >= "
                                   f"{metrics.UNSURE_PRECISION:.0%} of validation predictions are right"}
+    if detector is not None:
+        meta = {**meta, "ood": {**detector, **test_rates(test_logits, detector, temperature, threshold)}}
     meta = sidecar.with_evaluation(meta, calibration, report)
     checkpoint.write_json(checkpoint.sidecar_path(model_path), meta)
 
@@ -56,9 +62,34 @@ def evaluate(model_path, data):
     return meta
 
 
-def predict_in_batches(classifier, x, batch=500):
-    """Uncalibrated probabilities for many images."""
-    return np.concatenate([classifier.raw_probabilities(x[i:i + batch]) for i in range(0, len(x), batch)])
+def logits_in_batches(classifier, x, batch=500):
+    """Logits for many images."""
+    return np.concatenate([classifier.logits(x[i:i + batch]) for i in range(0, len(x), batch)])
+
+
+def test_rates(test_logits, detector, temperature, unsure_threshold):
+    """Fractions of the test split a fitted detector marks unknown, and unknown or unsure."""
+    unknown = ood.SCORES[detector["score"]](test_logits, temperature) > detector["threshold"]
+    unsure = softmax(test_logits / temperature).max(1) < unsure_threshold
+    return {"test_unknown_rate": float(unknown.mean()), "test_flagged_rate": float((unknown | unsure).mean())}
+
+
+def fit_detector(classifier, val_logits, temperature, outliers_per_family=200):
+    """The sidecar's ood section: the score (of ood.SCORES) that best tells validation images from held-out generated
+    outliers (outliers.FIT_SEED, never trained on), and its threshold by the stated rule."""
+    fit_logits = logits_in_batches(classifier, outliers.mixed(outliers_per_family * len(outliers.FAMILIES),
+                                                              outliers.FIT_SEED))
+    measured = {name: ood.auroc(score(fit_logits, temperature), score(val_logits, temperature))
+                for name, score in ood.SCORES.items()}
+    best = max(measured, key=measured.get)
+    threshold = ood.fit_threshold(ood.SCORES[best](val_logits, temperature))
+    return {"score": best, "threshold": threshold,
+            "rule": f"unknown when ood_score > the {ood.UNKNOWN_QUANTILE:.0%} quantile of the validation images' "
+                    f"scores ({1 - ood.UNKNOWN_QUANTILE:.0%} of them are unknown)",
+            "fitted_on": f"{len(val_logits)} validation images and {len(fit_logits)} held-out generated outliers "
+                         f"(cifarlab.outliers, seed {outliers.FIT_SEED})",
+            "fit_auroc": {name: round(value, 4) for name, value in measured.items()},
+            "fit_outliers_unknown_rate": float((ood.SCORES[best](fit_logits, temperature) > threshold).mean())}
 
 
 def model_card(meta, paths):
@@ -107,11 +138,33 @@ Output: softmax probabilities; the app divides their logarithms by the temperatu
 Temperature {cal['temperature']:.3f}, fitted by minimising the negative log-likelihood on {cal['fitted_on']}.
 The app flags a prediction as unsure when the calibrated top probability is below {cal['unsure_threshold']:.2f}.
 
-## Known limits
+{ood_section(meta)}## Known limits
 - Sees only 32×32 pixels: any upload is shrunk (and squashed to a square), so small objects and fine detail are lost.
-- Knows only these {len(meta['class_names'])} classes. Anything else (a person, a cartoon, a blank image) is still
-  forced into one of them, often with high confidence; treat the unsure flag as a hint, not a detector.
+- Knows only these {len(meta['class_names'])} classes. Anything else (a person, a cartoon, a blank image) gets
+  probabilities over them all the same; the "unknown" verdict catches much of it, not all (see above).
 - Trained on CIFAR-10 photos: other styles (drawings, screenshots, unusual viewpoints) are out of distribution.
 
 Generated by `python train.py evaluate --model <this .h5> --data <dataset>` (also run at the end of training).
 """
+
+
+def ood_section(meta):
+    """The model card's out-of-distribution section (empty for a model without a fitted detector)."""
+    fitted = meta.get("ood")
+    if not fitted:
+        return ""
+    lines = [f"## Out of distribution",
+             f"Score `{fitted['score']}` (chosen by AUROC on {fitted['fitted_on']}: "
+             + ", ".join(f"{k} {v:.3f}" for k, v in fitted["fit_auroc"].items()) + f"); threshold "
+             f"{fitted['threshold']:.4f}: {fitted['rule']}. On the test split it marks "
+             f"{fitted['test_unknown_rate']:.1%} of the images unknown and {fitted['test_flagged_rate']:.1%} unknown or "
+             f"unsure; {fitted['fit_outliers_unknown_rate']:.1%} of the held-out generated outliers are unknown."]
+    bench = meta.get("ood_benchmark")
+    if bench:
+        lines += ["", f"`{bench['command']}` ({bench['date']}):", "",
+                  "| set | max-softmax AUROC | FPR95 | flagged | shipped AUROC | FPR95 | flagged |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        pct = lambda v: "–" if v is None else f"{v:.1%}"  # noqa: E731  (None: not measured for that set)
+        lines += [f"| {r['set']} | {r['baseline_auroc']:.3f} | {r['baseline_fpr95']:.1%} | {pct(r['baseline_flagged'])} "
+                  f"| {r['auroc']:.3f} | {r['fpr95']:.1%} | {pct(r['flagged'])} |" for r in bench["rows"]]
+    return "\n".join(lines) + "\n\n"

@@ -10,6 +10,7 @@ from . import service
 
 bp = Blueprint("api", __name__)
 JSON_PREFIXES = ("/api/", "/v1/", "/healthz", "/readyz")  # paths whose errors are answered in JSON
+SIGNATURES = ("serving_default", "verdicts")  # :predict answers rows of probabilities, or named outputs per instance
 
 
 class ApiError(Exception):
@@ -63,8 +64,7 @@ def predict():
     items = service.decode_items(uploads, classifier().input_size, service.Budget.from_config(current_app.config),
                                  g.get("started_monotonic"))
     service.classify_items(classifier(), items)
-    threshold = current_app.extensions["unsure_threshold"]
-    body = {"predictions": [service.prediction_json(item, threshold) for item in items],
+    body = {"predictions": [service.prediction_json(item) for item in items],
             "model": service.model_summary(classifier())}
     refusal = service.refusal(items)
     if refusal:
@@ -101,6 +101,13 @@ def serving_metadata(name):
                 {"size": "-1"}, {"size": str(len(c.class_names))}]},
                 "description": "temperature-calibrated softmax over class_names"}},
             "method_name": "tensorflow/serving/predict",
+        }, "verdicts": {
+            "inputs": {"images": {"dtype": "DT_FLOAT", "description": "as serving_default"}},
+            "outputs": {"probabilities": {"dtype": "DT_FLOAT", "description": "as serving_default"},
+                        "ood_score": {"dtype": "DT_FLOAT", "description": "higher = further from the training data"},
+                        "unsure": {"dtype": "DT_BOOL", "description": "doubt between the known classes"},
+                        "unknown": {"dtype": "DT_BOOL", "description": "none of the known classes"}},
+            "method_name": "tensorflow/serving/predict",
         }}},
         "class_names": c.class_names, "version": c.version,
     })
@@ -121,9 +128,16 @@ def serving_predict(name):
     limit = current_app.config["MAX_SERVING_INSTANCES"]
     if len(instances) > limit:
         raise ApiError(f"too many instances: at most {limit} per request")
+    signature = body.get("signature_name", "serving_default")
+    if signature not in SIGNATURES:
+        raise ApiError(f"signature_name is one of {', '.join(SIGNATURES)}, not {str(signature)[:40]!r}")
     c = classifier()
     pixels = instances_pixels(instances, c.input_size, service.Budget.from_config(current_app.config))
-    return jsonify(predictions=np.round(c.probabilities(pixels).astype(np.float64), 7).tolist())
+    predictions = c.predict(pixels)
+    if signature == "serving_default":  # TF Serving's row form: one probability list per instance
+        return jsonify(predictions=[np.round(p.probs, 7).tolist() for p in predictions])
+    return jsonify(predictions=[{"probabilities": np.round(p.probs, 7).tolist(), "ood_score": round(p.ood_score, 6),
+                                 "unsure": p.unsure, "unknown": p.unknown} for p in predictions])
 
 
 def instances_pixels(instances, size, budget):

@@ -53,7 +53,6 @@ def create_app(test_config=None):
     classifier = make_classifier(app.config)
     classifier.warm_up()
     app.extensions["classifier"] = classifier
-    app.extensions["unsure_threshold"] = unsure_threshold(app.config, classifier)
     app.extensions["explain"] = Explanations.for_classifier(app.config, classifier)
     app.extensions["examples"] = example_names(os.path.join(app.static_folder, "examples"))
     os.makedirs(app.config["UPLOAD_FOLDER"], exist_ok=True)
@@ -76,7 +75,8 @@ def make_classifier(config):
             breaker=CircuitBreaker(config["BREAKER_FAILURES"], config["BREAKER_COOLDOWN"]))
     from ..inference import Classifier  # TensorFlow only for a local .h5 (a .tflite needs just LiteRT)
 
-    return Classifier.from_path(config["MODEL_PATH"])  # raises ModelFileError
+    return Classifier.from_path(config["MODEL_PATH"], unsure_threshold=config["UNSURE_THRESHOLD"],
+                                ood_threshold=config["OOD_THRESHOLD"])  # raises ModelFileError
 
 
 def configure_logging(level):
@@ -93,14 +93,6 @@ def configure_logging(level):
 def example_names(folder):
     """Class names with a bundled example image in the folder (read once, at start-up)."""
     return sorted(name[:-4] for name in os.listdir(folder) if name.endswith(".png")) if os.path.isdir(folder) else []
-
-
-def unsure_threshold(config, classifier):
-    """Configured threshold, else the one chosen on validation data (sidecar), else 0.5."""
-    configured = config["UNSURE_THRESHOLD"]
-    if configured is not None:
-        return float(configured)
-    return float(classifier.meta.get("calibration", {}).get("unsure_threshold", 0.5))
 
 
 def register_hooks(app):

@@ -14,7 +14,9 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from ..inference import Prediction
 from ..ml.data import CIFAR10_CLASSES
+from ..ood import Detector
 
 
 class BackendUnavailable(Exception):
@@ -48,13 +50,37 @@ class CircuitBreaker:
                     self.opened_at = self.clock()
 
 
+def is_probability(value):
+    """A JSON number (not a bool) in 0..1; compared before any float conversion, so a 400-digit integer is refused."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
+
+
+def check_verdicts(predictions, rows, classes):
+    """The backend's named-output rows ("verdicts" signature) as (probabilities, [(ood_score, unsure, unknown)]),
+    or BackendUnavailable saying what is wrong."""
+    if not isinstance(predictions, list) or len(predictions) != rows or not all(
+            isinstance(row, dict) and set(row) == {"probabilities", "ood_score", "unsure", "unknown"}
+            for row in predictions):
+        raise BackendUnavailable(f"backend answered no {rows} rows of probabilities, ood_score, unsure and unknown")
+    probs = check_probabilities([row["probabilities"] for row in predictions], rows, classes)
+    verdicts = []
+    for row in predictions:
+        score, unsure, unknown = row["ood_score"], row["unsure"], row["unknown"]
+        if not (isinstance(score, (int, float)) and not isinstance(score, bool) and abs(score) < 1e6):
+            raise BackendUnavailable("backend ood_score is not a finite number")
+        if not (isinstance(unsure, bool) and isinstance(unknown, bool)):
+            raise BackendUnavailable("backend unsure and unknown are not booleans")
+        verdicts.append((float(score), unsure, unknown))
+    return probs, verdicts
+
+
 def check_probabilities(predictions, rows, classes):
     """The backend's predictions as a float64 (rows, classes) array, or BackendUnavailable saying what is wrong."""
     if not isinstance(predictions, list) or len(predictions) != rows:
         raise BackendUnavailable(f"backend answered {type(predictions).__name__} predictions, not {rows} rows")
-    if not all(isinstance(row, list) and len(row) == classes and
-               all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row) for row in predictions):
-        raise BackendUnavailable(f"backend predictions are not rows of {classes} numbers")
+    if not all(isinstance(row, list) and len(row) == classes and all(is_probability(v) for v in row)
+               for row in predictions):
+        raise BackendUnavailable(f"backend predictions are not rows of {classes} numbers in 0..1")
     probs = np.asarray(predictions, dtype=np.float64)
     if not np.isfinite(probs).all() or probs.min() < 0 or probs.max() > 1:
         raise BackendUnavailable("backend predictions are not finite probabilities in 0..1")
@@ -76,6 +102,7 @@ class RemoteClassifier:
         self.inflight = threading.BoundedSemaphore(max_inflight)
         self.breaker = breaker or CircuitBreaker()
         self.model, self.version, self.temperature = None, "remote", 1.0  # the backend calibrates
+        self.unsure_threshold, self.detector = None, Detector("backend's", None)  # and gives the verdicts
         self.class_names = list(CIFAR10_CLASSES)
         self.meta = {"name": f"{name} (remote backend)", "arch": "remote", "class_names": self.class_names,
                      "input_size": input_size, "data_source": "remote backend"}
@@ -107,8 +134,9 @@ class RemoteClassifier:
             watchdog.cancel()
             conn.close()
 
-    def _call(self, method, path, body=None):
-        """JSON answer of the backend within one overall deadline; retries failures (all calls are idempotent)."""
+    def _call(self, method, path, body=None, validate=lambda answer: answer):
+        """validate(JSON answer) of the backend within one overall deadline; retries failures (all calls are
+        idempotent). An answer validate refuses (BackendUnavailable) counts as a failure for the breaker."""
         self.breaker.check()
         if not self.inflight.acquire(blocking=False):
             raise BackendUnavailable("too many backend calls in flight")
@@ -123,8 +151,13 @@ class RemoteClassifier:
                         self.breaker.record(True)  # the backend is up; it refused this request
                         raise BackendUnavailable(f"backend refused the request ({status}): {answer[:200]!r}")
                     if status == 200:
+                        try:
+                            result = validate(json.loads(answer))
+                        except BackendUnavailable:
+                            self.breaker.record(False)
+                            raise
                         self.breaker.record(True)
-                        return json.loads(answer)
+                        return result
                     last = f"backend error {status}"
                 except (OSError, http.client.HTTPException, ValueError, RecursionError) as exc:
                     last = f"{type(exc).__name__}: {exc}"
@@ -150,11 +183,21 @@ class RemoteClassifier:
 
     def probabilities(self, images):
         """Calibrated probabilities for uint8 images (N, H, W, 3), computed by the backend and validated."""
+        return np.stack([p.probs for p in self.predict(images)])
+
+    def predict(self, images):
+        """[Prediction] from the backend's "verdicts" signature, every field validated; a bad answer counts as a
+        failure for the circuit breaker."""
         images = np.asarray(images)
-        answer = self._call("POST", f"/v1/models/{self.name}:predict", {"instances": images.astype(int).tolist()})
-        if not isinstance(answer, dict):
-            raise BackendUnavailable("backend answer is not a JSON object")
-        return check_probabilities(answer.get("predictions"), len(images), len(self.class_names))
+
+        def valid(answer):
+            if not isinstance(answer, dict):
+                raise BackendUnavailable("backend answer is not a JSON object")
+            return check_verdicts(answer.get("predictions"), len(images), len(self.class_names))
+
+        probs, verdicts = self._call("POST", f"/v1/models/{self.name}:predict",
+                                     {"signature_name": "verdicts", "instances": images.astype(int).tolist()}, valid)
+        return [Prediction(p, self.class_names, *verdict) for p, verdict in zip(probs, verdicts)]
 
     def warm_up(self):
         """Nothing to compile here; readiness is asked of the backend."""

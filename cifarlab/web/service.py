@@ -48,8 +48,8 @@ class OverBudget(ImageError):
     """The request's images together would decode to more pixels than the budget: refused before decoding (413)."""
 
     def __init__(self, pixels, limit):
-        super().__init__(f"The images in this request would decode to {pixels:,} pixels; the limit is {limit:,} "
-                         "per request. Send fewer or smaller images.", 413)
+        super().__init__(f"The images in this request would cost {pixels:,} pixel decodes (each scan of a progressive "
+                         f"JPEG counts); the limit is {limit:,} per request. Send fewer or smaller images.", 413)
 
 
 def read_uploads(files, limit):
@@ -91,9 +91,8 @@ def classify_items(classifier, items):
     """Fill in the predictions of the decodable items with one batched model call."""
     good = [item for item in items if item.error is None]
     if good:
-        pixels = np.stack([item.pixels for item in good])
-        for item, probs in zip(good, classifier.probabilities(pixels)):
-            item.prediction = Prediction(probs, classifier.class_names)
+        for item, prediction in zip(good, classifier.predict(np.stack([item.pixels for item in good]))):
+            item.prediction = prediction
     return items
 
 
@@ -116,19 +115,11 @@ def clean_filename(name, limit=200):
     return name[:limit] or "upload"
 
 
-def prediction_json(item, unsure_threshold):
+def prediction_json(item):
     """The API's description of one item: its prediction, or its error and HTTP status."""
     if item.error is not None:
         return {"filename": item.filename, "error": item.error.message, "status": item.error.status}
-    p = item.prediction
-    return {
-        "filename": item.filename,
-        "class": p.label,
-        "index": p.index,
-        "unsure": p.confidence < unsure_threshold,
-        "probabilities": {name: round(float(v), 6) for name, v in zip(p.class_names, p.probs)},
-        "top3": [{"class": name, "index": index, "probability": round(prob, 6)} for name, index, prob in p.top(3)],
-    }
+    return {"filename": item.filename, **item.prediction.to_json()}
 
 
 def model_summary(classifier):
@@ -136,7 +127,8 @@ def model_summary(classifier):
     meta = classifier.meta
     return {"name": meta.get("name"), "arch": meta.get("arch"), "version": classifier.version,
             "test_accuracy": meta.get("test_accuracy"), "class_names": classifier.class_names,
-            "temperature": classifier.temperature}
+            "temperature": classifier.temperature, "unsure_threshold": classifier.unsure_threshold,
+            "ood_score": classifier.detector.score, "ood_threshold": classifier.detector.threshold}
 
 
 def png_data_uri(image):

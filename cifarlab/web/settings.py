@@ -65,6 +65,10 @@ def fraction(value):
     return number_within(value, lambda n: 0 <= n <= 1.01, "expected a number between 0 and 1, e.g. 0.5")
 
 
+def finite(value):
+    return number_within(value, lambda n: abs(n) < 1e6, "expected a finite number, e.g. 0.35")
+
+
 def boolean(value):
     lowered = value.strip().lower()
     if lowered not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
@@ -121,6 +125,8 @@ SETTINGS = (
     Setting("UPLOAD_MAX_BYTES", 200 * 1024 * 1024, byte_size, "... and bytes; the oldest are removed first"),
     Setting("SERVING_MODEL_NAME", "cifar10", text, "the NAME in /v1/models/NAME"),
     Setting("UNSURE_THRESHOLD", None, fraction, "top probability below which a result says unsure; default: sidecar's"),
+    Setting("OOD_THRESHOLD", None, finite, "ood_score above which a result says unknown (none of the classes); "
+            "default: sidecar's"),
     Setting("LOG_LEVEL", "info", log_level, "app log on stderr: info = a line per request, warning = problems only"),
     Setting("GRADCAM", True, boolean, "offer Grad-CAM on result pages (needs TensorFlow and the .h5 the model came from)"),
     Setting("INFERENCE_URL", None, http_url, "predict through a TF-Serving REST backend instead of a local model"),

@@ -21,15 +21,15 @@ def render_form(message=None, status=200):
 
 def render_results(items):
     """Result page for one image, results table for several."""
-    threshold = current_app.extensions["unsure_threshold"]
+    threshold = classifier().unsure_threshold
     for item in items:
         if item.error is None:
-            item.extras["unsure"] = item.prediction.confidence < threshold
             item.extras["src"] = save_upload(item)
     explainable = current_app.extensions["explain"] is not None
+    verdicts = dict(threshold=threshold, ood_threshold=classifier().detector.threshold, explainable=explainable)
     if len(items) == 1:
-        return render_template("result.html", item=items[0], threshold=threshold, explainable=explainable)
-    return render_template("batch.html", items=items, threshold=threshold, explainable=explainable)
+        return render_template("result.html", item=items[0], **verdicts)
+    return render_template("batch.html", items=items, **verdicts)
 
 
 def save_upload(item):

@@ -1,0 +1,161 @@
+"""Out-of-distribution benchmark: the max-softmax baseline against the served detector, side by side.
+
+    .venv/bin/python benchmarks/bench_ood.py --model model/cifar10_cnn_int8.tflite \
+        --data ../shared/data/cifar10-jpeg.tar.gz [--open-set] [--write]
+
+Sets, each against the CIFAR-10 test split as the in-distribution side:
+  far-OOD families: cifarlab.outliers at BENCH_SEED (never used in training or fitting), each family and all;
+  open set (--open-set): a small fast net trained on 6 classes, the other 4 unknown, for several class splits, with
+    and without outlier exposure (the shipped recipe's training-time method);
+  mild corruptions: CIFAR-10-C's severity 1 (cifarlab.corruptions); flagged should stay low where the model is right.
+Baseline: score 1 - top calibrated probability, flagged = the "unsure" rule. Shipped: the sidecar's detector, flagged =
+unknown or unsure. --write stores the table in the model's sidecar (the card and /model show it).
+"""
+import argparse
+import datetime
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+from cifarlab import checkpoint, corruptions, ood, outliers  # noqa: E402
+from cifarlab.inference import Classifier, softmax  # noqa: E402
+
+CORRUPTED = 1000  # test images per corruption
+OPEN_SET_SPLITS = ((0, 1, 2, 3, 4, 5), (4, 5, 6, 7, 8, 9), (0, 2, 4, 6, 8, 9))  # known classes of each split
+
+
+def batched(fn, x, batch=500):
+    return np.concatenate([fn(x[i:i + batch]) for i in range(0, len(x), batch)])
+
+
+class Verdicts:
+    """Baseline and shipped scores and flags of a classifier for a set of images."""
+
+    def __init__(self, classifier, x):
+        logits = batched(classifier.logits, x)
+        probs = softmax(logits / classifier.temperature)
+        self.correct_class = probs.argmax(1)
+        self.unsure = probs.max(1) < classifier.unsure_threshold
+        self.baseline = ood.msp_score(logits, classifier.temperature)
+        self.score = classifier.detector.scores(logits, classifier.temperature)
+        self.unknown = classifier.detector.unknown(self.score)
+
+
+def row(name, outlier, inlier):
+    return {"set": name, "images": len(outlier.score),
+            "baseline_auroc": ood.auroc(outlier.baseline, inlier.baseline),
+            "baseline_fpr95": ood.fpr_at_95_tpr(outlier.baseline, inlier.baseline),
+            "baseline_flagged": float(outlier.unsure.mean()),
+            "auroc": ood.auroc(outlier.score, inlier.score), "fpr95": ood.fpr_at_95_tpr(outlier.score, inlier.score),
+            "flagged": float((outlier.unknown | outlier.unsure).mean()), "unknown": float(outlier.unknown.mean())}
+
+
+def open_set_rows(data, epochs, seed=0):
+    """Per split: a small fast net on 6 classes, plain (max softmax) and with outlier exposure (its detector)."""
+    from cifarlab.ml import models, training
+    from cifarlab.ml.presets import PRESETS
+    import keras
+
+    rows = []
+    for known in OPEN_SET_SPLITS:
+        mask_train, mask_test = np.isin(data.y_train, known), np.isin(data.y_test, known)
+        relabel = np.full(10, -1)
+        relabel[list(known)] = np.arange(len(known))
+        x, y = data.x_train[mask_train], relabel[data.y_train[mask_train]]
+        scores = {}
+        for oe in (False, True):
+            hp = PRESETS["fast"].replace(epochs=epochs, widths=(32, 64, 64), outlier_fraction=0.25 if oe else 0.0)
+            keras.utils.set_random_seed(seed)
+            net, _ = training.build_training_model("fast", hp, len(known), x)
+            onehot = np.eye(len(known), dtype=np.float32)[y]
+            bank = training.outlier_bank(x, 10000, seed) if oe else None
+            batches = training.Batches(x, onehot, hp.batch_size, seed, augment=True, translate=hp.translate,
+                                       outliers=bank, outlier_fraction=hp.outlier_fraction)
+            net.compile(optimizer=training.make_optimizer(hp, epochs * len(batches)),
+                        loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.2))
+            net.fit(batches, epochs=epochs, callbacks=[training.EpochData(batches)], verbose=0, shuffle=False)
+            logits = batched(lambda b: np.asarray(net(b.astype(np.float32), training=False)), data.x_test)
+            score = ood.energy_score(logits) if oe else ood.msp_score(logits)
+            scores[oe] = (score[~mask_test], score[mask_test])
+        (base_out, base_in), (oe_out, oe_in) = scores[False], scores[True]
+        rows.append({"set": f"open set: known {''.join(map(str, known))}", "images": int((~mask_test).sum()),
+                     "baseline_auroc": ood.auroc(base_out, base_in), "baseline_fpr95": ood.fpr_at_95_tpr(base_out, base_in),
+                     "baseline_flagged": None, "auroc": ood.auroc(oe_out, oe_in),
+                     "fpr95": ood.fpr_at_95_tpr(oe_out, oe_in), "flagged": None, "unknown": None})
+        print(f"  {rows[-1]['set']}: max softmax {rows[-1]['baseline_auroc']:.3f}, "
+              f"outlier exposure + energy {rows[-1]['auroc']:.3f}", flush=True)
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="model/cifar10_cnn_int8.tflite", help="any model file the app serves")
+    p.add_argument("--data", default="../shared/data/cifar10-jpeg.tar.gz", help="dataset with the test split")
+    p.add_argument("--per-family", type=int, default=300, help="generated outliers per family")
+    p.add_argument("--open-set", action="store_true", help="also train the open-set nets (minutes)")
+    p.add_argument("--open-set-epochs", type=int, default=4, help="epochs of each open-set net")
+    p.add_argument("--write", action="store_true", help="store the table in the model's sidecar")
+    args = p.parse_args(argv)
+    from cifarlab.ml.data import load_dataset
+
+    started = time.perf_counter()
+    classifier = Classifier.from_path(args.model, chunk_images=100)  # bulk: 100 images per TFLite invoke
+    data = load_dataset(args.data)
+    print(f"{args.model}: score {classifier.detector.score}, threshold {classifier.detector.threshold}", flush=True)
+    inlier = Verdicts(classifier, data.x_test)
+    rows = []
+    families = {name: outliers.generate(name, args.per_family, outliers.BENCH_SEED) for name in outliers.FAMILIES}
+    per_family = {name: Verdicts(classifier, x) for name, x in families.items()}
+    for name, verdicts in per_family.items():
+        rows.append(row(f"far OOD: {name}", verdicts, inlier))
+    merged = Verdicts.__new__(Verdicts)
+    for key in ("baseline", "score", "unknown", "unsure"):
+        setattr(merged, key, np.concatenate([getattr(v, key) for v in per_family.values()]))
+    rows.append(row("far OOD: all families", merged, inlier))
+    print(f"  far OOD done ({time.perf_counter() - started:.0f} s)", flush=True)
+    mild = []
+    for name in corruptions.MILD:
+        corrupted = Verdicts(classifier, corruptions.corrupt(name, data.x_test[:CORRUPTED]))
+        right = corrupted.correct_class == data.y_test[:CORRUPTED]
+        mild.append({"corruption": name, "accuracy": float(right.mean()),
+                     "unknown_when_right": float(corrupted.unknown[right].mean()),
+                     "flagged_when_right": float((corrupted.unknown | corrupted.unsure)[right].mean())})
+    print(f"  corruptions done ({time.perf_counter() - started:.0f} s)", flush=True)
+    if args.open_set:
+        rows += open_set_rows(data, args.open_set_epochs)
+    test = {"unknown": float(inlier.unknown.mean()), "flagged": float((inlier.unknown | inlier.unsure).mean()),
+            "baseline_flagged": float(inlier.unsure.mean())}
+    print_tables(rows, mild, test)
+    if args.write:
+        meta = checkpoint.read_meta(args.model)
+        command = "python benchmarks/bench_ood.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        meta["ood_benchmark"] = {"command": command, "date": datetime.date.today().isoformat(), "rows": rows,
+                                 "corruptions": mild, "test": test}
+        checkpoint.write_json(checkpoint.sidecar_path(args.model), meta)
+        print(f"written to {checkpoint.sidecar_path(args.model)}")
+    return 0
+
+
+def print_tables(rows, mild, test):
+    pct = lambda v: "   -  " if v is None else f"{v:6.1%}"  # noqa: E731  (None: not measured for that set)
+    print(f"\nCIFAR-10 test images: unknown {test['unknown']:.1%}, flagged (unknown or unsure) {test['flagged']:.1%} "
+          f"(baseline flagged: {test['baseline_flagged']:.1%})\n")
+    print(f"| {'set':<30} | {'images':>6} | MSP AUROC | MSP FPR95 | MSP flagged | AUROC | FPR95 | flagged | unknown |")
+    print(f"|{'-' * 32}|{'-' * 8}:|{'-' * 10}:|{'-' * 10}:|{'-' * 12}:|{'-' * 6}:|{'-' * 6}:|{'-' * 8}:|{'-' * 8}:|")
+    for r in rows:
+        print(f"| {r['set']:<30} | {r['images']:>6} | {r['baseline_auroc']:9.3f} | {pct(r['baseline_fpr95']):>9} | "
+              f"{pct(r['baseline_flagged']):>11} | {r['auroc']:5.3f} | {pct(r['fpr95'])} | {pct(r['flagged']):>7} | "
+              f"{pct(r['unknown']):>7} |")
+    print(f"\n| mild corruption (CIFAR-10-C severity 1) | accuracy | unknown when right | flagged when right |")
+    print("|---|---:|---:|---:|")
+    for m in mild:
+        print(f"| {m['corruption']} | {m['accuracy']:.1%} | {m['unknown_when_right']:.1%} | {m['flagged_when_right']:.1%} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

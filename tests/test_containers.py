@@ -1,0 +1,75 @@
+"""Structure walks refuse scan, fill-byte, chunk and sub-block bombs before decoding, and pass ordinary files."""
+import io
+import struct
+import time
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cifarlab import containers
+from cifarlab.images import ImageError, decode_cost, decode_image
+from tests.conftest import image_bytes
+
+
+def progressive_jpeg(side=64, repeats=0):
+    """A progressive JPEG; with repeats, its last scan written that many more times (each one a decoding pass)."""
+    buffer = io.BytesIO()
+    pixels = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(buffer, "JPEG", progressive=True, quality=30)
+    data = buffer.getvalue()
+    last = data.rfind(b"\xff\xda")
+    return data[:-2] + data[last:-2] * repeats + b"\xff\xd9"
+
+
+def png_with_empty_chunks(count):
+    """A valid 8x8 PNG with `count` empty ancillary chunks before its image data."""
+    raw = image_bytes("PNG", size=(8, 8))
+    empty = struct.pack(">I4s", 0, b"teXt") + struct.pack(">I", zlib.crc32(b"teXt"))
+    head = raw.index(b"IDAT") - 4
+    return raw[:head] + empty * count + raw[head:]
+
+
+def gif_with_tiny_comment_blocks(count):
+    """A valid GIF with a comment extension of `count` one-byte sub-blocks."""
+    raw = image_bytes("GIF", size=(8, 8))
+    descriptor = 13 + (3 << ((raw[10] & 7) + 1))  # after the global colour table: the first image descriptor
+    return raw[:descriptor] + b"\x21\xfe" + b"\x01x" * count + b"\x00" + raw[descriptor:]
+
+
+@pytest.mark.parametrize("data", [image_bytes("JPEG"), progressive_jpeg(), image_bytes("PNG"), image_bytes("GIF"),
+                                  png_with_empty_chunks(10), gif_with_tiny_comment_blocks(10)],
+                         ids=["jpeg", "progressive", "png", "gif", "png-some-chunks", "gif-some-blocks"])
+def test_ordinary_files_pass_and_decode(data):
+    containers.walk(data)
+    assert decode_image(data).mode == "RGB"
+
+
+def test_a_progressive_jpeg_counts_each_scan_as_a_pass():
+    passes = containers.walk(progressive_jpeg()).passes
+    assert 2 <= passes <= containers.MAX_JPEG_SCANS
+    assert decode_cost(progressive_jpeg()) == 64 * 64 * passes
+
+
+@pytest.mark.parametrize("bomb", [
+    lambda: progressive_jpeg(repeats=containers.MAX_JPEG_SCANS + 1),
+    lambda: b"\xff\xd8" + b"\xff" * (containers.MAX_FILL_BYTES + 10) + image_bytes("JPEG")[2:],
+    lambda: png_with_empty_chunks(containers.MAX_CHUNKS + 1),
+    lambda: gif_with_tiny_comment_blocks(containers.MAX_SUB_BLOCKS + 1),
+], ids=["repeated-scans", "fill-bytes", "empty-chunks", "tiny-sub-blocks"])
+def test_bombs_are_refused_fast_with_422_naming_the_limit(bomb):
+    data = bomb()
+    started = time.perf_counter()
+    with pytest.raises(ImageError) as refused:
+        decode_image(data)
+    assert refused.value.status == 422 and "limit" in refused.value.message
+    assert time.perf_counter() - started < 1.0
+
+
+def test_a_skinny_strip_is_refused_before_decoding():
+    header = b"\x89PNG\r\n\x1a\n" + struct.pack(">I4sIIBBBBB", 13, b"IHDR", 25_000_000, 1, 16, 0, 0, 0, 0)
+    data = header + struct.pack(">I", zlib.crc32(header[12:])) + b"\x00\x00\x00\x00IEND\xaeB`\x82"
+    with pytest.raises(ImageError) as refused:
+        decode_image(data)
+    assert refused.value.status == 422 and "25000000x1" in refused.value.message
