@@ -35,7 +35,8 @@ def parse_args(argv=None):
     p.add_argument("--strategy", choices=STRATEGIES, default="auto",
                    help="tf.distribute: mirrored = all local GPUs, multiworker = the cluster in TF_CONFIG, "
                         "auto = multiworker if TF_CONFIG is set, mirrored on 2+ GPUs, else one device")
-    p.add_argument("--out", default="model/cifar10_cnn", help="output path without extension (.h5/.json/.png)")
+    p.add_argument("--out", help="output path without extension (.h5/.json/.png); default: runs/ARCH")
+    p.add_argument("--force", action="store_true", help="overwrite a finished model at --out")
     p.add_argument("--logdir", help="TensorBoard event files and metrics.csv (default: OUT_logs)")
     p.add_argument("--early-stop", type=int, metavar="PATIENCE",
                    help="stop when validation loss has not improved for PATIENCE epochs and keep the best weights "
@@ -47,7 +48,10 @@ def parse_args(argv=None):
     p.add_argument("--resume", metavar="RUN",
                    help="continue the interrupted run whose --out was RUN, from its last finished epoch, with its "
                         "own options (give no others)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.out is None and args.resume is None:
+        args.out = f"runs/{args.arch}"
+    return args
 
 
 def fail(message, code=2):
@@ -67,7 +71,7 @@ def main(argv=None):
 
     state = None
     if args.resume:
-        if vars(args) != {**vars(parse_args([])), "resume": args.resume}:
+        if vars(args) != vars(parse_args(["--resume", args.resume])):
             return fail("--resume takes every option from the interrupted run; give it alone.")
         try:
             state = resume.RunState.read(args.resume)
@@ -79,6 +83,8 @@ def main(argv=None):
             hp = recipe_for(args)
         except ValueError as exc:
             return fail(f"the interrupted run's options no longer fit the code: {exc}")
+    elif os.path.exists(f"{args.out}.h5") and not args.force:
+        return fail(f"{args.out}.h5 is a finished model: it is never overwritten; give another --out, or --force.")
     elif resume.checkpoint_path(args.out).exists():
         return fail(f"{resume.checkpoint_path(args.out)} holds an interrupted run: continue it with "
                     f"--resume {args.out}, or delete that file to start over.")
@@ -335,12 +341,12 @@ def export_main(argv):
     p.add_argument("--model", default="model/cifar10_cnn.h5", help=".h5 model with its .json sidecar")
     p.add_argument("--data", help="dataset for int8 calibration (training images) and test accuracy")
     p.add_argument("--out", default="exports", help="output folder")
-    p.add_argument("--formats", default="savedmodel,float16,int8",
-                   help="comma-separated formats to write and measure (the SavedModel is always written)")
+    p.add_argument("--formats", default="h5,savedmodel,float16,int8",
+                   help="comma-separated formats to measure (and write; the SavedModel is always written)")
     args = p.parse_args(argv)
     formats = set(args.formats.split(","))
-    if not formats or formats - {"savedmodel", "float16", "int8"}:
-        print("error: --formats takes savedmodel, float16 and int8, comma-separated", file=sys.stderr)
+    if not formats or formats - {"h5", "savedmodel", "float16", "int8"}:
+        print("error: --formats takes h5, savedmodel, float16 and int8, comma-separated", file=sys.stderr)
         return 2
     from cifarlab.checkpoint import ModelFileError
     from cifarlab.ml import export

@@ -212,3 +212,14 @@ def test_an_option_mistake_answers_before_tensorflow_loads():
     assert result.returncode == 2
     assert result.stderr.splitlines() == ["error: --set 'optimizer=rmsprop': optimizer is one of adam, sgd, muon, "
                                           "not 'rmsprop'"]
+
+
+def test_a_finished_model_is_never_overwritten_without_force(tiny_dataset, tmp_path, capsys):
+    out = tmp_path / "m"
+    (tmp_path / "m.h5").write_bytes(b"a finished model")
+    assert train.main(["--data", str(tiny_dataset), "--epochs", "1", "--val-size", "4", "--out", str(out)]) == 2
+    assert "never overwritten" in capsys.readouterr().err and (tmp_path / "m.h5").read_bytes() == b"a finished model"
+
+
+def test_training_writes_under_runs_by_default():
+    assert train.parse_args(["--arch", "fast"]).out == "runs/fast"

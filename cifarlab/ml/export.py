@@ -87,7 +87,7 @@ def measure(predict, x_test, y_test, batch=250, repeats=50):
     return correct / len(x_test), 1000 * float(np.median(times))
 
 
-FORMATS = ("savedmodel", "float16", "int8")  # what export_all writes and measures unless told fewer
+FORMATS = ("h5", "savedmodel", "float16", "int8")  # what export_all measures (and writes) unless told fewer
 
 
 def export_all(model_path, out_dir, data, command="", calibration_count=500, seed=0, formats=FORMATS):
@@ -113,7 +113,7 @@ def export_all(model_path, out_dir, data, command="", calibration_count=500, see
         int8 = export_tflite(source, f"{stem}_int8.tflite", "int8", tta_rows(calibration, views) if tta else calibration) \
             if "int8" in formats else None
     clf = Classifier(model, meta)
-    measured = [("Keras .h5", model_path, clf.probabilities),
+    measured = [("Keras .h5", model_path if "h5" in formats else None, clf.probabilities),
                 ("SavedModel (uint8 in)", saved if "savedmodel" in formats else None, lambda: saved_model_runner(saved)),
                 ("TFLite float16", fp16, lambda: tflite_runner(fp16, views)),
                 ("TFLite int8", int8, lambda: tflite_runner(int8, views))]
