@@ -109,6 +109,8 @@ def test_serving_predict_pixels_and_b64_agree(client, app):
     ({"instances": [[[0] * 3] * 32]}, "expected shape [32, 32, 3]"),
     ({"instances": [np.full((32, 32, 3), 300).tolist()]}, "0..255"),
     ({"instances": [[["a"] * 3] * 32] * 1}, "array of numbers"),
+    ({"instances": [np.full((32, 32, 3), "7").tolist()]}, "array of numbers"),  # strings are not pixels
+    ({"instances": [np.full((32, 32, 3), True).tolist()]}, "array of numbers"),  # nor are booleans
     ({"instances": [{"b64": "***"}]}, "not valid base64"),
     ({"instances": [{"b64": base64.b64encode(b"text").decode()}]}, "not an image"),
     ({"instances": [{"url": "http://x"}]}, '{"b64"'),

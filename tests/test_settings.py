@@ -41,3 +41,8 @@ def test_unset_and_empty_settings_keep_their_defaults():
 
 def test_secret_key_is_never_echoed():
     assert settings.from_environ({"SECRET_KEY": "s3cret"}) == {"SECRET_KEY": "s3cret"}
+
+
+def test_the_session_cookie_can_be_marked_secure(make_app):
+    assert make_app(SESSION_COOKIE_SECURE=True).config["SESSION_COOKIE_SECURE"] is True
+    assert settings.from_environ({"SESSION_COOKIE_SECURE": "true"})["SESSION_COOKIE_SECURE"] is True

@@ -170,11 +170,13 @@ def b64_bytes(instance, index):
 def array_pixels(instance, index, size):
     """A nested [size][size][3] list of numbers in 0..255 -> float32 pixels."""
     try:
-        array = np.asarray(instance, dtype=np.float64)
-    except (TypeError, ValueError, OverflowError):  # OverflowError: integers too large for a float
+        cells = np.asarray(instance, dtype=object)
+    except ValueError:  # ragged nesting
         raise ApiError(f"instance {index}: expected a {size}x{size}x3 array of numbers in 0..255") from None
-    if array.shape != (size, size, 3):
-        raise ApiError(f"instance {index}: expected shape [{size}, {size}, 3], got {list(array.shape)}")
-    if not np.isfinite(array).all() or array.min() < 0 or array.max() > 255:
+    if not all(type(v) in (int, float) for v in cells.flat):  # no strings, booleans, nested lists or None
+        raise ApiError(f"instance {index}: expected a {size}x{size}x3 array of numbers in 0..255")
+    if not all(0 <= v <= 255 for v in cells.flat):  # NaN fails too; 10**400 is compared, never converted
         raise ApiError(f"instance {index}: pixel values must be numbers in 0..255")
-    return array.astype(np.float32)
+    if cells.shape != (size, size, 3):
+        raise ApiError(f"instance {index}: expected shape [{size}, {size}, 3], got {list(cells.shape)}")
+    return cells.astype(np.float32)

@@ -124,6 +124,7 @@ SETTINGS = (
     Setting("UPLOAD_MAX_FILES", 500, positive, "retention cap on the upload folder: files ..."),
     Setting("UPLOAD_MAX_BYTES", 200 * 1024 * 1024, byte_size, "... and bytes; the oldest are removed first"),
     Setting("SERVING_MODEL_NAME", "cifar10", text, "the NAME in /v1/models/NAME"),
+    Setting("SESSION_COOKIE_SECURE", False, boolean, "mark the session cookie Secure (set true behind TLS)"),
     Setting("UNSURE_THRESHOLD", None, fraction, "top probability below which a result says unsure; default: sidecar's"),
     Setting("OOD_THRESHOLD", None, finite, "ood_score above which a result says unknown (none of the classes); "
             "default: sidecar's"),
