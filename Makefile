@@ -33,10 +33,10 @@ notebook: venv       ## JupyterLab on notebooks/explore.ipynb (installs requirem
 	$(BIN)/jupyter lab notebooks/explore.ipynb
 
 train: venv          ## the flagship recipe on the shared JPEG copy
-	$(BIN)/python train.py --data $(DATA) --arch fast --out model/cifar10_cnn
+	$(BIN)/python train.py --data $(DATA) --arch fast --out runs/fast
 
 train-baseline: venv
-	$(BIN)/python train.py --data $(DATA) --arch baseline --out model/baseline
+	$(BIN)/python train.py --data $(DATA) --arch baseline --out runs/baseline
 
 clean:
 	rm -rf $(VENV) .pytest_cache
