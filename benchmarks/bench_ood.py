@@ -57,7 +57,7 @@ def row(name, outlier, inlier):
 
 def open_set_rows(data, epochs, seed=0):
     """Per split: a small fast net on 6 classes, plain (max softmax) and with outlier exposure (its detector)."""
-    from cifarlab.ml import models, training
+    from cifarlab.ml import training
     from cifarlab.ml.presets import PRESETS
     import keras
 
@@ -151,7 +151,7 @@ def print_tables(rows, mild, test):
         print(f"| {r['set']:<30} | {r['images']:>6} | {r['baseline_auroc']:9.3f} | {pct(r['baseline_fpr95']):>9} | "
               f"{pct(r['baseline_flagged']):>11} | {r['auroc']:5.3f} | {pct(r['fpr95'])} | {pct(r['flagged']):>7} | "
               f"{pct(r['unknown']):>7} |")
-    print(f"\n| mild corruption (CIFAR-10-C severity 1) | accuracy | unknown when right | flagged when right |")
+    print("\n| mild corruption (CIFAR-10-C severity 1) | accuracy | unknown when right | flagged when right |")
     print("|---|---:|---:|---:|")
     for m in mild:
         print(f"| {m['corruption']} | {m['accuracy']:.1%} | {m['unknown_when_right']:.1%} | {m['flagged_when_right']:.1%} |")

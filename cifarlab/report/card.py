@@ -153,7 +153,7 @@ def ood_section(meta):
     fitted = meta.get("ood")
     if not fitted:
         return ""
-    lines = [f"## Out of distribution",
+    lines = ["## Out of distribution",
              f"Score `{fitted['score']}` (chosen by AUROC on {fitted['fitted_on']}: "
              + ", ".join(f"{k} {v:.3f}" for k, v in fitted["fit_auroc"].items()) + f"); threshold "
              f"{fitted['threshold']:.4f}: {fitted['rule']}. On the test split it marks "
