@@ -128,7 +128,7 @@ def model_summary(classifier):
     return {"name": meta.get("name"), "arch": meta.get("arch"), "version": classifier.version,
             "test_accuracy": meta.get("test_accuracy"), "class_names": classifier.class_names,
             "temperature": classifier.temperature, "unsure_threshold": classifier.unsure_threshold,
-            "ood_score": classifier.detector.score, "ood_threshold": classifier.detector.threshold}
+            "ood_method": classifier.detector.score, "ood_threshold": classifier.detector.threshold}
 
 
 def png_data_uri(image):
