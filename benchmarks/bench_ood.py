@@ -23,27 +23,29 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 from cifarlab import checkpoint, corruptions, ood, outliers  # noqa: E402
-from cifarlab.inference import Classifier, softmax  # noqa: E402
+from cifarlab.inference import Classifier  # noqa: E402
 
 CORRUPTED = 1000  # test images per corruption
 OPEN_SET_SPLITS = ((0, 1, 2, 3, 4, 5), (4, 5, 6, 7, 8, 9), (0, 2, 4, 6, 8, 9))  # known classes of each split
 
 
-def batched(fn, x, batch=500):
-    return np.concatenate([fn(x[i:i + batch]) for i in range(0, len(x), batch)])
-
-
 class Verdicts:
-    """Baseline and shipped scores and flags of a classifier for a set of images."""
+    """Baseline and shipped scores and flags of the served predictions (Classifier.predict) of a set of images."""
 
-    def __init__(self, classifier, x):
-        logits = batched(classifier.logits, x)
-        probs = softmax(logits / classifier.temperature)
-        self.correct_class = probs.argmax(1)
-        self.unsure = probs.max(1) < classifier.unsure_threshold
-        self.baseline = ood.msp_score(logits, classifier.temperature)
-        self.score = classifier.detector.scores(logits, classifier.temperature)
-        self.unknown = classifier.detector.unknown(self.score)
+    def __init__(self, predictions):
+        self.predictions = predictions
+        self.predicted = np.array([p.index for p in predictions])
+        self.unsure = np.array([p.unsure for p in predictions])
+        self.baseline = np.array([1.0 - p.confidence for p in predictions])  # max softmax (ood.msp_score)
+        self.score = np.array([p.ood_score for p in predictions])
+        self.unknown = np.array([p.unknown for p in predictions])
+
+    @classmethod
+    def of(cls, classifier, x, batch=500):
+        return cls([p for i in range(0, len(x), batch) for p in classifier.predict(x[i:i + batch])])
+
+    def __add__(self, other):
+        return Verdicts(self.predictions + other.predictions)
 
 
 def row(name, outlier, inlier):
@@ -79,7 +81,8 @@ def open_set_rows(data, epochs, seed=0):
             net.compile(optimizer=training.make_optimizer(hp, epochs * len(batches)),
                         loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.2))
             net.fit(batches, epochs=epochs, callbacks=[training.EpochData(batches)], verbose=0, shuffle=False)
-            logits = batched(lambda b: np.asarray(net(b.astype(np.float32), training=False)), data.x_test)
+            logits = np.concatenate([np.asarray(net(data.x_test[i:i + 500].astype(np.float32), training=False))
+                                     for i in range(0, len(data.x_test), 500)])
             score = ood.energy_score(logits) if oe else ood.msp_score(logits)
             scores[oe] = (score[~mask_test], score[mask_test])
         (base_out, base_in), (oe_out, oe_in) = scores[False], scores[True]
@@ -107,21 +110,16 @@ def main(argv=None):
     classifier = Classifier.from_path(args.model, chunk_images=100)  # bulk: 100 images per TFLite invoke
     data = load_dataset(args.data)
     print(f"{args.model}: score {classifier.detector.score}, threshold {classifier.detector.threshold}", flush=True)
-    inlier = Verdicts(classifier, data.x_test)
-    rows = []
-    families = {name: outliers.generate(name, args.per_family, outliers.BENCH_SEED) for name in outliers.FAMILIES}
-    per_family = {name: Verdicts(classifier, x) for name, x in families.items()}
-    for name, verdicts in per_family.items():
-        rows.append(row(f"far OOD: {name}", verdicts, inlier))
-    merged = Verdicts.__new__(Verdicts)
-    for key in ("baseline", "score", "unknown", "unsure"):
-        setattr(merged, key, np.concatenate([getattr(v, key) for v in per_family.values()]))
-    rows.append(row("far OOD: all families", merged, inlier))
+    inlier = Verdicts.of(classifier, data.x_test)
+    per_family = {name: Verdicts.of(classifier, outliers.generate(name, args.per_family, outliers.BENCH_SEED))
+                  for name in outliers.FAMILIES}
+    rows = [row(f"far OOD: {name}", verdicts, inlier) for name, verdicts in per_family.items()]
+    rows.append(row("far OOD: all families", sum(per_family.values(), Verdicts([])), inlier))
     print(f"  far OOD done ({time.perf_counter() - started:.0f} s)", flush=True)
     mild = []
     for name in corruptions.MILD:
-        corrupted = Verdicts(classifier, corruptions.corrupt(name, data.x_test[:CORRUPTED]))
-        right = corrupted.correct_class == data.y_test[:CORRUPTED]
+        corrupted = Verdicts.of(classifier, corruptions.corrupt(name, data.x_test[:CORRUPTED]))
+        right = corrupted.predicted == data.y_test[:CORRUPTED]
         mild.append({"corruption": name, "accuracy": float(right.mean()),
                      "unknown_when_right": float(corrupted.unknown[right].mean()),
                      "flagged_when_right": float((corrupted.unknown | corrupted.unsure)[right].mean())})

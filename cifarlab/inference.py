@@ -185,7 +185,9 @@ class PerThreadTFLite:
 
 
 class ViewAverage:
-    """Logits from a backbone's forward pass (logits, one row per image view): the views' weighted mean. views: [(mirror, dx, dy, weight)], made by images.tta_view; the mean (and the softmax after it) run in float32
+    """Logits from a backbone's forward pass (logits, one row per image view): the views' weighted mean.
+
+    views: [(mirror, dx, dy, weight)], made by images.tta_view; the mean (and the softmax after it) run in float32
     because, quantised inside an int8 file, they cost accuracy."""
 
     def __init__(self, forward, views):
@@ -242,6 +244,8 @@ class Prediction:
     the verdict flags (unsure: doubt between the known classes; unknown: none of them). Pages, /api/predict and
     :predict all serialise it through to_json."""
 
+    SERVING_FIELDS = ("probabilities", "ood_score", "unsure", "unknown")  # :predict's named outputs ("verdicts")
+
     def __init__(self, probs, class_names, ood_score=0.0, unsure=False, unknown=False):
         self.probs = np.asarray(probs, dtype=np.float64)
         self.class_names = class_names
@@ -259,6 +263,12 @@ class Prediction:
         """[(class name, index, probability)] for the k most likely classes."""
         order = np.argsort(-self.probs, kind="stable")[:k]
         return [(self.class_names[i], int(i), float(self.probs[i])) for i in order]
+
+    def serving_row(self, named):
+        """:predict's answer for one instance: TF Serving's row of probabilities, or its named-output form."""
+        probs = np.round(self.probs, 7).tolist()
+        return dict(zip(self.SERVING_FIELDS, (probs, round(self.ood_score, 6), self.unsure, self.unknown))) \
+            if named else probs
 
     def to_json(self):
         """The JSON object every API answers for one prediction."""

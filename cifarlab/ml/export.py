@@ -113,7 +113,8 @@ def export_all(model_path, out_dir, data, command="", calibration_count=500, see
         int8 = export_tflite(source, f"{stem}_int8.tflite", "int8", tta_rows(calibration, views) if tta else calibration) \
             if "int8" in formats else None
     clf = Classifier(model, meta)
-    measured = [("Keras .h5", model_path if "h5" in formats else None, clf.probabilities),
+    measured = [  # (name, path or None when not asked for, a function making its predictor)
+                ("Keras .h5", model_path if "h5" in formats else None, lambda: clf.probabilities),
                 ("SavedModel (uint8 in)", saved if "savedmodel" in formats else None, lambda: saved_model_runner(saved)),
                 ("TFLite float16", fp16, lambda: tflite_runner(fp16, views)),
                 ("TFLite int8", int8, lambda: tflite_runner(int8, views))]
@@ -122,7 +123,7 @@ def export_all(model_path, out_dir, data, command="", calibration_count=500, see
         if path is None:
             continue
         print(f"[{step}/{len(measured)}] {name}: accuracy on {len(data.x_test):,} test images, latency", flush=True)
-        accuracy, latency = measure(predict if step == 1 else predict(), data.x_test, data.y_test)
+        accuracy, latency = measure(predict(), data.x_test, data.y_test)
         rows.append({"format": name, "path": path, "mb": size_mb(path), "latency_ms": latency, "accuracy": accuracy})
         if path.endswith(".tflite"):
             exported = sidecar.for_export(meta, name, model_path, accuracy, command, commit, views)

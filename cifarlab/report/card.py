@@ -69,7 +69,8 @@ def logits_in_batches(classifier, x, batch=500):
 
 def test_rates(test_logits, detector, temperature, unsure_threshold):
     """Fractions of the test split a fitted detector marks unknown, and unknown or unsure."""
-    unknown = ood.SCORES[detector["score"]](test_logits, temperature) > detector["threshold"]
+    fitted = ood.Detector(detector["score"], detector["threshold"])
+    unknown = fitted.unknown(fitted.scores(test_logits, temperature))
     unsure = softmax(test_logits / temperature).max(1) < unsure_threshold
     return {"test_unknown_rate": float(unknown.mean()), "test_flagged_rate": float((unknown | unsure).mean())}
 

@@ -133,11 +133,7 @@ def serving_predict(name):
         raise ApiError(f"signature_name is one of {', '.join(SIGNATURES)}, not {str(signature)[:40]!r}")
     c = classifier()
     pixels = instances_pixels(instances, c.input_size, service.Budget.from_config(current_app.config))
-    predictions = c.predict(pixels)
-    if signature == "serving_default":  # TF Serving's row form: one probability list per instance
-        return jsonify(predictions=[np.round(p.probs, 7).tolist() for p in predictions])
-    return jsonify(predictions=[{"probabilities": np.round(p.probs, 7).tolist(), "ood_score": round(p.ood_score, 6),
-                                 "unsure": p.unsure, "unknown": p.unknown} for p in predictions])
+    return jsonify(predictions=[p.serving_row(named=signature == "verdicts") for p in c.predict(pixels)])
 
 
 def instances_pixels(instances, size, budget):

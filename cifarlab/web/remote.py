@@ -50,23 +50,28 @@ class CircuitBreaker:
                     self.opened_at = self.clock()
 
 
+def is_number(value):
+    """A JSON number, not a bool; callers compare it before any float conversion, so a 400-digit integer is refused."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def is_probability(value):
-    """A JSON number (not a bool) in 0..1; compared before any float conversion, so a 400-digit integer is refused."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
+    """A JSON number in 0..1 (NaN fails the comparison)."""
+    return is_number(value) and 0 <= value <= 1
 
 
 def check_verdicts(predictions, rows, classes):
     """The backend's named-output rows ("verdicts" signature) as (probabilities, [(ood_score, unsure, unknown)]),
     or BackendUnavailable saying what is wrong."""
     if not isinstance(predictions, list) or len(predictions) != rows or not all(
-            isinstance(row, dict) and set(row) == {"probabilities", "ood_score", "unsure", "unknown"}
+            isinstance(row, dict) and set(row) == set(Prediction.SERVING_FIELDS)
             for row in predictions):
         raise BackendUnavailable(f"backend answered no {rows} rows of probabilities, ood_score, unsure and unknown")
     probs = check_probabilities([row["probabilities"] for row in predictions], rows, classes)
     verdicts = []
     for row in predictions:
         score, unsure, unknown = row["ood_score"], row["unsure"], row["unknown"]
-        if not (isinstance(score, (int, float)) and not isinstance(score, bool) and abs(score) < 1e6):
+        if not (is_number(score) and abs(score) < 1e6):
             raise BackendUnavailable("backend ood_score is not a finite number")
         if not (isinstance(unsure, bool) and isinstance(unknown, bool)):
             raise BackendUnavailable("backend unsure and unknown are not booleans")
