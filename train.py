@@ -343,6 +343,7 @@ def export_main(argv):
     p.add_argument("--out", default="exports", help="output folder")
     p.add_argument("--formats", default="h5,savedmodel,float16,int8",
                    help="comma-separated formats to measure (and write; the SavedModel is always written)")
+    p.add_argument("--force", action="store_true", help="overwrite exports already in --out")
     args = p.parse_args(argv)
     formats = set(args.formats.split(","))
     if not formats or formats - {"h5", "savedmodel", "float16", "int8"}:
@@ -350,6 +351,12 @@ def export_main(argv):
         return 2
     from cifarlab.checkpoint import ModelFileError
     from cifarlab.ml import export
+
+    existing = [path for path in export.output_paths(args.model, args.out, formats) if os.path.exists(path)]
+    if existing and not args.force:
+        print(f"error: {existing[0]} exists: exports are never overwritten; give another --out, or --force.",
+              file=sys.stderr)
+        return 2
     from cifarlab.ml.data import DataError, load_dataset
 
     try:

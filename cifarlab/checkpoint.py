@@ -3,7 +3,7 @@ import json
 import os
 from pathlib import Path
 
-from . import sidecar
+from . import quiet, sidecar
 
 
 class ModelFileError(RuntimeError):
@@ -23,12 +23,12 @@ def artefact_paths(model_path):
 
 
 def source_model_path(model_path, meta):
-    """The .h5 an export was made from, beside the export (None when the file is not an export or it is gone)."""
+    """The .h5 an export was made from: beside the export, else where the export read it (None when the file is not an
+    export or the .h5 is gone)."""
     source = meta.get("exported_from")
     if not source:
         return None
-    path = Path(model_path).parent / Path(source).name
-    return path if path.is_file() else None
+    return next((path for path in (Path(model_path).parent / Path(source).name, Path(source)) if path.is_file()), None)
 
 
 def replace_atomically(path, write):
@@ -88,6 +88,7 @@ def preflight(model_path):
 
 def load(model_path):
     """Load (model, meta) and check they agree; raise ModelFileError with a one-line reason."""
+    quiet.tensorflow()
     import keras
 
     from .ml import models  # noqa: F401  (registers the custom layers before the load)

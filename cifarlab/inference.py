@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from . import checkpoint, ood
+from . import checkpoint, ood, quiet
 from .images import tta_rows
 
 
@@ -51,6 +51,7 @@ class Classifier:
     @staticmethod
     def _compile(model):
         """A graph-compiled forward pass to logits with a fixed signature (model.predict costs tens of ms a call)."""
+        quiet.tensorflow()
         import keras
 
         names = [layer.name for layer in model.layers]
@@ -61,7 +62,7 @@ class Classifier:
             to_logits = log_probabilities
         if keras.backend.backend() != "tensorflow":
             return lambda x: to_logits(np.asarray(model(x, training=False)))
-        import tensorflow as tf
+        tf = quiet.tensorflow()
 
         size = model.input_shape[1]
         fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True,
@@ -220,7 +221,7 @@ def interpreter_class():
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
-        import tensorflow as tf
+        tf = quiet.tensorflow()
 
         Interpreter = tf.lite.Interpreter
     return Interpreter

@@ -65,3 +65,11 @@ def test_check_shapes_refuses_a_model_that_disagrees_with_its_sidecar():
         checkpoint.check_shapes("m", (None, 32, 32, 3), (None, 10), meta)
     with pytest.raises(ModelFileError, match="does not match input_size"):
         checkpoint.check_shapes("m", (None, 64, 64, 3), (None, 3), meta)
+
+
+def test_an_export_elsewhere_finds_its_source_model_where_it_was_read(tmp_path):
+    source = tmp_path / "model" / "net.h5"
+    source.parent.mkdir()
+    source.write_bytes(b"x")
+    assert checkpoint.source_model_path(tmp_path / "exports" / "net_int8.tflite", {"exported_from": str(source)}) \
+        == source

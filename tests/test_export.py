@@ -96,7 +96,7 @@ def test_app_serves_a_tflite_model(exported, make_app):
     r = client.post("/api/predict", data={"file": (io.BytesIO(image_bytes()), "a.png")})
     assert r.status_code == 200 and r.get_json()["predictions"][0]["class"] in app.extensions["classifier"].class_names
     page = client.post("/", data={"file": (io.BytesIO(image_bytes()), "a.png")})
-    assert page.status_code == 200 and b"Top 3" in page.data and b"Grad-CAM" not in page.data  # no .h5 beside it
+    assert page.status_code == 200 and b"Top 3" in page.data and b"Grad-CAM" in page.data  # from the .h5 it was read from
     assert client.get("/model").status_code == 200
 
 
@@ -137,3 +137,12 @@ def test_broken_tflite_file_is_a_model_file_error(exported, tmp_path, damage):
         path.with_suffix(".json").write_text(json.dumps(meta))
     with pytest.raises(checkpoint.ModelFileError, match=str(path.with_suffix(".json") if damage == "no-sidecar" else path)):
         Classifier.from_path(path)
+
+
+def test_export_never_overwrites_earlier_exports_without_force(exported, capsys):
+    out, model, data = exported
+    before = (out / "tiny_int8.tflite").stat().st_mtime_ns
+    assert train.export_main(["--model", str(model), "--data", str(data), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (f"error: {out / 'tiny_savedmodel'} exists: exports are never overwritten; "
+                                       "give another --out, or --force.\n")
+    assert (out / "tiny_int8.tflite").stat().st_mtime_ns == before

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import quiet
 from ..checkpoint import replace_atomically
 from ..images import INPUT_SIZE, ImageError, preprocess_bytes
 
@@ -53,6 +54,7 @@ def load_dataset(source=None):
 
 def load_official():
     """Download (once, cached by Keras) and load the official CIFAR-10."""
+    quiet.tensorflow()
     import keras
 
     try:

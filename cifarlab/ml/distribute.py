@@ -4,6 +4,8 @@ import hashlib
 import json
 import os
 
+from .. import quiet
+
 STRATEGIES = ("auto", "mirrored", "multiworker")
 
 
@@ -17,13 +19,14 @@ def make_strategy(name):
     auto: multiworker when TF_CONFIG is set, mirrored on several local GPUs, else one device.
     Must run before TensorFlow executes anything (collective ops are configured at start-up).
     """
+    quiet.tensorflow()
     import keras
 
     if keras.backend.backend() != "tensorflow":
         if name == "auto":
             return None
         raise StrategyError(f"--strategy {name} uses tf.distribute and needs KERAS_BACKEND=tensorflow.")
-    import tensorflow as tf
+    tf = quiet.tensorflow()
 
     if name == "auto":
         if os.environ.get("TF_CONFIG"):
@@ -63,7 +66,7 @@ def describe(strategy):
     """The strategy's name in tf.distribute (whose MultiWorkerMirroredStrategy class has another name)."""
     if strategy is None:
         return "one device"
-    import tensorflow as tf
+    tf = quiet.tensorflow()
 
     names = {tf.distribute.MultiWorkerMirroredStrategy: "MultiWorkerMirroredStrategy",
              tf.distribute.MirroredStrategy: "MirroredStrategy"}
@@ -97,7 +100,7 @@ def multiworker_fit_fix(strategy):
     if strategy is None:  # one device, whatever the backend: nothing to fix, and no TensorFlow needed
         yield
         return
-    import tensorflow as tf
+    tf = quiet.tensorflow()
 
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         yield

@@ -90,6 +90,16 @@ def measure(predict, x_test, y_test, batch=250, repeats=50):
 FORMATS = ("h5", "savedmodel", "float16", "int8")  # what export_all measures (and writes) unless told fewer
 
 
+def output_paths(model_path, out_dir, formats=FORMATS):
+    """The files and folders export_all writes for these formats (the SavedModel always; each .tflite's sidecar)."""
+    stem = os.path.join(out_dir, os.path.splitext(os.path.basename(model_path))[0])
+    paths = [f"{stem}_savedmodel"]
+    for kind in ("float16", "int8"):
+        if kind in formats:
+            paths += [f"{stem}_{kind}.tflite", f"{stem}_{kind}.json"]
+    return paths
+
+
 def export_all(model_path, out_dir, data, command="", calibration_count=500, seed=0, formats=FORMATS):
     """Write the SavedModel and TFLite files (each .tflite with a sidecar, so MODEL_PATH can serve it);
     return rows of format, path, MB, latency, test accuracy.
@@ -102,8 +112,9 @@ def export_all(model_path, out_dir, data, command="", calibration_count=500, see
     model, meta = checkpoint.load(model_path)
     temperature = float(meta.get("calibration", {}).get("temperature", 1.0))
     os.makedirs(out_dir, exist_ok=True)
-    stem = os.path.join(out_dir, os.path.splitext(os.path.basename(model_path))[0])
-    saved = export_saved_model(model, temperature, f"{stem}_savedmodel")
+    saved, *_ = output_paths(model_path, out_dir)
+    stem = saved.removesuffix("_savedmodel")
+    export_saved_model(model, temperature, saved)
     calibration = data.x_train[np.random.default_rng(seed).permutation(len(data.x_train))[:calibration_count]]
     tta = models.tta_parts(model)
     views = tta[1] if tta else None

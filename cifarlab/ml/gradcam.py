@@ -1,5 +1,8 @@
 """Grad-CAM: which parts of a 32x32 input a class score depends on, for the baseline and the fast net."""
-import keras
+from .. import quiet
+
+quiet.tensorflow()  # imported here first, so TensorFlow's CPU-only start-up lines are filtered
+import keras  # noqa: E402
 import numpy as np
 from PIL import Image
 
@@ -53,7 +56,7 @@ class Explainer:
 
     def heatmap(self, pixels, class_index=None):
         """(heatmap 32x32 in 0..1, class index) for one uint8 image (32, 32, 3); default class: the top one."""
-        import tensorflow as tf
+        tf = quiet.tensorflow()
 
         x = tf.convert_to_tensor(np.asarray(pixels, np.float32)[None])
         with tf.GradientTape() as tape:

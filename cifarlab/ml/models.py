@@ -1,7 +1,10 @@
 """Keras models: the seed baseline CNN, the fast airbench-style network with built-in TTA, and a transfer net."""
 import functools
 
-import keras
+from .. import quiet
+
+quiet.tensorflow()  # imported here first, so TensorFlow's CPU-only start-up lines are filtered
+import keras  # noqa: E402
 import numpy as np
 from keras import layers, ops
 
@@ -69,7 +72,7 @@ class FusedBatchNorm(layers.BatchNormalization):
                  and self.axis in (-1, 3) and keras.backend.backend() == "tensorflow")
         if not fused:
             return super().call(inputs, training=training, mask=mask)
-        import tensorflow as tf
+        tf = quiet.tensorflow()
 
         channels = inputs.shape[-1]
         scale = ops.cast(self.gamma, "float32") if self.scale else tf.ones([channels])

@@ -4,7 +4,10 @@ import json
 import zipfile
 from pathlib import Path
 
-import keras
+from .. import quiet
+
+quiet.tensorflow()  # imported here first, so TensorFlow's CPU-only start-up lines are filtered
+import keras  # noqa: E402
 import numpy as np
 
 from ..checkpoint import replace_atomically

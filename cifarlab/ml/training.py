@@ -4,7 +4,10 @@ import platform
 import time
 from typing import NamedTuple
 
-import keras
+from .. import quiet
+
+quiet.tensorflow()  # imported here first, so TensorFlow's CPU-only start-up lines are filtered
+import keras  # noqa: E402
 import numpy as np
 
 from . import models
@@ -15,7 +18,7 @@ def describe_device():
     """('GPU'|'CPU', human-readable name) of the device Keras will train on."""
     backend = keras.backend.backend()
     if backend == "tensorflow":
-        import tensorflow as tf
+        tf = quiet.tensorflow()
         gpus = tf.config.list_physical_devices("GPU")
         if gpus:
             return "GPU", tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
