@@ -28,9 +28,14 @@ test: venv
 test-fast: venv      ## everything but the tests marked slow (multi-process, notebook, browser, full stack, resume)
 	$(BIN)/python -m pytest -q -m "not slow"
 
+NOTEBOOK_PORT ?= 8888
+# root (containers, CI) needs --allow-root; a machine without a display gets no browser, just the URL to open
+NOTEBOOK_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root) $(if $(DISPLAY)$(WAYLAND_DISPLAY),,--no-browser)
+
 notebook: venv       ## JupyterLab on notebooks/explore.ipynb (installs requirements-dev.txt once)
 	$(BIN)/pip install --quiet -r requirements-dev.txt
-	$(BIN)/jupyter lab notebooks/explore.ipynb
+	@echo "JupyterLab on notebooks/explore.ipynb: open the http://$(HOST):$(NOTEBOOK_PORT)/lab?token=... URL it prints below"
+	$(BIN)/jupyter lab notebooks/explore.ipynb --ip $(HOST) --port $(NOTEBOOK_PORT) $(NOTEBOOK_FLAGS)
 
 train: venv          ## the flagship recipe on the shared JPEG copy
 	$(BIN)/python train.py --data $(DATA) --arch fast --out runs/fast
