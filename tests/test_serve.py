@@ -1,13 +1,16 @@
 """The production stack (nginx in front of gunicorn, `python -m cifarlab.web.serve`) on loopback."""
+import http.client
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 
 import pytest
 
-from cifarlab import REPO, loadtest
-from cifarlab.web import serve
+from cifarlab import REPO, checkpoint, loadtest
+from cifarlab.web import serve, settings
 from tests.conftest import image_bytes
 
 NEED_NGINX = os.environ.get("REQUIRE_NGINX") == "1"  # CI installs Debian's nginx and sets this
@@ -16,21 +19,52 @@ NEED_NGINX = os.environ.get("REQUIRE_NGINX") == "1"  # CI installs Debian's ngin
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def stack(tiny_model_path, tmp_path_factory):
-    """`python -m cifarlab.web.serve` on a free port with one worker of two threads (easy to starve); yields the port."""
+def need_nginx():
+    """Skip without nginx, unless CI requires it."""
     if serve.find_nginx() is None:
         if NEED_NGINX:
             pytest.fail("nginx is required (REQUIRE_NGINX=1) but not installed")
         pytest.skip("nginx is not installed")
+
+
+def start_stack(tmp_path_factory, **env):
+    """`python -m cifarlab.web.serve` on a free port with one worker of two threads (easy to starve); (process, port)."""
+    need_nginx()
     port = loadtest.free_port()
-    env = {"BIND": f"127.0.0.1:{port}", "MODEL_PATH": str(tiny_model_path), "WEB_WORKERS": "1", "WEB_THREADS": "2",
-           "UPLOAD_FOLDER": str(tmp_path_factory.mktemp("uploads")), "SECRET_KEY": "t", "GRADCAM": "false"}
+    env = {"BIND": f"127.0.0.1:{port}", "WEB_WORKERS": "1", "WEB_THREADS": "2",
+           "UPLOAD_FOLDER": str(tmp_path_factory.mktemp("uploads")), "SECRET_KEY": "t", "GRADCAM": "false", **env}
     log = tmp_path_factory.mktemp("log") / "serve.log"
-    server = loadtest.start_server([sys.executable, "-m", "cifarlab.web.serve"], port, env, log_path=str(log),
-                                   headers={"Host": "localhost"})
+    return loadtest.start_server([sys.executable, "-m", "cifarlab.web.serve"], port, env, log_path=str(log),
+                                 headers={"Host": "localhost"}), port
+
+
+@pytest.fixture(scope="module")
+def stack(tiny_model_path, tmp_path_factory):
+    """The stack serving the tiny model; yields the port."""
+    server, port = start_stack(tmp_path_factory, MODEL_PATH=str(tiny_model_path))
     yield port
     loadtest.stop_server(server)
+
+
+def answer(port, method, path, body=b"", content_type="application/octet-stream"):
+    """(status, Content-Type, body) of one request with a Host the app trusts."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers={"Host": "localhost", "Content-Type": content_type})
+        response = conn.getresponse()
+        return response.status, response.getheader("Content-Type"), response.read()
+    finally:
+        conn.close()
+
+
+def assert_json_error(reply, status, words):
+    assert reply[0] == status and reply[1] == "application/json", reply
+    assert words in json.loads(reply[2])["error"]
+
+
+def assert_error_page(reply, status, words):
+    assert reply[0] == status and reply[1].startswith("text/html"), reply
+    assert f"<h1>{status} ".encode() in reply[2] and words.encode() in reply[2] and b'href="/model"' in reply[2]
 
 
 def test_stack_serves_the_api_through_nginx(stack):
@@ -40,10 +74,54 @@ def test_stack_serves_the_api_through_nginx(stack):
     assert status == 200 and b'"predictions"' in answer
 
 
-def test_stack_refuses_an_oversized_body_in_nginx(stack):
-    status, answer = loadtest.request("POST", stack, "/api/predict", b"x" * (11 * 2**20),
-                                      {"Content-Type": "application/octet-stream", "Host": "localhost"})
-    assert status == 413 and b"limit is 10 MB" in answer
+@pytest.mark.parametrize("path", ["/api/predict", "/v1/models/cifar10:predict"])
+def test_an_oversized_api_request_is_a_json_413_from_nginx(stack, path):
+    assert_json_error(answer(stack, "POST", path, b"x" * (11 * 2**20)), 413, "the limit is 10 MB per request")
+
+
+def test_an_oversized_form_post_is_the_apps_error_page_from_nginx(stack):
+    assert_error_page(answer(stack, "POST", "/", b"x" * (11 * 2**20), "multipart/form-data; boundary=x"), 413,
+                      "the limit is 10 MB per request")
+
+
+@pytest.fixture(scope="module")
+def slow_backend_stack(tmp_path_factory):
+    """The stack as a remote front of a backend that never answers, nginx waiting 1 s for the app; yields the port."""
+    backend = loadtest.FakeBackend.start("hang")
+    server, port = start_stack(tmp_path_factory, INFERENCE_URL=f"http://127.0.0.1:{backend.server_port}",
+                               PROXY_TIMEOUT="1", INFERENCE_TIMEOUT="4", INFERENCE_RETRIES="0")
+    yield port
+    loadtest.stop_server(server)
+    backend.shutdown()
+
+
+def test_a_backend_timeout_is_a_json_504_on_the_api_and_the_error_page_elsewhere(slow_backend_stack):
+    body, content_type = loadtest.multipart({}, [("file", "a.png", image_bytes())])
+    assert_json_error(answer(slow_backend_stack, "POST", "/api/predict", body, content_type), 504,
+                      "took too long to answer")
+    assert_error_page(answer(slow_backend_stack, "GET", "/examples/cat"), 504, "took too long to answer")
+
+
+def test_an_app_that_is_down_is_a_json_502_on_the_api_and_the_error_page_elsewhere(tiny_model_path):
+    need_nginx()
+    port, dead = loadtest.free_port(), loadtest.free_port()
+    config = {**settings.defaults(), "MAX_CONTENT_LENGTH": 2**20}
+    run_dir = serve.prepare_run_dir(f"127.0.0.1:{port}", dead, config, checkpoint.preflight(tiny_model_path))
+    nginx = subprocess.Popen([serve.find_nginx(), "-p", str(run_dir), "-c", str(run_dir / "nginx.conf"), "-e", "stderr"],
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                reply = answer(port, "GET", "/readyz")
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert_json_error(reply, 502, "not answering right now")
+        assert_error_page(answer(port, "GET", "/model"), 502, "not answering right now")
+    finally:
+        serve.stop(nginx)
+        shutil.rmtree(run_dir)
 
 
 def test_slow_clients_do_not_take_the_stack_offline(stack):

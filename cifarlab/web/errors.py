@@ -1,10 +1,12 @@
 """Error answers: JSON ({"error": ...}) on the API's paths, the upload form or an error page elsewhere; never a trace."""
+import json
 import logging
 
-from flask import render_template, request
+from flask import Flask, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, SecurityError
 
+from .. import REPO
 from . import api, views
 from .remote import BackendUnavailable
 
@@ -27,6 +29,32 @@ def too_large_message(config, content_length):
         return f"The upload is too large: {content_length / 2**20:.1f} MB; the limit is {limit / 2**20:g} MB per request."
     return (f"The form has too many parts or too large a field: at most {config['MAX_FORM_PARTS']} parts "
             f"and {limit / 2**20:g} MB per request.")
+
+
+def proxy_errors(max_content_length):
+    """{status: (title, message)} of the errors nginx answers itself under `make serve`, before or instead of the app."""
+    return {
+        413: ("Request Entity Too Large", f"The upload is too large: the limit is {max_content_length / 2**20:g} MB "
+                                          "per request."),
+        502: ("Bad Gateway", "The classifier is not answering right now (it may be starting or restarting); "
+                             "please try again in a moment."),
+        504: ("Gateway Timeout", "The classifier took too long to answer; please try again, with fewer or smaller "
+                                 "images."),
+    }
+
+
+def proxy_pages(max_content_length, model_meta):
+    """{file name: text} of nginx's answers for its own errors, in the app's words: CODE.json ({"error": ...}) for
+    the JSON paths, CODE.html (the app's error page, footer included) for the rest."""
+    app = Flask("app", root_path=str(REPO))  # the templates and the URL map alone: no model is loaded
+    app.register_blueprint(views.bp)
+    pages = {}
+    with app.test_request_context("/"):
+        for code, (title, message) in proxy_errors(max_content_length).items():
+            pages[f"{code}.json"] = json.dumps({"error": message}) + "\n"
+            pages[f"{code}.html"] = render_template("error.html", code=code, name=title, description=message,
+                                                    model_meta=model_meta)
+    return pages
 
 
 def register(app):

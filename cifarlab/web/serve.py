@@ -15,18 +15,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import settings
+from . import api, errors, settings
 from .. import REPO, checkpoint, loadtest
 
 TEMPLATE = REPO / "deploy" / "nginx.conf"
 MULTIPART_SLACK = 64 * 1024  # bytes nginx allows above MAX_CONTENT_LENGTH for multipart framing
 
 
-def nginx_config(listen, upstream_port, run_dir, max_content_length, user=None):
+def nginx_config(listen, upstream_port, run_dir, max_content_length, proxy_timeout=60.0, user=None):
     """nginx.conf text from the repository's template."""
     values = {"@LISTEN@": listen, "@UPSTREAM@": str(upstream_port), "@RUN@": str(run_dir), "@ROOT@": str(REPO),
-              "@MAX_BODY@": str(max_content_length + MULTIPART_SLACK),
-              "@MAX_MB@": f"{max_content_length / 2**20:g}", "@USER@": f"user {user};" if user else ""}
+              "@MAX_BODY@": str(max_content_length + MULTIPART_SLACK), "@PROXY_TIMEOUT@": f"{proxy_timeout * 1000:.0f}ms",
+              "@JSON_PATHS@": "|".join(api.JSON_PREFIXES), "@USER@": f"user {user};" if user else ""}
     text = TEMPLATE.read_text()
     for name, value in values.items():
         text = text.replace(name, value)
@@ -66,33 +66,45 @@ def stop(*procs):
 
 
 def checked_config():
-    """The settings from the environment with the model file preflighted; one line and exit 2 when unusable."""
+    """(settings from the environment, the model's sidecar or None for a remote backend), the model file preflighted;
+    one line and exit 2 when unusable."""
     try:
         config = {**settings.defaults(), **settings.from_environ()}
-        if not config["INFERENCE_URL"]:
-            checkpoint.preflight(config["MODEL_PATH"])
+        meta = None if config["INFERENCE_URL"] else checkpoint.preflight(config["MODEL_PATH"])
     except (settings.ConfigError, checkpoint.ModelFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    return config
+    return config, meta
 
 
-def main():
-    config = checked_config()
-    nginx = find_nginx()
-    if nginx is None:
-        print("error: nginx is not installed (Debian/Ubuntu: apt-get install nginx-light)", file=sys.stderr)
-        return 2
-    listen = os.environ.get("BIND", "127.0.0.1:8000")
+def prepare_run_dir(listen, upstream_port, config, meta):
+    """A fresh folder with nginx.conf, its temp folders and the error pages it serves; returns its path."""
     run_dir = Path(tempfile.mkdtemp(prefix="cifarlab-serve-"))
     user = nginx_user()
     for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (run_dir / name).mkdir()
         if user:
             shutil.chown(run_dir / name, user)
-    run_dir.chmod(0o755)
+    pages = run_dir / ".proxy-errors"
+    pages.mkdir()
+    for name, text in errors.proxy_pages(config["MAX_CONTENT_LENGTH"], meta).items():
+        (pages / name).write_text(text)
+    for path in (run_dir, pages, *pages.iterdir()):
+        path.chmod(0o755 if path.is_dir() else 0o644)  # readable by the unprivileged worker
+    (run_dir / "nginx.conf").write_text(nginx_config(listen, upstream_port, run_dir, config["MAX_CONTENT_LENGTH"],
+                                                     config["PROXY_TIMEOUT"], user))
+    return run_dir
+
+
+def main():
+    config, meta = checked_config()
+    nginx = find_nginx()
+    if nginx is None:
+        print("error: nginx is not installed (Debian/Ubuntu: apt-get install nginx-light)", file=sys.stderr)
+        return 2
+    listen = os.environ.get("BIND", "127.0.0.1:8000")
     upstream = loadtest.free_port()
-    (run_dir / "nginx.conf").write_text(nginx_config(listen, upstream, run_dir, config["MAX_CONTENT_LENGTH"], user))
+    run_dir = prepare_run_dir(listen, upstream, config, meta)
 
     env = {**os.environ, "BIND": f"127.0.0.1:{upstream}", "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}
     app_server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(REPO / "gunicorn.conf.py")],

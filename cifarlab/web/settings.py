@@ -130,6 +130,8 @@ SETTINGS = (
             "default: sidecar's"),
     Setting("LOG_LEVEL", "info", log_level, "app log on stderr: info = a line per request, warning = problems only"),
     Setting("GRADCAM", True, boolean, "offer Grad-CAM on result pages (needs TensorFlow and the .h5 the model came from)"),
+    Setting("PROXY_TIMEOUT", 60.0, seconds, "make serve: seconds nginx waits for the app's answer, then a JSON or "
+            "page 504"),
     Setting("INFERENCE_URL", None, http_url, "predict through a TF-Serving REST backend instead of a local model"),
     Setting("INFERENCE_TIMEOUT", 8.0, seconds, "overall deadline of one backend call, retries included"),
     Setting("INFERENCE_RETRIES", 1, whole, "extra attempts after a failed backend call, inside the deadline"),
