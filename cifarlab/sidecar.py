@@ -54,6 +54,15 @@ def with_evaluation(meta, calibration, report):
             "test_loss": report["nll_before"]}  # the model's own (uncalibrated) output
 
 
+def display_name(meta):
+    """The model as a user would call it: what kind of net it is and, for an export, its file format."""
+    from .ml.presets import TITLES
+
+    title = TITLES.get(meta.get("arch"), meta.get("name") or "model")
+    title = title[:1].upper() + title[1:]
+    return f"{title}, {meta['format']}" if meta.get("format") else title
+
+
 def for_export(meta, format_name, model_path, accuracy, command, commit, views=None):
     """Sidecar of an exported file: the source's, with this format's own test accuracy and the export's code commit.
 

@@ -13,7 +13,9 @@ import pytest
 from werkzeug.serving import make_server
 
 from app import create_app
+from cifarlab import checkpoint
 from cifarlab.loadtest import free_port
+from tests.test_readme import SCREENSHOTS_MANIFEST, screenshots_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -68,6 +70,8 @@ def screenshot(driver, name):
     if folder and driver.javascript:
         os.makedirs(folder, exist_ok=True)
         driver.save_screenshot(os.path.join(folder, f"{name}.png"))
+        checkpoint.write_json(os.path.join(folder, SCREENSHOTS_MANIFEST), screenshots_manifest())
+
 
 
 def test_single_upload_shows_top3(browser, live_url):

@@ -47,8 +47,13 @@ def test_requested_class_is_explained(real_image):
     assert index == 7 and cam.shape == (32, 32) and np.isfinite(cam).all()
 
 
-def test_overlay_is_a_display_size_rgb_image(real_image):
-    cam = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32)
-    image = gradcam.overlay(real_image, cam, display_size=96)
-    assert image.mode == "RGB" and image.size == (96, 96)
-    assert np.asarray(image).std() > 0
+def test_overlay_shows_the_image_beside_the_heat_and_under_it_where_the_model_did_not_look(real_image):
+    cam = np.zeros((32, 32), np.float32)
+    cam[:, 16:] = 1.0  # the model looked at the right half only
+    image = np.asarray(gradcam.overlay(real_image, cam, display_size=96, gap=8)).astype(int)
+    assert image.shape == (96, 200, 3)
+    plain = np.asarray(Image.fromarray(real_image).resize((96, 96), Image.NEAREST)).astype(int)
+    assert (image[:, :96] == plain).all()  # the input itself, untouched
+    overlaid = image[:, 104:]
+    assert (overlaid[:, :40] == plain[:, :40]).all()  # no heat: the image shows through unchanged
+    assert np.abs(overlaid[:, 56:] - plain[:, 56:]).mean() > 20  # heat: coloured over

@@ -1,4 +1,5 @@
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -78,3 +79,22 @@ def test_an_old_sidecar_gains_the_current_schema_when_evaluated_again():
     old = {"name": "m", "class_names": ["a", "b"], "input_size": 32}
     evaluated = sidecar.with_evaluation(old, {"temperature": 1.0}, {"accuracy": 0.5, "nll_before": 1.0})
     assert evaluated["schema_version"] == 1 and evaluated["git_commit"] is None  # its training commit stays unknown
+
+
+@pytest.mark.parametrize("meta,name", [
+    ({"name": "fast_oe", "arch": "fast_oe"}, "Fast CNN with outlier exposure"),
+    ({"name": "fast_oe (TFLite int8)", "arch": "fast_oe", "format": "TFLite int8"},
+     "Fast CNN with outlier exposure, TFLite int8"),
+    ({"name": "my-run", "arch": "something-new"}, "My-run"),
+])
+def test_a_model_is_shown_by_what_it_is_not_by_its_run_name(meta, name):
+    assert sidecar.display_name(meta) == name
+
+
+def test_pages_name_the_model_for_users_and_print_counts_with_separators(make_app, tiny_model_path, tmp_path):
+    model = tmp_path / "m.h5"
+    shutil.copy(tiny_model_path, model)
+    checkpoint.write_json(checkpoint.sidecar_path(model), {**checkpoint.read_meta(tiny_model_path), "parameters": 1234567})
+    page = make_app(MODEL_PATH=str(model)).test_client().get("/model").get_data(as_text=True)
+    assert "<h1>Model card: Seed baseline CNN</h1>" in page and "Model: <strong>Seed baseline CNN</strong>" in page
+    assert "1,234,567 parameters" in page and "tiny" not in page

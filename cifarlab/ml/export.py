@@ -9,6 +9,7 @@ from . import models
 from .. import checkpoint, sidecar
 from ..images import tta_rows
 from ..inference import Classifier, TFLiteRunner, ViewAverage
+from ..progress import Progress
 
 
 def calibrated_model(model, temperature):
@@ -73,10 +74,13 @@ def saved_model_runner(path):
     return lambda images: serve(images=tf.constant(np.asarray(images, np.uint8)))["probabilities"].numpy()
 
 
-def measure(predict, x_test, y_test, batch=250, repeats=50):
+def measure(predict, x_test, y_test, batch=250, repeats=50, label="test accuracy"):
     """(test accuracy, median single-image latency in ms) of a predict function."""
-    correct = sum(int((predict(x_test[i:i + batch]).argmax(1) == y_test[i:i + batch]).sum())
-                  for i in range(0, len(x_test), batch))
+    progress = Progress(label, len(x_test))
+    correct = 0
+    for i in range(0, len(x_test), batch):
+        correct += int((predict(x_test[i:i + batch]).argmax(1) == y_test[i:i + batch]).sum())
+        progress.update(len(x_test[i:i + batch]))
     one = x_test[:1]
     predict(one)
     times = []
@@ -134,7 +138,7 @@ def export_all(model_path, out_dir, data, command="", calibration_count=500, see
         if path is None:
             continue
         print(f"[{step}/{len(measured)}] {name}: accuracy on {len(data.x_test):,} test images, latency", flush=True)
-        accuracy, latency = measure(predict(), data.x_test, data.y_test)
+        accuracy, latency = measure(predict(), data.x_test, data.y_test, label=f"[{step}/{len(measured)}] {name}")
         rows.append({"format": name, "path": path, "mb": size_mb(path), "latency_ms": latency, "accuracy": accuracy})
         if path.endswith(".tflite"):
             exported = sidecar.for_export(meta, name, model_path, accuracy, command, commit, views)
@@ -153,9 +157,10 @@ def refit_detector(path, meta, data):
     _, val = data.split_validation(int(meta.get("val_images", 0)), seed=int(meta.get("seed", 0)))
     if val is None:
         return meta
-    fitted = card.fit_detector(classifier, card.logits_in_batches(classifier, val[0]), classifier.temperature)
-    rates = card.test_rates(card.logits_in_batches(classifier, data.x_test), fitted, classifier.temperature,
-                            classifier.unsure_threshold)
+    fitted = card.fit_detector(classifier, card.logits_in_batches(classifier, val[0], label="detector: validation split"),
+                               classifier.temperature)
+    rates = card.test_rates(card.logits_in_batches(classifier, data.x_test, label="detector: test split"), fitted,
+                            classifier.temperature, classifier.unsure_threshold)
     return {**meta, "ood": {**fitted, **rates}}
 
 

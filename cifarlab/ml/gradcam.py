@@ -80,11 +80,16 @@ def heatmap(model, pixels, class_index=None):
     return Explainer(model).heatmap(pixels, class_index)
 
 
-def overlay(pixels, cam, display_size=192, alpha=0.45):
-    """A display-size RGB PIL image: the input upscaled pixel-sharp with the heatmap blended over it."""
+def overlay(pixels, cam, display_size=192, max_alpha=0.6, gap=8):
+    """A display-size RGB PIL image: the input upscaled pixel-sharp on the left; on the right the same image with the
+    heatmap laid over it in proportion to the heat, so the image stays visible where the model did not look."""
     from matplotlib import colormaps
 
-    base = Image.fromarray(np.asarray(pixels, np.uint8)).resize((display_size, display_size), Image.NEAREST)
-    colours = (colormaps["jet"](cam)[..., :3] * 255).astype(np.uint8)
-    heat = Image.fromarray(colours).resize((display_size, display_size), Image.BILINEAR)
-    return Image.blend(base, heat, alpha)
+    size = (display_size, display_size)
+    base = Image.fromarray(np.asarray(pixels, np.uint8)).resize(size, Image.NEAREST)
+    heat = Image.fromarray((colormaps["jet"](cam)[..., :3] * 255).astype(np.uint8)).resize(size, Image.BILINEAR)
+    weight = Image.fromarray((np.clip(cam, 0, 1) * max_alpha * 255).astype(np.uint8)).resize(size, Image.BILINEAR)
+    both = Image.new("RGB", (2 * display_size + gap, display_size), "white")
+    both.paste(base, (0, 0))
+    both.paste(Image.composite(heat, base, weight), (display_size + gap, 0))
+    return both

@@ -175,3 +175,13 @@ PRESETS["wide"] = PRESETS["fast"].replace(
     translate=4,
     lr=1.17,                         # airbench96 takes 0.78 of airbench94's step
 )
+
+# what the app and the model card call a model of each preset (run names such as "fast_oe" stay in the sidecar)
+TITLES = {
+    "baseline": "seed baseline CNN",
+    "fast": "fast CNN (airbench-style)",
+    "fast_oe": "fast CNN with outlier exposure",
+    "muon": "fast CNN trained with Muon",
+    "wide": "wide CNN (airbench96-style)",
+    "transfer": "transfer net (pretrained backbone)",
+}

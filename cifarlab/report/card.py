@@ -6,6 +6,7 @@ import numpy as np
 from . import metrics, plots
 from .. import checkpoint, ood, outliers, sidecar
 from ..inference import Classifier, calibrate, softmax
+from ..progress import Progress
 
 MISTAKES_SHOWN = 24  # images in the most-confident-mistakes grid
 
@@ -18,11 +19,11 @@ def evaluate(model_path, data):
     if list(data.class_names) != names:
         raise ValueError(f"dataset classes {data.class_names} differ from the model's {names}")
     _, val = data.split_validation(int(meta.get("val_images", 0)), seed=int(meta.get("seed", 0)))
-    test_logits = logits_in_batches(classifier, data.x_test)
+    test_logits = logits_in_batches(classifier, data.x_test, label="evaluate: test split")
     test_raw = softmax(test_logits)
     detector = None
     if val is not None:
-        val_logits = logits_in_batches(classifier, val[0])
+        val_logits = logits_in_batches(classifier, val[0], label="evaluate: validation split")
         val_raw = softmax(val_logits)
         temperature = metrics.fit_temperature(val_raw, val[1])
         threshold = metrics.unsure_threshold(calibrate(val_raw, temperature), val[1])
@@ -62,9 +63,15 @@ def evaluate(model_path, data):
     return meta
 
 
-def logits_in_batches(classifier, x, batch=500):
-    """Logits for many images."""
-    return np.concatenate([classifier.logits(x[i:i + batch]) for i in range(0, len(x), batch)])
+def logits_in_batches(classifier, x, batch=500, label=None):
+    """Logits for many images; progress lines under label when given."""
+    progress = Progress(label, len(x)) if label else None
+    parts = []
+    for i in range(0, len(x), batch):
+        parts.append(classifier.logits(x[i:i + batch]))
+        if progress:
+            progress.update(len(parts[-1]))
+    return np.concatenate(parts)
 
 
 def test_rates(test_logits, detector, temperature, unsure_threshold):
@@ -79,7 +86,7 @@ def fit_detector(classifier, val_logits, temperature, outliers_per_family=200):
     """The sidecar's ood section: the score (of ood.SCORES) that best tells validation images from held-out generated
     outliers (outliers.FIT_SEED, never trained on), and its threshold by the stated rule."""
     fit_logits = logits_in_batches(classifier, outliers.mixed(outliers_per_family * len(outliers.FAMILIES),
-                                                              outliers.FIT_SEED))
+                                                              outliers.FIT_SEED), label="detector: generated outliers")
     measured = {name: ood.auroc(score(fit_logits, temperature), score(val_logits, temperature))
                 for name, score in ood.SCORES.items()}
     best = max(measured, key=measured.get)
@@ -100,7 +107,7 @@ def model_card(meta, paths):
     rows = "\n".join(f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
                      for name, m in ev["per_class"].items())
     name = lambda key: Path(paths[key]).name  # noqa: E731
-    return f"""# Model card: {meta['name']} ({meta['arch']})
+    return f"""# Model card: {sidecar.display_name(meta)} (run {meta['name']})
 
 A Keras CNN that classifies 32×32 RGB images into {len(meta['class_names'])} classes: {', '.join(meta['class_names'])}.
 Input: raw RGB pixels 0..255, shape (N, 32, 32, 3) (rescaling{', test-time augmentation' if hp.get('tta_level') else ''} inside the model).

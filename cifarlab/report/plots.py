@@ -38,25 +38,28 @@ def training_curves(history, path, title):
 
 
 def confusion_matrix(confusion, class_names, path):
-    """Counts and row-normalised confusion matrix heatmaps side by side."""
+    """One large heatmap: each cell the percentage of a true class (row) predicted as a column, counts in brackets."""
     import numpy as np
 
     confusion = np.asarray(confusion)
-    normalised = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
-    panels = ((confusion, "counts", "d"), (normalised, "row-normalised (recall)", ".2f"))
-    with saved_figure(path, 90, ncols=2, figsize=(15, 6.5)) as (fig, axes):
-        for ax, (values, title, fmt) in zip(axes, panels):
-            im = ax.imshow(values, cmap="Blues")
-            ax.set(xticks=range(len(class_names)), yticks=range(len(class_names)), xlabel="predicted",
-                   ylabel="true", title=title)
-            ax.set_xticklabels(class_names, rotation=45, ha="right")
-            ax.set_yticklabels(class_names)
-            high = values.max() / 2
-            for i in range(len(class_names)):
-                for j in range(len(class_names)):
-                    ax.text(j, i, format(values[i, j], fmt), ha="center", va="center", fontsize=7,
-                            color="white" if values[i, j] > high else "black")
-            fig.colorbar(im, ax=ax, fraction=0.046)
+    percent = 100 * confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    n = len(class_names)
+    side = max(6.0, 0.85 * n + 2.5)  # inches: cells stay big enough for two lines of 10 pt text
+    with saved_figure(path, 100, figsize=(side + 1.2, side)) as (fig, ax):
+        im = ax.imshow(percent, cmap="Blues", vmin=0, vmax=100)
+        ax.set_xticks(range(n), class_names, rotation=40, ha="right", fontsize=11)
+        ax.set_yticks(range(n), class_names, fontsize=11)
+        ax.set_xlabel("predicted", fontsize=12)
+        ax.set_ylabel("true class", fontsize=12)
+        ax.set_title(f"Confusion on {confusion.sum():,} test images: % of each true class (count)", fontsize=13)
+        for i in range(n):
+            for j in range(n):
+                if confusion[i, j] == 0:
+                    continue
+                ax.text(j, i, f"{percent[i, j]:.0f}%\n({confusion[i, j]:,})", ha="center", va="center",
+                        fontsize=10 if n <= 12 else 7, fontweight="bold" if i == j else "normal",
+                        color="white" if percent[i, j] > 50 else "black")
+        fig.colorbar(im, ax=ax, fraction=0.046, label="% of the true class")
 
 
 def reliability_diagram(curves, path):

@@ -54,6 +54,8 @@ def create_app(test_config=None):
     classifier.warm_up()
     app.extensions["classifier"] = classifier
     app.extensions["explain"] = Explanations.for_classifier(app.config, classifier)
+    if app.extensions["explain"] and app.config["GRADCAM_PRELOAD"]:
+        app.extensions["explain"].preload()
     app.extensions["examples"] = example_names(os.path.join(app.static_folder, "examples"))
     os.makedirs(app.config["UPLOAD_FOLDER"], exist_ok=True)
     csrf.init_app(app)

@@ -4,12 +4,13 @@ import os
 
 from flask import Blueprint, abort, current_app, g, render_template, request, send_file, send_from_directory
 
-from .. import checkpoint
+from .. import checkpoint, sidecar
 from ..checkpoint import ModelFileError
 from . import service, storage
 from .api import classifier
 
 bp = Blueprint("views", __name__)
+bp.add_app_template_filter(sidecar.display_name)  # templates name the model as users would, not by its run
 log = logging.getLogger(__name__)
 PLOTS = ("confusion", "reliability", "curves", "mistakes")  # model-card figures written beside the .h5
 
