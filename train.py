@@ -1,9 +1,10 @@
-"""Train a CIFAR-10 CNN and save model/<name>.h5 with a JSON sidecar and training curves.
+"""Train a CIFAR-10 CNN and save runs/<arch>.h5 with a JSON sidecar, model card and training curves.
 
-    python train.py --data ../shared/data/cifar10-jpeg.tar.gz --arch fast --out model/cifar10_cnn
+    python train.py --data ../shared/data/cifar10-jpeg.tar.gz --arch fast     # writes runs/fast.h5
     python train.py                      # official CIFAR-10 download, baseline recipe
-    python train.py evaluate --model model/cifar10_cnn.h5 --data ../shared/data/cifar10-jpeg.tar.gz
-    python train.py export --model model/cifar10_cnn.h5 --data ../shared/data/cifar10-jpeg.tar.gz --out exports
+Subcommands (each has its own --help):
+    python train.py evaluate --model runs/fast.h5 --data ../shared/data/cifar10-jpeg.tar.gz
+    python train.py export --model runs/fast.h5 --data ../shared/data/cifar10-jpeg.tar.gz   # beside the .h5
 """
 import argparse
 import datetime
@@ -156,7 +157,8 @@ def main(argv=None):
             except (checkpoint.ModelFileError, ValueError) as exc:
                 return fail(f"--init {args.init}: {exc}")
     loss = keras.losses.CategoricalCrossentropy(from_logits=from_logits, label_smoothing=hp.label_smoothing)
-    print(f"Model: {args.arch}, {net.count_params():,} parameters", flush=True)
+    print(f"Model: {args.arch}, {net.count_params():,} parameters. Per-epoch val/test metrics: the net as it "
+          "trains (its precision, one view); the final test line: the saved .h5 as the app serves it", flush=True)
 
     # --- train --------------------------------------------------------------------------------
     resumes = [] if state is None else [*state.config.get("resumes", []), {
@@ -340,11 +342,12 @@ def export_main(argv):
     p = argparse.ArgumentParser(prog="train.py export", description=export_main.__doc__)
     p.add_argument("--model", default="model/cifar10_cnn.h5", help=".h5 model with its .json sidecar")
     p.add_argument("--data", help="dataset for int8 calibration (training images) and test accuracy")
-    p.add_argument("--out", default="exports", help="output folder")
+    p.add_argument("--out", help="output folder (default: the model's own, beside it under new names)")
     p.add_argument("--formats", default="h5,savedmodel,float16,int8",
                    help="comma-separated formats to measure (and write; the SavedModel is always written)")
     p.add_argument("--force", action="store_true", help="overwrite exports already in --out")
     args = p.parse_args(argv)
+    args.out = args.out or os.path.dirname(args.model) or "."
     formats = set(args.formats.split(","))
     if not formats or formats - {"h5", "savedmodel", "float16", "int8"}:
         print("error: --formats takes h5, savedmodel, float16 and int8, comma-separated", file=sys.stderr)

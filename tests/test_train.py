@@ -70,13 +70,15 @@ def test_bad_override_exits_before_training(tmp_path, tiny_dataset, capsys):
 def test_train_without_network_exits_with_one_line(monkeypatch, capsys, tmp_path):
     import keras
 
-    def offline():
-        raise OSError("network unreachable")
+    def offline():  # what keras raises: a bare Exception whose message says why
+        raise Exception("URL fetch failure on https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz: None --\n"
+                        "[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr(keras.datasets.cifar10, "load_data", offline)
     assert train.main(["--out", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--data" in err[0]
+    assert len(err) == 1 and "--data" in err[0] and "Temporary failure in name resolution" in err[0]
+    assert "(Exception)" not in err[0]
 
 
 def test_shipped_model_loads_with_its_sidecar():

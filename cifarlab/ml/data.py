@@ -59,9 +59,10 @@ def load_official():
 
     try:
         (x_train, y_train), (x_test, y_test) = keras.datasets.cifar10.load_data()
-    except Exception as exc:  # keras wraps network failures in several exception types
+    except Exception as exc:  # keras wraps network failures in several exception types, often a bare Exception
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__  # its message says why (DNS, refused, ...)
         raise DataError(
-            f"Could not download CIFAR-10 ({type(exc).__name__}). Pass a local copy instead: "
+            f"Could not download CIFAR-10 ({reason}). Pass a local copy instead: "
             "python train.py --data path/to/cifar10-jpeg.tar.gz (or an image folder with train/ and test/)."
         ) from exc
     return Dataset(x_train, y_train.reshape(-1).astype(np.int64), x_test,
