@@ -131,3 +131,21 @@ def test_classify_stays_above_the_fold_on_a_phone(browser, live_url):
         screenshot(browser, "phone")
     finally:
         browser.set_window_size(1100, 1300)
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+@pytest.mark.parametrize("path", ["/api", "/model", "/"])
+def test_no_page_scrolls_sideways(browser, live_url, path, width):
+    browser.set_window_size(width, 900)
+    try:
+        browser.get(live_url + path)
+        scrolling = browser.execute_script(  # boxes whose content is wider than they are
+            "return [...document.querySelectorAll('pre, table, code')]"
+            ".filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent.slice(0, 60))")
+        sticking_out = browser.execute_script(  # elements past the right edge of the viewport
+            "const width = document.documentElement.clientWidth;"
+            "return [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > width + 1)"
+            ".map(e => e.tagName + ' ' + e.textContent.slice(0, 40))")
+        assert scrolling == [] and sticking_out == [], (scrolling, sticking_out)
+    finally:
+        browser.set_window_size(1100, 1300)
