@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 5000
 DATA   ?= ../shared/data/cifar10-jpeg.tar.gz
 
-.PHONY: run serve test test-fast notebook train train-baseline venv clean
+.PHONY: run serve test test-fast notebook train train-baseline venv beam-venv clean
 
 venv: $(BIN)/.installed
 $(BIN)/.installed: requirements.txt pyproject.toml
@@ -16,8 +16,16 @@ $(BIN)/.installed: requirements.txt pyproject.toml
 	$(BIN)/pip install --quiet --no-deps -e .    # cifarlab, app and train importable from anywhere (tools, notebook)
 	touch $@
 
-run: venv
-	$(BIN)/python app.py --host $(HOST) --port $(PORT)
+beam-venv: .venv-beam/.installed   ## the Apache Beam pipeline's own venv (Beam's pins and TensorFlow's do not fit together)
+.venv-beam/.installed: requirements-beam.txt pyproject.toml
+	$(PYTHON) -m venv .venv-beam
+	.venv-beam/bin/pip install --quiet --upgrade pip
+	.venv-beam/bin/pip install --quiet -r requirements-beam.txt
+	.venv-beam/bin/pip install --quiet --no-deps -e .
+	touch $@
+
+run: venv           ## one process: Grad-CAM prepared at start-up, so the first explanation does not wait
+	GRADCAM_PRELOAD=$${GRADCAM_PRELOAD:-true} $(BIN)/python app.py --host $(HOST) --port $(PORT)
 
 serve: venv         ## production stack: nginx (deploy/nginx.conf) in front of gunicorn, on BIND (default 127.0.0.1:8000)
 	$(BIN)/python -m cifarlab.web.serve
@@ -44,4 +52,4 @@ train-baseline: venv
 	$(BIN)/python train.py --data $(DATA) --arch baseline --out runs/baseline
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .venv-beam .pytest_cache

@@ -5,6 +5,7 @@
 Subcommands (each has its own --help):
     python train.py evaluate --model runs/fast.h5 --data ../shared/data/cifar10-jpeg.tar.gz
     python train.py export --model runs/fast.h5 --data ../shared/data/cifar10-jpeg.tar.gz   # beside the .h5
+    python train.py predict my_photos/ --out predictions.csv        # a folder, archive or list of paths
 """
 import argparse
 import datetime
@@ -375,7 +376,40 @@ def export_main(argv):
     return 0
 
 
-SUBCOMMANDS = {"evaluate": evaluate_main, "export": export_main}
+def predict_main(argv):
+    """python train.py predict INPUT --out preds.csv|preds.jsonl: classify a folder (recursive), an archive (.tar.gz,
+    .tar, .zip) or a text file of paths with any model the app serves; interrupted runs continue with --resume."""
+    from cifarlab import batch
+
+    p = argparse.ArgumentParser(prog="train.py predict", description=predict_main.__doc__)
+    p.add_argument("input", help="folder, archive or text file with one image path per line")
+    p.add_argument("--out", required=True, help="output file: .csv or .jsonl (JSON Lines)")
+    p.add_argument("--model", default="model/cifar10_cnn_int8.tflite", help=".tflite or .h5 with its sidecar")
+    p.add_argument("--workers", type=int, help="decoding processes (default: cores - 1, at least 1)")
+    p.add_argument("--batch", type=int, default=batch.BATCH, help="images per model call")
+    p.add_argument("--part-size", type=int, default=batch.PART_SIZE, help="images per atomically written part")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run writing --out")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    args = p.parse_args(argv)
+    if min(args.batch, args.part_size, args.workers or 1) < 1:
+        print("error: --batch, --part-size and --workers take whole numbers from 1", file=sys.stderr)
+        return 2
+    from cifarlab.checkpoint import ModelFileError
+    from cifarlab.inference import Classifier
+
+    try:
+        source = batch.open_source(args.input)
+        classifier = Classifier.from_path(args.model, chunk_images=args.batch)
+        summary = batch.predict_folder(source, args.out, classifier, args.workers, args.part_size, args.resume,
+                                       args.force, args.batch)
+    except (batch.BatchError, ModelFileError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"Wrote {args.out}: " + "\n  ".join(summary.lines()))
+    return 0
+
+
+SUBCOMMANDS = {"evaluate": evaluate_main, "export": export_main, "predict": predict_main}
 
 if __name__ == "__main__":
     sys.exit(SUBCOMMANDS[sys.argv[1]](sys.argv[2:]) if sys.argv[1:2] and sys.argv[1] in SUBCOMMANDS else main())

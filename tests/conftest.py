@@ -40,7 +40,6 @@ def make_app(tiny_model_path, tmp_path):
             "UPLOAD_FOLDER": str(tmp_path / "uploads"),
             "WTF_CSRF_ENABLED": False,
             "SECRET_KEY": "test-only",
-            "GRADCAM_PRELOAD": False,  # tests that want the background preload ask for it
             **overrides,
         })
     return build

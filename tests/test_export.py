@@ -108,7 +108,7 @@ def test_a_tflite_beside_its_h5_offers_explanations_from_the_h5(exported, make_a
     client = app.test_client()
     page = client.post("/", data={"file": (io.BytesIO(image_bytes()), "a.png")}).get_data(as_text=True)
     link = re.search(r'class="explain-link" href="([^"]+)"', page).group(1).replace("&amp;", "&")
-    assert b'alt="Grad-CAM heatmap' in client.get(link).data
+    assert b"with a Grad-CAM heatmap for" in client.get(link).data
 
 
 @pytest.mark.parametrize("setting", ["tflite", "remote"])

@@ -130,8 +130,8 @@ SETTINGS = (
             "default: sidecar's"),
     Setting("LOG_LEVEL", "info", log_level, "app log on stderr: info = a line per request, warning = problems only"),
     Setting("GRADCAM", True, boolean, "offer Grad-CAM on result pages (needs TensorFlow and the .h5 the model came from)"),
-    Setting("GRADCAM_PRELOAD", True, boolean, "prepare Grad-CAM at start-up: TensorFlow is imported before serving "
-            "(~6 s here), the .h5 loaded in the background; off: the first explanation waits for both (~8 s)"),
+    Setting("GRADCAM_PRELOAD", False, boolean, "prepare Grad-CAM at start-up (first explanation 0.2 s, not ~8 s), "
+            "at ~600 MB more RSS per process: TensorFlow (make run turns it on; make serve's workers stay lean)"),
     Setting("PROXY_TIMEOUT", 60.0, seconds, "make serve: seconds nginx waits for the app's answer, then a JSON or "
             "page 504"),
     Setting("INFERENCE_URL", None, http_url, "predict through a TF-Serving REST backend instead of a local model"),

@@ -1,0 +1,276 @@
+"""Batch prediction: a folder (recursive), an archive (.tar.gz, .tar, .zip) or a text file of paths, classified into
+CSV or JSON Lines. Worker processes decode with the app's own function while the model runs; the output is written in
+atomic parts, so an interrupted run resumes where it stopped and never leaves a half-written file."""
+import csv
+import io
+import json
+import multiprocessing
+import os
+import shutil
+import tarfile
+import time
+import zipfile
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import replace_atomically, write_json
+from .images import ImageError, preprocess_bytes
+from .progress import Progress
+
+BATCH = 256  # images per model call: the int8 file's in-process peak (docs/benchmarks.md)
+PART_SIZE = 4096  # images per output part: the most an interruption costs to redo
+WORKER_CHUNK = 32  # images per job sent to a decoding process: IPC overhead well under the decode time
+MAX_FILE_BYTES = 64 * 2**20  # a larger file is an error row, never read into memory
+ARCHIVES = (".tar.gz", ".tgz", ".tar", ".zip")
+FORMATS = (".csv", ".jsonl")
+
+
+class BatchError(ValueError):
+    """A run that cannot start (bad input, output in the way, another run's parts); the message says why."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """What to classify: the items' names in a fixed order, and how to get their bytes."""
+    path: Path
+    kind: str  # folder, archive or list
+    names: tuple
+
+    def payloads(self, wanted):
+        """(name, bytes or path or an error message) for the wanted names, in order; an archive is read once."""
+        wanted = set(wanted)  # each name once: an archive may hold a member twice; the first one counts
+        if self.kind == "folder":
+            yield from ((name, self.path / name) for name in self.names if name in wanted)
+        elif self.kind == "list":
+            yield from ((name, Path(name)) for name in self.names if name in wanted)
+        elif self.path.suffix == ".zip":
+            with zipfile.ZipFile(self.path) as archive:
+                for info in archive.infolist():
+                    if info.filename in wanted:
+                        wanted.discard(info.filename)
+                        yield info.filename, too_large(info.file_size) or archive.read(info)
+        else:
+            with tarfile.open(self.path, "r|*") as archive:  # a stream: no seeking back through the compression
+                for member in archive:
+                    if member.isfile() and member.name in wanted:
+                        wanted.discard(member.name)
+                        yield member.name, too_large(member.size) or archive.extractfile(member).read()
+
+
+def too_large(size):
+    """The error message for a file over MAX_FILE_BYTES, else None."""
+    return f"larger than {MAX_FILE_BYTES // 2**20} MB: not read" if size > MAX_FILE_BYTES else None
+
+
+def open_source(path):
+    """The Source at path: a folder, an archive or a text file listing one path per line; BatchError if none."""
+    path = Path(path)
+    if path.is_dir():
+        names = sorted(p.relative_to(path).as_posix() for p in path.rglob("*")
+                       if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        return Source(path, "folder", tuple(names))
+    if not path.is_file():
+        raise BatchError(f"{path}: no such folder, archive or list of paths.")
+    if path.name.endswith(ARCHIVES):
+        try:
+            if path.suffix == ".zip":
+                with zipfile.ZipFile(path) as archive:
+                    names = [i.filename for i in archive.infolist() if not i.is_dir()]
+            else:
+                with tarfile.open(path, "r|*") as archive:
+                    names = [m.name for m in archive if m.isfile()]
+        except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise BatchError(f"{path}: not a readable archive ({exc}).") from None
+        return Source(path, "archive", tuple(dict.fromkeys(names)))
+    try:
+        lines = path.read_text().splitlines()
+    except (UnicodeDecodeError, OSError) as exc:
+        raise BatchError(f"{path}: not a folder, an archive ({', '.join(ARCHIVES)}) or a text list of paths "
+                         f"({type(exc).__name__}).") from None
+    return Source(path, "list", tuple(dict.fromkeys(line.strip() for line in lines
+                                                    if line.strip() and not line.startswith("#"))))
+
+
+def decode_many(payloads):
+    """[(name, pixels or None, error or None)] for (name, bytes | path | error message) pairs; runs in a worker."""
+    out = []
+    for name, payload in payloads:
+        try:
+            if isinstance(payload, str):
+                raise ImageError(payload)
+            if isinstance(payload, Path):
+                if payload.stat().st_size > MAX_FILE_BYTES:
+                    raise ImageError(too_large(payload.stat().st_size))
+                payload = payload.read_bytes()
+            out.append((name, preprocess_bytes(payload), None))
+        except ImageError as exc:
+            out.append((name, None, exc.message))
+        except OSError as exc:
+            out.append((name, None, f"cannot read the file: {exc.strerror or exc}"))
+    return out
+
+
+def decoded(pool, payloads, ahead=4):
+    """(name, pixels, error) in input order, decoded by the pool with up to `ahead` jobs in flight."""
+    jobs, chunk = [], []
+    for pair in payloads:
+        chunk.append(pair)
+        if len(chunk) == WORKER_CHUNK:
+            jobs.append(pool.submit(decode_many, chunk))
+            chunk = []
+            while len(jobs) > ahead:
+                yield from jobs.pop(0).result()
+    if chunk:
+        jobs.append(pool.submit(decode_many, chunk))
+    for job in jobs:
+        yield from job.result()
+
+
+class Writer:
+    """Rows as CSV or JSON Lines: one header for CSV (path, verdict fields, top-3, one column per class, error)."""
+
+    def __init__(self, suffix, class_names):
+        self.suffix, self.class_names = suffix, list(class_names)
+
+    def header(self):
+        if self.suffix != ".csv":
+            return ""
+        return self._csv(["path", "class", "index", "verdict", "unsure", "unknown", "ood_score", "top3",
+                          *self.class_names, "error"])
+
+    def row(self, name, prediction=None, error=None):
+        """One output line for a prediction, or for a file that could not be classified."""
+        if self.suffix == ".jsonl":
+            body = prediction.to_json() if prediction else {"error": error}
+            return json.dumps({"path": name, **body}) + "\n"
+        if prediction is None:
+            return self._csv([name, "", "", "", "", "", "", "", *[""] * len(self.class_names), error])
+        top3 = ";".join(f"{label}:{p:.4f}" for label, _, p in prediction.top(3))
+        return self._csv([name, prediction.label, prediction.index, prediction.verdict, prediction.unsure,
+                          prediction.unknown, f"{prediction.ood_score:.4f}", top3,
+                          *(f"{p:.6f}" for p in prediction.probs), ""])
+
+    @staticmethod
+    def _csv(values):
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerow(values)
+        return buffer.getvalue()
+
+
+def parts_folder(out):
+    """Where a run keeps its finished parts until the output is complete."""
+    return out.with_name(out.name + ".parts")
+
+
+def check_run(source, out, classifier, part_size, resume, force):
+    """The parts folder for this run, started or found again; BatchError when the output or another run is in the way."""
+    if out.suffix not in FORMATS:
+        raise BatchError(f"--out {out}: the output is chosen by its extension, one of {', '.join(FORMATS)}.")
+    if out.exists() and not force:
+        raise BatchError(f"{out} exists: outputs are never overwritten; give another --out, or --force.")
+    parts = parts_folder(out)
+    manifest = {"input": str(source.path.resolve()), "items": len(source.names), "part_size": part_size,
+                "model_version": classifier.version, "format": out.suffix}
+    if parts.exists():
+        if not resume:
+            raise BatchError(f"{parts} holds an interrupted run: --resume to continue it, or remove it.")
+        found = json.loads((parts / "manifest.json").read_text()) if (parts / "manifest.json").is_file() else None
+        if found != manifest:
+            raise BatchError(f"{parts} is another run's (input, model or part size differ): remove it to start over.")
+    else:
+        parts.mkdir(parents=True)
+        write_json(parts / "manifest.json", manifest)
+    return parts
+
+
+@dataclass
+class Summary:
+    """What an output holds (counts per class, files refused, verdicts) and how fast this run went."""
+    classes: Counter
+    verdicts: Counter
+    refused: int = 0
+    images_now: int = 0
+    seconds: float = 0.0
+
+    @classmethod
+    def of_output(cls, out):
+        """The counts of a finished CSV or JSON Lines output."""
+        with open(out, newline="") as f:
+            rows = csv.DictReader(f) if out.suffix == ".csv" else (json.loads(line) for line in f)
+            summary = cls(Counter(), Counter())
+            for row in rows:
+                if row.get("error"):
+                    summary.refused += 1
+                else:
+                    summary.classes[row["class"]] += 1
+                    summary.verdicts[row["verdict"]] += 1
+        return summary
+
+    def lines(self):
+        rate = self.images_now / self.seconds if self.seconds else 0.0
+        per_class = ", ".join(f"{name} {count:,}" for name, count in self.classes.most_common())
+        flagged = self.verdicts["unsure"] + self.verdicts["unknown"]
+        return [f"{sum(self.classes.values()):,} images classified, {self.refused:,} files refused (error rows); "
+                f"this run: {self.images_now:,} files in {self.seconds:,.1f} s ({rate:,.0f}/s)",
+                f"verdicts: {self.verdicts['known']:,} known, {self.verdicts['unsure']:,} unsure, "
+                f"{self.verdicts['unknown']:,} unknown ({flagged:,} flagged)",
+                f"per class: {per_class or 'none'}"]
+
+
+def predict_folder(source, out, classifier, workers=None, part_size=PART_SIZE, resume=False, force=False,
+                   batch=BATCH, stream=None):
+    """Classify every item of source into out (.csv or .jsonl); returns the Summary of the images classified now."""
+    out = Path(out)
+    parts = check_run(source, out, classifier, part_size, resume, force)
+    writer = Writer(out.suffix, classifier.class_names)
+    chunks = [source.names[i:i + part_size] for i in range(0, len(source.names), part_size)]
+    part_path = [parts / f"part-{i:06d}{out.suffix}" for i in range(len(chunks))]
+    todo = [i for i in range(len(chunks)) if not part_path[i].exists()]
+    started, done = time.perf_counter(), 0
+    if todo:
+        remaining = sum(len(chunks[i]) for i in todo)
+        if len(todo) < len(chunks):
+            print(f"resuming: {len(chunks) - len(todo)} of {len(chunks)} parts already done", file=stream or None)
+        progress = Progress(f"predict {source.path.name}", remaining, every=10.0, stream=stream)
+        wanted = [name for i in todo for name in chunks[i]]
+        workers = workers or max(1, (os.cpu_count() or 2) - 1)
+        # spawned, not forked: the parent may hold TensorFlow or LiteRT threads
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            stream_of = decoded(pool, source.payloads(wanted))
+            for i in todo:
+                lines = []
+                for start in range(0, len(chunks[i]), batch):
+                    group = [next(stream_of) for _ in chunks[i][start:start + batch]]
+                    lines += classify_group(group, classifier, writer)
+                    progress.update(len(group))
+                    done += len(group)
+                replace_atomically(part_path[i], lambda tmp: tmp.write_text("".join(lines)))
+    seconds = time.perf_counter() - started
+    assemble(out, writer, part_path)
+    shutil.rmtree(parts)
+    summary = Summary.of_output(out)
+    summary.images_now, summary.seconds = done, seconds
+    return summary
+
+
+def classify_group(group, classifier, writer):
+    """Output lines for (name, pixels, error) triples, in their order: one model call for all decoded ones."""
+    ok = [k for k, (_, pixels, _) in enumerate(group) if pixels is not None]
+    predictions = dict(zip(ok, classifier.predict(np.stack([group[k][1] for k in ok])))) if ok else {}
+    return [writer.row(name, predictions.get(k), error) for k, (name, _, error) in enumerate(group)]
+
+
+def assemble(out, writer, part_paths):
+    """The output file from its parts, atomically: readers see no file or the whole one."""
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(writer.header())
+            for path in part_paths:
+                with open(path) as part:
+                    shutil.copyfileobj(part, f)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    replace_atomically(out, write)
