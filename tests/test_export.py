@@ -9,7 +9,6 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
 
@@ -18,10 +17,8 @@ from cifarlab import checkpoint, sidecar
 from cifarlab.inference import Classifier, PerThreadTFLite
 from cifarlab.loadtest import free_port
 from cifarlab.ml import models
-from cifarlab.ml.data import CIFAR10_CLASSES, load_image_folder
-from cifarlab.ml.presets import FastRecipe
+from cifarlab.ml.data import load_image_folder
 from tests.conftest import image_bytes
-from tests.test_data import write_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "static" / "examples" / "cat.png"

@@ -151,3 +151,21 @@ def test_gunicorn_alone_also_refuses_a_bad_model_with_exit_2():
                             capture_output=True, text=True, timeout=60, cwd=REPO)
     assert result.returncode == 2 and "error: /nonexistent.h5: model file not found." in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def small_limit_stack(tiny_model_path, tmp_path_factory):
+    """The stack with a 64 kB request limit (nginx lets 64 kB more through for multipart framing); yields the port."""
+    server, port = start_stack(tmp_path_factory, MODEL_PATH=str(tiny_model_path), MAX_CONTENT_LENGTH="64k")
+    yield port
+    loadtest.stop_server(server)
+
+
+def test_an_early_413_from_the_app_never_poisons_the_next_request(small_limit_stack):
+    body, content_type = loadtest.multipart({}, [("file", "a.png", image_bytes())])
+    statuses = []
+    for _ in range(100):
+        over = answer(small_limit_stack, "POST", "/api/predict", b"x" * (100 * 1024), "application/octet-stream")
+        assert over[0] == 413 and over[1] == "application/json", over  # the app's own 413, before reading the body
+        statuses.append(answer(small_limit_stack, "POST", "/api/predict", body, content_type)[0])
+    assert statuses == [200] * 100

@@ -14,6 +14,7 @@ from .explain import Explanations
 from .remote import CircuitBreaker, RemoteClassifier
 
 log = logging.getLogger("cifarlab.app")
+DRAIN_SLACK = 128 * 1024  # bytes past MAX_CONTENT_LENGTH an early answer still reads off (nginx lets 64 kB through)
 csrf = CSRFProtect()
 
 SECURITY_HEADERS = {
@@ -112,6 +113,19 @@ def register_hooks(app):
         if started is not None:
             log.info("%s %s %s %.1fms", request.method, request.path, response.status_code,
                      (time.perf_counter() - started) * 1000)
+        return response
+
+    @app.after_request
+    def drain_refused_body(response):
+        """Read and drop the body of a request refused by its Content-Length before a byte was read: the kept-alive
+        connection behind nginx then starts clean, instead of the next request on it meeting this one's tail (502).
+        Only within DRAIN_SLACK of the limit: nginx refuses larger bodies itself."""
+        length, limit = request.content_length or 0, app.config["MAX_CONTENT_LENGTH"]
+        stream = request.environ.get("wsgi.input")
+        if response.status_code == 413 and limit < length <= limit + DRAIN_SLACK and stream is not None:
+            remaining = length
+            while remaining > 0 and (chunk := stream.read(min(remaining, 65536))):
+                remaining -= len(chunk)
         return response
 
     @app.teardown_request
