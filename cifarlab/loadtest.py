@@ -248,6 +248,9 @@ class FakeBackend(BaseHTTPRequestHandler):
         mode = self.server.mode
         if mode == "hang":
             time.sleep(30)
+        elif mode == "slow":  # a correct answer after 2 s
+            time.sleep(2)
+            self.answer({"predictions": predictions([0.1] * 10)})
         elif mode == "trickle":  # headers promptly, then one byte a second
             self.send_response(200)
             self.send_header("Content-Length", "1000")

@@ -3,8 +3,10 @@ import http.client
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -169,3 +171,25 @@ def test_an_early_413_from_the_app_never_poisons_the_next_request(small_limit_st
         assert over[0] == 413 and over[1] == "application/json", over  # the app's own 413, before reading the body
         statuses.append(answer(small_limit_stack, "POST", "/api/predict", body, content_type)[0])
     assert statuses == [200] * 100
+
+
+def test_sigterm_lets_every_request_in_flight_finish(tmp_path_factory):
+    backend = loadtest.FakeBackend.start("slow")  # every answer takes 2 s
+    server, port = start_stack(tmp_path_factory, INFERENCE_URL=f"http://127.0.0.1:{backend.server_port}",
+                               WEB_THREADS="8", INFERENCE_MAX_INFLIGHT="8", INFERENCE_RETRIES="0")
+    body, content_type = loadtest.multipart({}, [("file", "a.png", image_bytes())])
+    results = []
+    try:
+        threads = [threading.Thread(target=lambda: results.append(
+            answer(port, "POST", "/api/predict", body, content_type)[0])) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)  # all six are at the backend now
+        server.send_signal(signal.SIGTERM)
+        for thread in threads:
+            thread.join(30)
+        assert server.wait(60) == 0
+    finally:
+        loadtest.stop_server(server)
+        backend.shutdown()
+    assert results == [200] * 6

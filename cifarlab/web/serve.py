@@ -51,18 +51,24 @@ def find_nginx():
                                           if os.path.exists(p)), None)
 
 
-def stop(*procs):
-    """Terminate processes (gracefully, then for good)."""
-    for proc in procs:
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-    for proc in procs:
-        if proc is not None:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+def stop(proc, sig=signal.SIGTERM, wait=20.0):
+    """Send sig to a process and wait for it; kill it if it has not exited after `wait` seconds."""
+    if proc is None:
+        return
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        proc.wait(wait)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def shut_down(proxy, app_server, proxy_timeout):
+    """Graceful, in order: nginx stops accepting and finishes the requests it has in flight (SIGQUIT), which needs
+    gunicorn still answering; then gunicorn finishes its own and exits (SIGTERM, graceful_timeout)."""
+    stop(proxy, signal.SIGQUIT, proxy_timeout + 5)
+    stop(app_server, signal.SIGTERM, 30)
 
 
 def checked_config():
@@ -107,14 +113,16 @@ def main():
     run_dir = prepare_run_dir(listen, upstream, config, meta)
 
     env = {**os.environ, "BIND": f"127.0.0.1:{upstream}", "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}
+    # own sessions: a Ctrl-C or a signal to this process group reaches only this launcher, which stops them in order
     app_server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(REPO / "gunicorn.conf.py")],
-                                  env=env, cwd=REPO)
+                                  env=env, cwd=REPO, start_new_session=True)
     proxy = None
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwinds through the finally below
     try:
         if not loadtest.wait_ready(app_server, upstream, "/healthz", 180, {"Host": "localhost"}):
             return app_server.poll() or 1
-        proxy = subprocess.Popen([nginx, "-p", str(run_dir), "-c", str(run_dir / "nginx.conf"), "-e", "stderr"])
+        proxy = subprocess.Popen([nginx, "-p", str(run_dir), "-c", str(run_dir / "nginx.conf"), "-e", "stderr"],
+                                 start_new_session=True)
         print(f"serving on http://{listen} (nginx -> gunicorn on 127.0.0.1:{upstream})", file=sys.stderr, flush=True)
         while app_server.poll() is None and proxy.poll() is None:
             time.sleep(0.5)
@@ -122,7 +130,9 @@ def main():
     except KeyboardInterrupt:
         return 0
     finally:
-        stop(proxy, app_server)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not cut the shutdown short
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        shut_down(proxy, app_server, config["PROXY_TIMEOUT"])
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
