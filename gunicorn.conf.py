@@ -4,13 +4,21 @@ import os
 import secrets
 import sys
 
-bind = os.environ.get("BIND", "127.0.0.1:8000")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # gunicorn's chdir has not run yet
+from cifarlab.web import settings  # noqa: E402  (light: no Flask app, no model)
+
+try:
+    launcher = {**settings.defaults(), **settings.from_environ()}
+except settings.ConfigError as exc:  # one line and exit 2, as for every other bad setting
+    print(f"error: {exc}", file=sys.stderr)
+    sys.exit(2)
+bind = launcher["BIND"]
 wsgi_app = "app:create_app()"
 worker_class = "gthread"
 # One process per core: TensorFlow inference holds the GIL only briefly, but Python request handling
 # (decoding, templating) does, so processes scale it; a few threads per worker keep I/O waits overlapped.
-workers = int(os.environ.get("WEB_WORKERS", multiprocessing.cpu_count()))
-threads = int(os.environ.get("WEB_THREADS", 4))
+workers = launcher["WEB_WORKERS"] or multiprocessing.cpu_count()
+threads = launcher["WEB_THREADS"]
 preload_app = False  # TensorFlow's runtime must not be forked: each worker builds the app (and model) itself
 timeout = 60  # seconds a worker may be silent before it is replaced
 graceful_timeout = 20
@@ -28,7 +36,6 @@ if not os.environ.get("SECRET_KEY"):  # workers must share one key, or a CSRF to
 
 def on_starting(server):
     """Refuse to start on a bad setting or model file with one line and exit code 2, before any worker boots."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # gunicorn's chdir has not run yet
     from cifarlab.web.serve import checked_config
 
     checked_config()

@@ -100,7 +100,7 @@ def load(model_path):
     try:
         model = keras.models.load_model(model_path, compile=False, safe_mode=True)
     except Exception as exc:  # h5py/keras raise many types for corrupt or foreign files
-        raise ModelFileError(f"{model_path}: cannot load model ({type(exc).__name__}: {str(exc)[:200]}).") from None
+        raise ModelFileError(f"{model_path}: cannot load model ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}).") from None
     check_shapes(model_path, model.input_shape, model.output_shape, meta)
     return model, meta
 

@@ -146,7 +146,7 @@ class PerThreadTFLite:
         try:
             probe = TFLiteRunner(path, threads)
         except (ValueError, RuntimeError) as exc:
-            raise checkpoint.ModelFileError(f"{path}: cannot load TFLite model ({str(exc)[:200]}).") from None
+            raise checkpoint.ModelFileError(f"{path}: cannot load TFLite model ({' '.join(str(exc).split())[:200]}).") from None
         checkpoint.check_shapes(path, tuple(probe.input["shape"]), tuple(probe.output["shape"]), meta)
         views = meta.get("tta_views")
         rows_per_image = len(views) if views else 1

@@ -193,3 +193,46 @@ def test_sigterm_lets_every_request_in_flight_finish(tmp_path_factory):
         loadtest.stop_server(server)
         backend.shutdown()
     assert results == [200] * 6
+
+
+LAUNCHERS = {"dev": ["app.py", "--port", "0"], "gunicorn": ["-m", "gunicorn", "-c", "gunicorn.conf.py"],
+             "make serve": ["-m", "cifarlab.web.serve"]}
+
+
+def broken_models(root, tiny_model_path, tflite):
+    """{case: environment} of model files and settings no launcher may start with."""
+    root.mkdir()
+    meta = checkpoint.read_meta(tflite)
+    (root / "corrupt.tflite").write_bytes(tflite.read_bytes()[:8] + b"\0" * 4096)  # the magic intact, the rest not
+    checkpoint.write_json(root / "corrupt.json", meta)
+    shutil.copy(tflite, root / "mismatch.tflite")
+    checkpoint.write_json(root / "mismatch.json", {**meta, "class_names": meta["class_names"][:5]})
+    (root / "truncated.h5").write_bytes(tiny_model_path.read_bytes()[:20000])
+    shutil.copy(checkpoint.sidecar_path(tiny_model_path), root / "truncated.json")
+    return {
+        "corrupt tflite": ({"MODEL_PATH": str(root / "corrupt.tflite")}, "cannot load TFLite model"),
+        "sidecar mismatch": ({"MODEL_PATH": str(root / "mismatch.tflite")}, "but the sidecar lists"),
+        "truncated h5": ({"MODEL_PATH": str(root / "truncated.h5")}, "cannot load model"),
+        "upload folder": ({"UPLOAD_FOLDER": "/proc/no-such-folder"}, "setting UPLOAD_FOLDER"),
+        "401 digits": ({"MAX_CONTENT_LENGTH": "9" * 401}, "setting MAX_CONTENT_LENGTH"),
+        "workers abc": ({"WEB_WORKERS": "abc"}, "setting WEB_WORKERS"),
+        "workers 0": ({"WEB_WORKERS": "0"}, "setting WEB_WORKERS"),
+        "bind": ({"BIND": "nowhere"}, "setting BIND"),
+    }
+
+
+@pytest.fixture(scope="module")
+def bad_starts(tmp_path_factory, tiny_model_path, exported):
+    return broken_models(tmp_path_factory.mktemp("bad") / "models", tiny_model_path, exported[0] / "tiny_int8.tflite")
+
+
+@pytest.mark.parametrize("launcher", list(LAUNCHERS))
+@pytest.mark.parametrize("case", ["corrupt tflite", "sidecar mismatch", "truncated h5", "upload folder", "401 digits",
+                                  "workers abc", "workers 0", "bind"])
+def test_every_launcher_refuses_a_bad_start_with_one_line_and_exit_2(bad_starts, launcher, case):
+    env, message = bad_starts[case]
+    result = subprocess.run([sys.executable, *LAUNCHERS[launcher]], env={**os.environ, "SECRET_KEY": "k", **env},
+                            capture_output=True, text=True, timeout=120, cwd=REPO)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1 and message in errors[0], result.stderr[-1500:]
+    assert "Traceback" not in result.stderr

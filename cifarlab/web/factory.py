@@ -3,6 +3,7 @@ import io
 import logging
 import os
 import secrets
+import tempfile
 import time
 
 from flask import Flask, Request, g, request
@@ -58,7 +59,7 @@ def create_app(test_config=None):
     if app.extensions["explain"] and app.config["GRADCAM_PRELOAD"]:
         app.extensions["explain"].preload()
     app.extensions["examples"] = example_names(os.path.join(app.static_folder, "examples"))
-    os.makedirs(app.config["UPLOAD_FOLDER"], exist_ok=True)
+    check_upload_folder(app.config["UPLOAD_FOLDER"])
     csrf.init_app(app)
     csrf.exempt(api.bp)  # no cookies or sessions behind the JSON API, so nothing for a forged post to ride on
     app.register_blueprint(api.bp)
@@ -66,6 +67,17 @@ def create_app(test_config=None):
     errors.register(app)
     register_hooks(app)
     return app
+
+
+def check_upload_folder(folder):
+    """Create the upload folder if needed and check it takes files; settings.ConfigError in one line if not."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise settings.ConfigError(f"setting UPLOAD_FOLDER={folder!r}: cannot create or write files there "
+                                   f"({exc.strerror or exc}).") from None
 
 
 def make_classifier(config):

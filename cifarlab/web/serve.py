@@ -71,15 +71,27 @@ def shut_down(proxy, app_server, proxy_timeout):
     stop(app_server, signal.SIGTERM, 30)
 
 
+PREFLIGHT_DONE = "CIFARLAB_PREFLIGHT_DONE"  # set by make serve for its gunicorn: the app was checked once already
+
+
 def checked_config():
-    """(settings from the environment, the model's sidecar or None for a remote backend), the model file preflighted;
-    one line and exit 2 when unusable."""
+    """(settings from the environment, the model's sidecar or None for a remote backend) after the quick checks and
+    the full one (cifarlab.web.preflight, in a child process); one line and exit 2 when the app cannot start."""
     try:
         config = {**settings.defaults(), **settings.from_environ()}
         meta = None if config["INFERENCE_URL"] else checkpoint.preflight(config["MODEL_PATH"])
     except (settings.ConfigError, checkpoint.ModelFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    if not os.environ.get(PREFLIGHT_DONE):
+        full = subprocess.run([sys.executable, "-m", "cifarlab.web.preflight"], cwd=REPO, capture_output=True,
+                              text=True)
+        if full.returncode != 0:
+            lines = full.stderr.strip().splitlines()
+            print(next((line for line in lines if line.startswith("error:")),
+                       f"error: the app could not start: {lines[-1] if lines else f'exit {full.returncode}'}"),
+                  file=sys.stderr)
+            sys.exit(2)
     return config, meta
 
 
@@ -108,11 +120,12 @@ def main():
     if nginx is None:
         print("error: nginx is not installed (Debian/Ubuntu: apt-get install nginx-light)", file=sys.stderr)
         return 2
-    listen = os.environ.get("BIND", "127.0.0.1:8000")
+    listen = config["BIND"]
     upstream = loadtest.free_port()
     run_dir = prepare_run_dir(listen, upstream, config, meta)
 
-    env = {**os.environ, "BIND": f"127.0.0.1:{upstream}", "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}
+    env = {**os.environ, "BIND": f"127.0.0.1:{upstream}", "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2"),
+           PREFLIGHT_DONE: "1"}
     # own sessions: a Ctrl-C or a signal to this process group reaches only this launcher, which stops them in order
     app_server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(REPO / "gunicorn.conf.py")],
                                   env=env, cwd=REPO, start_new_session=True)

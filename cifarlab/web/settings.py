@@ -16,11 +16,37 @@ def text(value):
     return value
 
 
+MAX_WHOLE = 10**15  # no count or size here is sensibly larger; a 401-digit number is a typo or an attack
+
+
 def whole(value):
-    """A whole number >= 0 (underscores allowed: 25_000_000)."""
-    if not re.fullmatch(r"\d[\d_]*", value.strip()):
+    """A whole number >= 0 (underscores allowed: 25_000_000), at most MAX_WHOLE."""
+    digits = value.strip().replace("_", "")
+    if not re.fullmatch(r"\d+", digits) or not value.strip()[0].isdigit():
         raise ValueError("expected a whole number, e.g. 32")
-    return int(value.replace("_", ""))
+    if len(digits.lstrip("0")) > len(str(MAX_WHOLE)) or int(digits) > MAX_WHOLE:
+        raise ValueError(f"expected a whole number of at most {MAX_WHOLE:.0e}")
+    return int(digits)
+
+
+def between(low, high):
+    """A parser of whole numbers from low to high."""
+    def parse(value):
+        number = whole(value)
+        if not low <= number <= high:
+            raise ValueError(f"expected a whole number from {low} to {high}")
+        return number
+    return parse
+
+
+def bind_address(value):
+    """host:port (IPv6 in brackets) or unix:/path, as gunicorn and nginx take it."""
+    if value.startswith("unix:") and len(value) > 5:
+        return value
+    match = re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[\w.-]+):(\d{1,5})", value.strip())
+    if not match or not 0 <= int(match.group(2)) <= 65535:  # 0: any free port
+        raise ValueError("expected host:port (e.g. 127.0.0.1:8000, [::1]:8000) or unix:/path")
+    return value.strip()
 
 
 def positive(value):
@@ -30,6 +56,7 @@ def positive(value):
     return number
 
 
+MAX_BYTES = 2**40  # 1 TiB: above any request, upload folder or backend answer this app should accept
 BYTE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2, "mib": 1024**2,
               "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
 
@@ -39,7 +66,10 @@ def byte_size(value):
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", value)
     if not match or match.group(2).lower() not in BYTE_UNITS:
         raise ValueError("expected a size in bytes, e.g. 10485760 or 10MB")
-    size = int(float(match.group(1)) * BYTE_UNITS[match.group(2).lower()])
+    number = float(match.group(1))
+    if not number * BYTE_UNITS[match.group(2).lower()] <= MAX_BYTES:  # also false for the inf of 401 digits
+        raise ValueError(f"expected a size of at most {MAX_BYTES // 2**30} GiB")
+    size = int(number * BYTE_UNITS[match.group(2).lower()])
     if size < 1:
         raise ValueError("expected a size of at least 1 byte")
     return size
@@ -107,6 +137,9 @@ class Setting:
 
 
 SETTINGS = (
+    Setting("BIND", "127.0.0.1:8000", bind_address, "make serve (nginx) or gunicorn alone: where to listen"),
+    Setting("WEB_WORKERS", None, between(1, 64), "gunicorn worker processes (default: one per core)"),
+    Setting("WEB_THREADS", 4, between(1, 256), "threads per gunicorn worker"),
     Setting("MODEL_PATH", str(REPO / "model" / "cifar10_cnn_int8.tflite"), text,
             ".tflite or .h5 model file, with its .json sidecar beside it (default: the int8 export)"),
     Setting("UPLOAD_FOLDER", str(REPO / "uploads"), text, "where validated, re-encoded uploads are kept"),
@@ -160,7 +193,8 @@ def from_environ(environ=None):
         try:
             values[setting.name] = setting.parse(raw)
         except ValueError as exc:
-            shown = raw if setting.name != "SECRET_KEY" else "..."
+            shown = (raw if len(raw) <= 40 else f"{raw[:20]}...({len(raw)} characters)") \
+                if setting.name != "SECRET_KEY" else "..."
             raise ConfigError(f"setting {setting.name}={shown!r}: {exc}") from None
     return values
 
