@@ -325,3 +325,16 @@ def test_each_request_is_one_log_line_on_stderr_at_info(tmp_path, level, logged)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [line for line in result.stderr.splitlines() if "cifarlab.app: GET /healthz 200" in line]
     assert len(lines) == (1 if logged else 0)
+
+
+def test_an_example_get_writes_once_and_never_evicts_other_results(make_app, tmp_path):
+    client = make_app(UPLOAD_MAX_FILES=4).test_client()
+    uploads = tmp_path / "uploads"
+    posted = [re.search(r'src="/uploads/([0-9a-f]{32}\.png)"', post_file(client, image_bytes(seed=k)).get_data(
+        as_text=True)).group(1) for k in range(2)]  # two users' results: 4 files, the cap
+    pages = [client.get("/examples/cat").get_data(as_text=True) for _ in range(30)]
+    assert all(name in os.listdir(uploads) for name in posted)  # nothing evicted by the GETs
+    shown = {re.search(r'src="/uploads/([0-9a-f]{32}\.png)"', page).group(1) for page in pages}
+    assert len(shown) == 1 and len(os.listdir(uploads)) == 6  # one stored copy (and its input) for all 30 GETs
+    link = re.search(r'class="explain-link" href="([^"]+)"', pages[0]).group(1).replace("&amp;", "&")
+    assert client.get(link).status_code == 200  # its explanation works like an upload's

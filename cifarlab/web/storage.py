@@ -1,4 +1,5 @@
 """Upload storage: re-encoded images under random names, atomic writes, a retention cap."""
+import hashlib
 import os
 import re
 import secrets
@@ -28,10 +29,18 @@ def input_name(name):
     return name[:-4] + "_input.png"
 
 
-def save_image(image, folder, model_input=None):
-    """Write a PNG re-encoding of a decoded image (and its model input) atomically under a random name; the name."""
-    name = f"{secrets.token_hex(16)}.png"
+def content_name(data):
+    """The stored name of fixed content (a bundled example): the same bytes, the same name, written once."""
+    return hashlib.sha256(b"cifarlab-example:" + data).hexdigest()[:32] + ".png"
+
+
+def save_image(image, folder, model_input=None, name=None):
+    """Write a PNG re-encoding of a decoded image (and its model input) atomically under a random name, or under
+    `name` unless it is already there; the name."""
     folder = Path(folder)
+    if name is not None and (folder / name).exists() and (model_input is None or (folder / input_name(name)).exists()):
+        return name
+    name = name or f"{secrets.token_hex(16)}.png"
     files = [(name, display_copy(image))]
     if model_input is not None:
         files.append((input_name(name), Image.fromarray(model_input, "RGB")))

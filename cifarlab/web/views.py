@@ -20,12 +20,12 @@ def render_form(message=None, status=200):
     return render_template("index.html", message=message, examples=current_app.extensions["examples"]), status
 
 
-def render_results(items):
-    """Result page for one image, results table for several."""
+def render_results(items, stored_name=None):
+    """Result page for one image, results table for several; stored_name: a bundled example's fixed name."""
     threshold = classifier().unsure_threshold
     for item in items:
         if item.error is None:
-            item.extras["src"] = save_upload(item)
+            item.extras["src"] = save_upload(item, stored_name)
     explainable = current_app.extensions["explain"] is not None
     verdicts = dict(threshold=threshold, ood_threshold=classifier().detector.threshold, explainable=explainable)
     if len(items) == 1:
@@ -33,12 +33,17 @@ def render_results(items):
     return render_template("batch.html", items=items, **verdicts)
 
 
-def save_upload(item):
-    """Store the display copy and model input; the copy's URL, or a data: URI when the disk refuses."""
+def save_upload(item, stored_name=None):
+    """Store the display copy and model input; the copy's URL, or a data: URI when the disk refuses.
+
+    A bundled example is stored once under its content name and evicts nothing: a GET (an <img> on any site can
+    send one) must not push other users' results out of the upload folder.
+    """
     config = current_app.config
     try:
-        name = storage.save_image(item.image, config["UPLOAD_FOLDER"], item.pixels)
-        storage.enforce_retention(config["UPLOAD_FOLDER"], config["UPLOAD_MAX_FILES"], config["UPLOAD_MAX_BYTES"])
+        name = storage.save_image(item.image, config["UPLOAD_FOLDER"], item.pixels, stored_name)
+        if stored_name is None:
+            storage.enforce_retention(config["UPLOAD_FOLDER"], config["UPLOAD_MAX_FILES"], config["UPLOAD_MAX_BYTES"])
         item.extras["upload"] = name
         return f"/uploads/{name}"
     except OSError as exc:
@@ -83,9 +88,10 @@ def example(name):
     if name not in current_app.extensions["examples"]:
         abort(404)
     with open(os.path.join(current_app.static_folder, "examples", f"{name}.png"), "rb") as f:
-        items = decode([(f"{name}.png", f.read())])
+        data = f.read()
+    items = decode([(f"{name}.png", data)])
     service.classify_items(classifier(), items)
-    return render_results(items)
+    return render_results(items, stored_name=storage.content_name(data))
 
 
 @bp.get("/api")
