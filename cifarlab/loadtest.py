@@ -209,9 +209,9 @@ class FakeBackend(BaseHTTPRequestHandler):
              "huge-integer", "bad-verdict", "error", "list-metadata")
 
     @classmethod
-    def start(cls, mode="ok"):
-        """A threaded server on a free loopback port, serving in a daemon thread; .mode and .hits on it."""
-        server = ThreadingHTTPServer(("127.0.0.1", 0), cls)
+    def start(cls, mode="ok", port=0):
+        """A threaded server on a loopback port (default: a free one), serving in a daemon thread; .mode, .hits."""
+        server = ThreadingHTTPServer(("127.0.0.1", port), cls)
         server.daemon_threads = True
         server.mode, server.hits = mode, 0
         threading.Thread(target=server.serve_forever, daemon=True).start()

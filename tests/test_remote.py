@@ -160,3 +160,17 @@ def test_calls_past_the_inflight_cap_fail_at_once(fake_backend):
 def test_check_probabilities_refuses_what_is_not_a_distribution(predictions):
     with pytest.raises(BackendUnavailable):
         check_probabilities(predictions, 2 if len(predictions) == 2 else 1, 10)
+
+
+def test_a_front_started_while_its_backend_is_down_reads_its_metadata_once_it_is_up(tmp_path):
+    port = free_port()
+    front = front_app(f"http://127.0.0.1:{port}", tmp_path, INFERENCE_RETRIES=0, BREAKER_FAILURES=100).test_client()
+    assert front.get("/readyz").status_code == 503 and post_image(front).status_code == 503
+    server = loadtest.FakeBackend.start(port=port)  # the backend comes up where the front looks for it
+    try:
+        assert front.get("/readyz").status_code == 200
+        answer = post_image(front)
+        assert answer.status_code == 200 and answer.get_json()["predictions"][0]["class"].startswith("class")
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -111,10 +111,11 @@ class RemoteClassifier:
         self.class_names = list(CIFAR10_CLASSES)
         self.meta = {"name": f"{name} (remote backend)", "arch": "remote", "class_names": self.class_names,
                      "input_size": input_size, "data_source": "remote backend"}
+        self.described = False  # True once the backend's metadata was read and valid
         try:
             self.refresh_metadata()
         except BackendUnavailable:
-            pass  # the front starts anyway: pages answer 503 until the backend is back
+            pass  # the front starts anyway: metadata is read again on each call, which answers 503 until it is valid
 
     def _once(self, method, path, body, deadline):
         """One HTTP exchange that ends by `deadline` (time.monotonic()), whatever the backend does."""
@@ -185,6 +186,12 @@ class RemoteClassifier:
                 raise BackendUnavailable("backend class_names is not a list of strings")
             self.class_names = self.meta["class_names"] = list(names)
         self.version = str(meta.get("version", self.version))[:64]
+        self.described = True
+
+    def describe(self):
+        """Read the backend's metadata if it was not read yet (the backend was down at start-up)."""
+        if not self.described:
+            self.refresh_metadata()
 
     def probabilities(self, images):
         """Calibrated probabilities for uint8 images (N, H, W, 3), computed by the backend and validated."""
@@ -194,6 +201,7 @@ class RemoteClassifier:
         """[Prediction] from the backend's "verdicts" signature, every field validated; a bad answer counts as a
         failure for the circuit breaker."""
         images = np.asarray(images)
+        self.describe()
 
         def valid(answer):
             if not isinstance(answer, dict):
@@ -210,6 +218,7 @@ class RemoteClassifier:
     def ready(self):
         """(ready, detail) according to the backend's model status; the detail never names the backend's address."""
         try:
+            self.describe()
             status = self._call("GET", f"/v1/models/{self.name}")["model_version_status"][0]
             state = status.get("state")
         except (BackendUnavailable, KeyError, IndexError, TypeError, AttributeError):
