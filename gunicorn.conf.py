@@ -25,6 +25,9 @@ graceful_timeout = 20
 max_requests = 2000  # recycle a worker now and then: heap fragmentation cannot pile up
 max_requests_jitter = 200  # ... and the workers do not all restart at once
 accesslog = None  # the app logs method, path, status and latency itself
+# gunicorn 27's control socket defaults to one path per user ($XDG_RUNTIME_DIR/gunicorn.ctl), which each new instance
+# takes over from the last; nothing here uses gunicornc, so none is opened
+control_socket_disable = True
 loglevel = os.environ.get("LOG_LEVEL", "info")
 
 

@@ -34,7 +34,8 @@ def start_stack(tmp_path_factory, **env):
     need_nginx()
     port = loadtest.free_port()
     env = {"BIND": f"127.0.0.1:{port}", "WEB_WORKERS": "1", "WEB_THREADS": "2",
-           "UPLOAD_FOLDER": str(tmp_path_factory.mktemp("uploads")), "SECRET_KEY": "t", "GRADCAM": "false", **env}
+           "UPLOAD_FOLDER": str(tmp_path_factory.mktemp("uploads")), "SECRET_KEY": "t", "GRADCAM": "false",
+           "XDG_RUNTIME_DIR": str(tmp_path_factory.mktemp("runtime")), **env}
     log = tmp_path_factory.mktemp("log") / "serve.log"
     return loadtest.start_server([sys.executable, "-m", "cifarlab.web.serve"], port, env, log_path=str(log),
                                  headers={"Host": "localhost"}), port
@@ -67,6 +68,11 @@ def assert_json_error(reply, status, words):
 def assert_error_page(reply, status, words):
     assert reply[0] == status and reply[1].startswith("text/html"), reply
     assert f"<h1>{status} ".encode() in reply[2] and words.encode() in reply[2] and b'href="/model"' in reply[2]
+
+
+def test_the_stack_opens_no_shared_gunicorn_control_socket(stack, tmp_path_factory):
+    runtimes = list(tmp_path_factory.getbasetemp().glob("runtime*"))  # each stack's XDG_RUNTIME_DIR
+    assert runtimes and not [r for r in runtimes if (r / "gunicorn.ctl").exists()]
 
 
 def test_stack_serves_the_api_through_nginx(stack):

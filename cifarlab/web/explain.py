@@ -1,4 +1,5 @@
-"""Grad-CAM on demand for the web layer: the Keras model is built lazily, once per process, on the first request."""
+"""Grad-CAM for the web layer: the Keras model is built once per process, on the first request or at start-up
+(GRADCAM_PRELOAD)."""
 import importlib.util
 import logging
 import threading
