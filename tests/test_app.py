@@ -338,3 +338,15 @@ def test_an_example_get_writes_once_and_never_evicts_other_results(make_app, tmp
     assert len(shown) == 1 and len(os.listdir(uploads)) == 6  # one stored copy (and its input) for all 30 GETs
     link = re.search(r'class="explain-link" href="([^"]+)"', pages[0]).group(1).replace("&amp;", "&")
     assert client.get(link).status_code == 200  # its explanation works like an upload's
+
+
+def test_a_full_upload_folder_shows_new_results_inline_rather_than_break_fresh_links(make_app, tmp_path):
+    client = make_app(UPLOAD_MAX_FILES=4, UPLOAD_KEEP_SECONDS=600).test_client()
+    pages = [post_file(client, image_bytes(seed=k)).get_data(as_text=True) for k in range(3)]
+    stored = [re.search(r'src="/uploads/([0-9a-f]{32}\.png)"', page) for page in pages]
+    assert stored[0] and stored[1] and stored[2] is None  # the third is over the cap while the others are fresh
+    assert 'src="data:image/png;base64,' in pages[2] and "explain-link" not in pages[2]
+    assert sorted(os.listdir(tmp_path / "uploads")) == sorted(
+        name for match in stored[:2] for name in (match.group(1), match.group(1)[:-4] + "_input.png"))
+    for match in stored[:2]:
+        assert client.get(f"/uploads/{match.group(1)}").status_code == 200

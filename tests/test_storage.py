@@ -1,4 +1,5 @@
 import os
+import time
 
 import numpy as np
 import pytest
@@ -39,3 +40,12 @@ def test_retention_deletes_the_oldest_uploads_first(tmp_path):
     assert sorted(os.listdir(tmp_path)) == sorted(names[3:] + ["keep.txt"])
     storage.enforce_retention(tmp_path, max_files=10, max_bytes=1)
     assert os.listdir(tmp_path) == ["keep.txt"]
+
+
+def test_retention_never_deletes_what_is_younger_than_the_keep_time(tmp_path):
+    names = [storage.save_image(Image.new("RGB", (8, 8)), tmp_path) for _ in range(3)]
+    assert storage.enforce_retention(tmp_path, max_files=2, max_bytes=10**9, keep_seconds=600) is False
+    assert sorted(os.listdir(tmp_path)) == sorted(names)  # all three are young: none goes
+    assert storage.enforce_retention(tmp_path, max_files=2, max_bytes=10**9, keep_seconds=600,
+                                     now=time.time() + 601) is True
+    assert len(os.listdir(tmp_path)) == 2

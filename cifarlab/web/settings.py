@@ -154,8 +154,10 @@ SETTINGS = (
     Setting("REQUEST_DEADLINE", 10.0, seconds, "seconds one request may spend decoding; the rest is refused"),
     Setting("MAX_BATCH_FILES", 32, positive, "images per form post or /api/predict request"),
     Setting("MAX_SERVING_INSTANCES", 256, positive, "instances per TF-Serving-style :predict request"),
-    Setting("UPLOAD_MAX_FILES", 500, positive, "retention cap on the upload folder: files ..."),
-    Setting("UPLOAD_MAX_BYTES", 200 * 1024 * 1024, byte_size, "... and bytes; the oldest are removed first"),
+    Setting("UPLOAD_MAX_FILES", 500, positive, "retention cap on the upload folder: files (two per result) ..."),
+    Setting("UPLOAD_MAX_BYTES", 200 * 1024 * 1024, byte_size, "... and bytes; the oldest are removed first ..."),
+    Setting("UPLOAD_KEEP_SECONDS", 600.0, seconds, "... but none younger than this: past the caps, new results are "
+            "shown inline (no stored copy, no explanation link) rather than break links just given out"),
     Setting("SERVING_MODEL_NAME", "cifar10", text, "the NAME in /v1/models/NAME"),
     Setting("SESSION_COOKIE_SECURE", False, boolean, "mark the session cookie Secure (set true behind TLS)"),
     Setting("UNSURE_THRESHOLD", None, fraction, "top probability below which a result says unsure; default: sidecar's"),

@@ -3,6 +3,7 @@ import hashlib
 import os
 import re
 import secrets
+import time
 from pathlib import Path
 
 import numpy as np
@@ -65,8 +66,10 @@ def load_input(folder, name):
         return None
 
 
-def enforce_retention(folder, max_files, max_bytes):
-    """Delete the oldest stored uploads until at most max_files files and max_bytes bytes remain."""
+def enforce_retention(folder, max_files, max_bytes, keep_seconds=0.0, now=None):
+    """Delete the oldest stored uploads until at most max_files files and max_bytes bytes remain, but none younger
+    than keep_seconds (a page may have just linked it). True when the folder is within both caps afterwards."""
+    now = time.time() if now is None else now
     entries = []
     for entry in os.scandir(folder):
         if is_valid_name(entry.name):
@@ -78,6 +81,15 @@ def enforce_retention(folder, max_files, max_bytes):
     entries.sort()
     total = sum(size for _, _, size in entries)
     while entries and (len(entries) > max_files or total > max_bytes):
+        if now - entries[0][0] / 1e9 < keep_seconds:
+            return False  # what is left is too young to go
         _, name, size = entries.pop(0)
         Path(folder, name).unlink(missing_ok=True)
         total -= size
+    return True
+
+
+def remove(folder, name):
+    """Delete a stored upload and its model input."""
+    for filename in (name, input_name(name)):
+        Path(folder, filename).unlink(missing_ok=True)

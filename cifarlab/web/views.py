@@ -42,8 +42,11 @@ def save_upload(item, stored_name=None):
     config = current_app.config
     try:
         name = storage.save_image(item.image, config["UPLOAD_FOLDER"], item.pixels, stored_name)
-        if stored_name is None:
-            storage.enforce_retention(config["UPLOAD_FOLDER"], config["UPLOAD_MAX_FILES"], config["UPLOAD_MAX_BYTES"])
+        if stored_name is None and not storage.enforce_retention(
+                config["UPLOAD_FOLDER"], config["UPLOAD_MAX_FILES"], config["UPLOAD_MAX_BYTES"],
+                config["UPLOAD_KEEP_SECONDS"]):
+            storage.remove(config["UPLOAD_FOLDER"], name)  # full of results pages have just linked: shown inline
+            return service.png_data_uri(item.image)
         item.extras["upload"] = name
         return f"/uploads/{name}"
     except OSError as exc:
