@@ -7,6 +7,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import sys
 import tarfile
 import time
 import zipfile
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import archives
 from .checkpoint import replace_atomically, write_json
 from .images import ImageError, preprocess_bytes
 from .progress import Progress
@@ -47,18 +49,11 @@ class Source:
             yield from ((name, self.path / name) for name in self.names if name in wanted)
         elif self.kind == "list":
             yield from ((name, Path(name)) for name in self.names if name in wanted)
-        elif self.path.suffix == ".zip":
-            with zipfile.ZipFile(self.path) as archive:
-                for info in archive.infolist():
-                    if info.filename in wanted:
-                        wanted.discard(info.filename)
-                        yield info.filename, too_large(info.file_size) or archive.read(info)
         else:
-            with tarfile.open(self.path, "r|*") as archive:  # a stream: no seeking back through the compression
-                for member in archive:
-                    if member.isfile() and member.name in wanted:
-                        wanted.discard(member.name)
-                        yield member.name, too_large(member.size) or archive.extractfile(member).read()
+            for member in archives.members(self.path):
+                if member.name in wanted:
+                    wanted.discard(member.name)
+                    yield member.name, too_large(member.size) or member.read()
 
 
 def too_large(size):
@@ -77,12 +72,7 @@ def open_source(path):
         raise BatchError(f"{path}: no such folder, archive or list of paths.")
     if path.name.endswith(ARCHIVES):
         try:
-            if path.suffix == ".zip":
-                with zipfile.ZipFile(path) as archive:
-                    names = [i.filename for i in archive.infolist() if not i.is_dir()]
-            else:
-                with tarfile.open(path, "r|*") as archive:
-                    names = [m.name for m in archive if m.isfile()]
+            names = [member.name for member in archives.members(path)]
         except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as exc:
             raise BatchError(f"{path}: not a readable archive ({exc}).") from None
         return Source(path, "archive", tuple(dict.fromkeys(names)))
@@ -103,8 +93,9 @@ def decode_many(payloads):
             if isinstance(payload, str):
                 raise ImageError(payload)
             if isinstance(payload, Path):
-                if payload.stat().st_size > MAX_FILE_BYTES:
-                    raise ImageError(too_large(payload.stat().st_size))
+                refusal = too_large(payload.stat().st_size)
+                if refusal:
+                    raise ImageError(refusal)
                 payload = payload.read_bytes()
             out.append((name, preprocess_bytes(payload), None))
         except ImageError as exc:
@@ -234,7 +225,7 @@ def predict_folder(source, out, classifier, workers=None, part_size=PART_SIZE, r
     if todo:
         remaining = sum(len(chunks[i]) for i in todo)
         if len(todo) < len(chunks):
-            print(f"resuming: {len(chunks) - len(todo)} of {len(chunks)} parts already done", file=stream or None)
+            print(f"resuming: {len(chunks) - len(todo)} of {len(chunks)} parts already done", file=stream or sys.stderr)
         progress = Progress(f"predict {source.path.name}", remaining, every=10.0, stream=stream)
         wanted = [name for i in todo for name in chunks[i]]
         workers = workers or max(1, (os.cpu_count() or 2) - 1)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import quiet
+from .. import archives, quiet
 from ..checkpoint import replace_atomically
 from ..images import INPUT_SIZE, ImageError, preprocess_bytes
 
@@ -94,18 +94,11 @@ def _read_members(path):
             key = _split_and_class(file.relative_to(path))
             if key and file.is_file():
                 yield key[0], key[1], str(file.relative_to(path)), file.read_bytes()
-    elif zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            for info in archive.infolist():
-                key = _split_and_class(info.filename)
-                if key and not info.is_dir():
-                    yield key[0], key[1], info.filename, archive.read(info)
-    elif tarfile.is_tarfile(path):
-        with tarfile.open(path) as archive:  # read in place: nothing is extracted to disk
-            for info in archive:
-                key = _split_and_class(info.name)
-                if key and info.isfile():
-                    yield key[0], key[1], info.name, archive.extractfile(info).read()
+    elif zipfile.is_zipfile(path) or tarfile.is_tarfile(path):  # read in place: nothing is extracted to disk
+        for member in archives.members(path):
+            key = _split_and_class(member.name)
+            if key:
+                yield key[0], key[1], member.name, member.read()
     else:
         raise DataError(f"{path} is neither a folder nor a .tar.gz/.zip archive.")
 
