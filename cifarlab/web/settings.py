@@ -165,8 +165,9 @@ SETTINGS = (
             "default: sidecar's"),
     Setting("LOG_LEVEL", "info", log_level, "app log on stderr: info = a line per request, warning = problems only"),
     Setting("GRADCAM", True, boolean, "offer Grad-CAM on result pages (needs TensorFlow and the .h5 the model came from)"),
-    Setting("GRADCAM_PRELOAD", False, boolean, "prepare Grad-CAM at start-up (first explanation 0.2 s, not ~8 s), "
-            "at ~600 MB more RSS per process: TensorFlow (make run turns it on; make serve's workers stay lean)"),
+    Setting("GRADCAM_PRELOAD", False, boolean, "prepare Grad-CAM at start-up, so the first explanation does not wait "
+            "for TensorFlow and the .h5; costs TensorFlow's memory in every process (make run turns it on; make "
+            "serve's workers stay lean)"),
     Setting("PROXY_TIMEOUT", 60.0, seconds, "make serve: seconds nginx waits for the app's answer, then a JSON or "
             "page 504"),
     Setting("INFERENCE_URL", None, http_url, "predict through a TF-Serving REST backend instead of a local model"),
