@@ -1,5 +1,6 @@
 """Image decoding and the one preprocessing function shared by training, the app and the notebook."""
 import io
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -30,14 +31,36 @@ class ImageError(ValueError):
         self.message = message
         self.status = status
 
+    def __reduce__(self):  # pickled whole (status too) when a decoder process sends it back
+        return type(self), (self.message, self.status)
+
 
 def damaged(exc):
-    """The ImageError for a file Pillow's decoder choked on."""
+    """The ImageError for a file Pillow's decoder choked on (or ran out of memory on)."""
+    if isinstance(exc, MemoryError):
+        return ImageError("Decoding this image needs more memory than the decoder may use.", 413)
     return ImageError(f"The image could not be decoded (damaged or truncated file: {type(exc).__name__}).", 400)
 
 
-def _open(data, max_pixels):
-    """(opened, not yet decoded image with its JPEG draft scale set, decode passes); ImageError when it cannot be used.
+@dataclass
+class Opened:
+    """An image whose header was read (not yet decoded) and what decoding it will cost."""
+
+    img: Image.Image
+    passes: int  # decode passes: a progressive JPEG's scans, a GIF's frames
+
+    @property
+    def cost(self):
+        """Pixel decodes: pixels x passes (at the JPEG draft scale)."""
+        return self.img.size[0] * self.img.size[1] * self.passes
+
+    def close(self):
+        self.img.close()
+
+
+def open_image(data, max_pixels=DEFAULT_MAX_PIXELS):
+    """The Opened image, its JPEG draft scale set, or ImageError when it cannot be used: the one header pass that
+    serves both the budget (Opened.cost) and the decode (decode_opened).
 
     The file's structure is walked first (containers.walk), so scan, chunk and block bombs are refused unparsed.
     """
@@ -69,26 +92,20 @@ def _open(data, max_pixels):
         except DECODER_ERRORS as exc:
             img.close()
             raise damaged(exc) from None
-    return img, passes
-
-
-def decode_cost(data, max_pixels=DEFAULT_MAX_PIXELS):
-    """Pixel decodes these bytes will cost: pixels x passes (a progressive JPEG's scans, a GIF's frames); 0 for what
-    decode_image refuses before decoding."""
-    try:
-        img, passes = _open(data, max_pixels)
-    except ImageError:
-        return 0
-    with img:
-        return img.size[0] * img.size[1] * passes
+    return Opened(img, passes)
 
 
 def decode_image(data, max_pixels=DEFAULT_MAX_PIXELS):
-    """Decode bytes into an upright 8-bit RGB PIL image of at most about 2 x WORKING_SIDE per side, or raise ImageError.
+    """Decode bytes into an upright 8-bit RGB PIL image of at most about 2 x WORKING_SIDE per side, or raise ImageError."""
+    return decode_opened(open_image(data, max_pixels))
+
+
+def decode_opened(opened):
+    """Decode an Opened image into an upright 8-bit RGB PIL image, or raise ImageError.
 
     Only one full-size copy exists at a time: it is reduced in its own mode before conversion to RGB.
     """
-    img, _ = _open(data, max_pixels)
+    img = opened.img
     try:
         with img:
             orientation = img.getexif().get(0x0112)

@@ -32,9 +32,11 @@ def tiny_model_path(tmp_path_factory):
 
 @pytest.fixture
 def make_app(tiny_model_path, tmp_path):
-    """Build the app on the tiny model with test settings, some of them overridden."""
+    """Build the app on the tiny model with test settings, some of them overridden; its decoders stop afterwards."""
+    built = []
+
     def build(**overrides):
-        return create_app({
+        app = create_app({
             "TESTING": True,
             "MODEL_PATH": str(tiny_model_path),
             "UPLOAD_FOLDER": str(tmp_path / "uploads"),
@@ -42,7 +44,12 @@ def make_app(tiny_model_path, tmp_path):
             "SECRET_KEY": "test-only",
             **overrides,
         })
-    return build
+        built.append(app)
+        return app
+    yield build
+    for app in built:
+        if app.extensions["decoders"]:
+            app.extensions["decoders"].close()
 
 
 @pytest.fixture

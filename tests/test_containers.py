@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from cifarlab import containers
-from cifarlab.images import ImageError, decode_cost, decode_image
+from cifarlab.images import ImageError, decode_image, open_image
 from tests.conftest import image_bytes
 
 
@@ -49,7 +49,7 @@ def test_ordinary_files_pass_and_decode(data):
 def test_a_progressive_jpeg_counts_each_scan_as_a_pass():
     passes = containers.walk(progressive_jpeg()).passes
     assert 2 <= passes <= containers.MAX_JPEG_SCANS
-    assert decode_cost(progressive_jpeg()) == 64 * 64 * passes
+    assert open_image(progressive_jpeg()).cost == 64 * 64 * passes
 
 
 @pytest.mark.parametrize("bomb", [

@@ -1,5 +1,6 @@
 """The production stack (nginx in front of gunicorn, `python -m cifarlab.web.serve`) on loopback."""
 import http.client
+import io
 import json
 import os
 import shutil
@@ -10,10 +11,13 @@ import threading
 import time
 
 import pytest
+from PIL import Image
 
 from cifarlab import REPO, checkpoint, loadtest
+from cifarlab.images import decode_image
 from cifarlab.web import serve, settings
 from tests.conftest import image_bytes
+from tests.test_containers import progressive_jpeg
 
 NEED_NGINX = os.environ.get("REQUIRE_NGINX") == "1"  # CI installs Debian's nginx and sets this
 
@@ -159,6 +163,59 @@ def test_gunicorn_alone_also_refuses_a_bad_model_with_exit_2():
                             capture_output=True, text=True, timeout=60, cwd=REPO)
     assert result.returncode == 2 and "error: /nonexistent.h5: model file not found." in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def scan_bomb(size=257_000):
+    """A progressive JPEG of `size` bytes that repeats its last scan (each repeat one more full decoding pass)."""
+    base = progressive_jpeg()
+    scan = len(base) - base.rfind(b"\xff\xda") - 2
+    return progressive_jpeg(repeats=(size - len(base)) // scan)
+
+
+def test_scan_bombs_at_once_are_refused_in_time_and_healthz_keeps_answering(stack):
+    body, content_type = loadtest.multipart({}, [("file", f"bomb{i}.jpg", scan_bomb()) for i in range(8)])
+    assert len(body) > 2_000_000
+    replies = []
+
+    def bomb():
+        started = time.monotonic()
+        reply = answer(stack, "POST", "/api/predict", body, content_type)
+        replies.append((reply, time.monotonic() - started))
+
+    threads = [threading.Thread(target=bomb) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    probes = loadtest.probe(stack, "/healthz", seconds=4, every=0.25)
+    for thread in threads:
+        thread.join(60)
+    assert len(replies) == 8 and all(seconds < 10 for _, seconds in replies), replies
+    for reply, _ in replies:
+        assert_json_error(reply, 422, "scans")
+    assert all(status == 200 and latency < 1.0 for status, latency in probes), probes
+
+
+@pytest.fixture(scope="module")
+def deadline_stack(tiny_model_path, tmp_path_factory):
+    """The stack with a 0.1 s decoding deadline and the pixel limits lifted, so only the deadline bounds the work."""
+    server, port = start_stack(tmp_path_factory, MODEL_PATH=str(tiny_model_path), REQUEST_DEADLINE="0.1",
+                               MAX_IMAGE_PIXELS=str(81_000_000), MAX_REQUEST_PIXELS=str(10**9))
+    yield port
+    loadtest.stop_server(server)
+
+
+def test_a_decoder_past_the_deadline_is_killed_mid_image_and_the_next_request_is_served(deadline_stack):
+    buffer = io.BytesIO()
+    Image.new("RGB", (9000, 9000), (90, 120, 30)).save(buffer, format="PNG")  # 81 MP decoded, 270 kB sent
+    started = time.monotonic()
+    decode_image(buffer.getvalue(), 81_000_000)
+    decode_seconds = time.monotonic() - started  # what one decode costs on this machine
+    body, content_type = loadtest.multipart({}, [("file", "big.png", buffer.getvalue())])
+    started = time.monotonic()
+    reply = answer(deadline_stack, "POST", "/api/predict", body, content_type)
+    assert time.monotonic() - started < max(0.5, decode_seconds / 2), decode_seconds  # not waited for: killed
+    assert_json_error(reply, 503, "0.1 s limit")
+    body, content_type = loadtest.multipart({}, [("file", "a.png", image_bytes())])
+    assert answer(deadline_stack, "POST", "/api/predict", body, content_type)[0] == 200
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import json
 import numpy as np
 from flask import Blueprint, current_app, g, jsonify, request
 
-from . import service
+from . import decoding, service
 
 bp = Blueprint("api", __name__)
 JSON_PREFIXES = ("/api/", "/v1/", "/healthz", "/readyz")  # paths whose errors are answered in JSON
@@ -32,13 +32,20 @@ def error_json(message, status):
 
 
 @bp.errorhandler(ApiError)
-@bp.errorhandler(service.OverBudget)
+@bp.errorhandler(decoding.OverBudget)
 def api_error(exc):
     return error_json(exc.message, exc.status)
 
 
 def classifier():
     return current_app.extensions["classifier"]
+
+
+def decode(named_payloads):
+    """[(filename, bytes)] -> decoded items, within this request's pixel budget and deadline, in the app's decoders."""
+    return decoding.decode_items(named_payloads, classifier().input_size,
+                                 decoding.Budget.from_config(current_app.config), g.get("started_monotonic"),
+                                 current_app.extensions["decoders"])
 
 
 @bp.get("/healthz")
@@ -61,8 +68,7 @@ def predict():
         raise ApiError(f"too many files: at most {exc.limit} per request", 400) from None
     if not uploads:
         raise ApiError('send one or more images as multipart/form-data field "file"')
-    items = service.decode_items(uploads, classifier().input_size, service.Budget.from_config(current_app.config),
-                                 g.get("started_monotonic"))
+    items = decode(uploads)
     service.classify_items(classifier(), items)
     body = {"predictions": [service.prediction_json(item) for item in items],
             "model": service.model_summary(classifier())}
@@ -132,15 +138,15 @@ def serving_predict(name):
     if signature not in SIGNATURES:
         raise ApiError(f"signature_name is one of {', '.join(SIGNATURES)}, not {str(signature)[:40]!r}")
     c = classifier()
-    pixels = instances_pixels(instances, c.input_size, service.Budget.from_config(current_app.config))
+    pixels = instances_pixels(instances)
     return jsonify(predictions=[p.serving_row(named=signature == "verdicts") for p in c.predict(pixels)])
 
 
-def instances_pixels(instances, size, budget):
+def instances_pixels(instances):
     """TF-Serving instances -> (N, size, size, 3) pixels; b64 images share the request's pixel budget."""
+    size = classifier().input_size
     images = {i: b64_bytes(instance, i) for i, instance in enumerate(instances) if isinstance(instance, dict)}
-    items = service.decode_items([(str(i), data) for i, data in images.items()], size, budget,
-                                 g.get("started_monotonic"))
+    items = decode([(str(i), data) for i, data in images.items()])
     decoded = dict(zip(images, items))
     pixels = []
     for i, instance in enumerate(instances):

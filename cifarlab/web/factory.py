@@ -11,6 +11,7 @@ from flask_wtf.csrf import CSRFProtect
 
 from .. import REPO, memory
 from . import api, errors, settings, views
+from .decoding import DecoderPool
 from .explain import Explanations
 from .remote import CircuitBreaker, RemoteClassifier
 
@@ -58,6 +59,7 @@ def create_app(test_config=None):
     app.extensions["explain"] = Explanations.for_classifier(app.config, classifier)
     if app.extensions["explain"] and app.config["GRADCAM_PRELOAD"]:
         app.extensions["explain"].preload()
+    app.extensions["decoders"] = make_decoders(app.config)
     app.extensions["examples"] = example_names(os.path.join(app.static_folder, "examples"))
     check_upload_folder(app.config["UPLOAD_FOLDER"])
     csrf.init_app(app)
@@ -92,6 +94,16 @@ def make_classifier(config):
 
     return Classifier.from_path(config["MODEL_PATH"], unsure_threshold=config["UNSURE_THRESHOLD"],
                                 ood_threshold=config["OOD_THRESHOLD"])  # raises ModelFileError
+
+
+def make_decoders(config):
+    """The pool of decoder processes (None when DECODE_PROCESSES is 0); outside tests one decoder starts now."""
+    if not config["DECODE_PROCESSES"]:
+        return None
+    pool = DecoderPool(config["DECODE_PROCESSES"], config["DECODE_MEMORY"])
+    if not config["TESTING"]:
+        pool.warm_up()
+    return pool
 
 
 def configure_logging(level):

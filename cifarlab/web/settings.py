@@ -75,6 +75,14 @@ def byte_size(value):
     return size
 
 
+def memory_size(value):
+    """A byte_size of at least 64 MiB: less and a decoder could not hold one ordinary photo."""
+    size = byte_size(value)
+    if size < 64 * 2**20:
+        raise ValueError("expected at least 64MB")
+    return size
+
+
 def number_within(value, within, hint):
     """A float for which within(number) holds (NaN never does); else ValueError(hint)."""
     try:
@@ -152,6 +160,10 @@ SETTINGS = (
     Setting("MAX_REQUEST_PIXELS", 100_000_000, positive,
             "pixels decoded for one request, all its images together (JPEGs count at their reduced decode size)"),
     Setting("REQUEST_DEADLINE", 10.0, seconds, "seconds one request may spend decoding; the rest is refused"),
+    Setting("DECODE_PROCESSES", 2, between(0, 64), "decoder processes per web process: uploads are decoded there, "
+            "killed at REQUEST_DEADLINE; 0 decodes in the web process itself (no sandbox)"),
+    Setting("DECODE_MEMORY", 512 * 2**20, memory_size, "memory a decoder process may take beyond its start-up size; "
+            "an image that needs more is refused (413)"),
     Setting("MAX_BATCH_FILES", 32, positive, "images per form post or /api/predict request"),
     Setting("MAX_SERVING_INSTANCES", 256, positive, "instances per TF-Serving-style :predict request"),
     Setting("UPLOAD_MAX_FILES", 500, positive, "retention cap on the upload folder: files (two per result) ..."),

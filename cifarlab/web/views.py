@@ -2,12 +2,12 @@
 import logging
 import os
 
-from flask import Blueprint, abort, current_app, g, render_template, request, send_file, send_from_directory
+from flask import Blueprint, abort, current_app, render_template, request, send_file, send_from_directory
 
 from .. import checkpoint, sidecar
 from ..checkpoint import ModelFileError
-from . import service, storage
-from .api import classifier
+from . import decoding, service, storage
+from .api import classifier, decode
 
 bp = Blueprint("views", __name__)
 bp.add_app_template_filter(sidecar.display_name)  # templates name the model as users would, not by its run
@@ -54,12 +54,6 @@ def save_upload(item, stored_name=None):
         return service.png_data_uri(item.image)
 
 
-def decode(uploads):
-    """[(filename, bytes)] -> decoded items, within this request's pixel budget and deadline."""
-    return service.decode_items(uploads, classifier().input_size, service.Budget.from_config(current_app.config),
-                                g.started_monotonic)
-
-
 @bp.get("/")
 def index():
     return render_form()
@@ -77,7 +71,7 @@ def predict():
         return render_form("No file was selected: choose an image to upload.", 400)
     try:
         items = decode(uploads)
-    except service.OverBudget as exc:
+    except decoding.OverBudget as exc:
         return render_form(exc.message, exc.status)
     refusal = service.refusal(items)
     if refusal:
