@@ -3,6 +3,7 @@ import http.client
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -216,6 +217,38 @@ def test_a_decoder_past_the_deadline_is_killed_mid_image_and_the_next_request_is
     assert_json_error(reply, 503, "0.1 s limit")
     body, content_type = loadtest.multipart({}, [("file", "a.png", image_bytes())])
     assert answer(deadline_stack, "POST", "/api/predict", body, content_type)[0] == 200
+
+
+def maps_tensorflow(pid):
+    """True when the process has TensorFlow's runtime library loaded."""
+    with open(f"/proc/{pid}/maps") as maps:
+        return "libtensorflow" in maps.read()
+
+
+def test_explanations_come_from_one_explain_worker_and_the_web_workers_stay_tensorflow_free(exported,
+                                                                                           tmp_path_factory):
+    model = exported[0] / "tiny_int8.tflite"  # as deployed: an int8 export, explained from the .h5 it came from
+    server, port = start_stack(tmp_path_factory, MODEL_PATH=str(model), GRADCAM="true", WEB_WORKERS="2")
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", "/", headers={"Host": "localhost"})
+        form = conn.getresponse()
+        cookie, html = form.getheader("Set-Cookie").split(";", 1)[0], form.read().decode()
+        token = re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+        body, content_type = loadtest.multipart({"csrf_token": token}, [("file", "a.png", image_bytes())])
+        conn.request("POST", "/", body=body, headers={"Host": "localhost", "Content-Type": content_type,
+                                                      "Cookie": cookie})
+        page = conn.getresponse().read().decode()
+        link = re.search(r'class="explain-link" href="([^"]+)"', page).group(1).replace("&amp;", "&")
+        replies = [answer(port, "GET", link) for _ in range(4)]  # both web workers, most likely
+        assert all(status == 200 and b'src="data:image/png;base64,' in body for status, _, body in replies)
+        processes = {pid: open(f"/proc/{pid}/cmdline").read() for pid in loadtest.process_tree_rss_mb(server.pid)}
+        explainers = [pid for pid, command in processes.items() if "explain_worker" in command]
+        web = [pid for pid, command in processes.items() if "gunicorn" in command or "decoding" in command]
+        assert len(explainers) == 1 and maps_tensorflow(explainers[0])
+        assert len(web) >= 3 and not any(maps_tensorflow(pid) for pid in web)  # master, 2 workers, their decoders
+    finally:
+        loadtest.stop_server(server)
 
 
 @pytest.fixture(scope="module")

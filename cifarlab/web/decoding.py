@@ -125,7 +125,7 @@ def decode_items(named_payloads, input_size, budget, started=None, pool=None):
     return [item for _, item in decode_opened_items(named_payloads, opened, input_size, budget, started)]
 
 
-def _limit_memory(limit_bytes):
+def limit_memory(limit_bytes):
     """Cap this process's address space at what it maps now plus limit_bytes: past it, allocations fail."""
     if resource is None or not limit_bytes:
         return
@@ -139,7 +139,7 @@ def _limit_memory(limit_bytes):
 def _decoder_main(conn, memory_limit):
     """A decoder process: for each request, send ("opened",), then ("item", index, Item) per image, then ("done",);
     ("over", pixels, limit) instead when the request is over its budget. Ends when the web process closes the pipe."""
-    _limit_memory(memory_limit)
+    limit_memory(memory_limit)
     while True:
         try:
             named_payloads, input_size, budget, elapsed = conn.recv()

@@ -1,9 +1,11 @@
-"""Grad-CAM for the web layer: the Keras model is built once per process, on the first request or at start-up
-(GRADCAM_PRELOAD)."""
+"""Grad-CAM for the web layer: in the web process (the Keras model built once, on the first request or at start-up,
+GRADCAM_PRELOAD), or in one explain worker per server (EXPLAIN_SOCKET, as `make serve` runs it: cifarlab.web.
+explain_worker), so that web workers never load TensorFlow and explanations at once are capped for the whole server."""
 import importlib.util
 import logging
 import threading
 import time
+from multiprocessing.connection import Client
 
 import numpy as np
 
@@ -17,6 +19,51 @@ log = logging.getLogger(__name__)
 GRADCAM_ARCHS = tuple(name for name, recipe in PRESETS.items() if not isinstance(recipe, TransferRecipe))
 
 
+class ExplanationUnavailable(Exception):
+    """An explanation that cannot be given now; `message` says why, `status` is 503 (busy, starting, gone)."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.message, self.status = message, 503
+
+
+def explainable(config, meta):
+    """The .h5 Grad-CAM needs for this model (MODEL_PATH itself, or the file an export came from), or None when
+    explanations are off, remote, without TensorFlow, or for a net Grad-CAM does not know. Imports no TensorFlow."""
+    if (not config["GRADCAM"] or config["INFERENCE_URL"] or meta.get("arch") not in GRADCAM_ARCHS
+            or importlib.util.find_spec("tensorflow") is None):
+        return None
+    if not meta.get("exported_from"):  # a Keras model file, explained from itself
+        return config["MODEL_PATH"]
+    return checkpoint.source_model_path(config["MODEL_PATH"], meta)
+
+
+class RemoteExplanations:
+    """Explanations asked of the server's explain worker over its Unix socket: one at a time there, a bounded queue,
+    and a 503 (ExplanationUnavailable) when it is full, starting, or not running."""
+
+    def __init__(self, socket_path, timeout):
+        self.socket_path, self.timeout = socket_path, timeout
+
+    def overlay(self, pixels, class_index):
+        """The explain worker's PNG data URI of the Grad-CAM heatmap of class_index for these 32x32 pixels."""
+        try:
+            conn = Client(self.socket_path, family="AF_UNIX")
+        except OSError:
+            raise ExplanationUnavailable("Explanations are starting or not running; try again in a minute.") from None
+        with conn:
+            try:
+                conn.send((pixels, int(class_index)))
+                if not conn.poll(self.timeout):
+                    raise ExplanationUnavailable(f"The explanation took longer than {self.timeout:g} s; try again.")
+                status, value = conn.recv()
+            except (EOFError, OSError):
+                raise ExplanationUnavailable("The explain worker stopped while explaining; try again.") from None
+        if status != "ok":
+            raise ExplanationUnavailable(value)
+        return value
+
+
 class Explanations:
     """Heatmaps of where the served model looked, from its own Keras model or the .h5 a .tflite was exported from."""
 
@@ -26,15 +73,14 @@ class Explanations:
 
     @classmethod
     def for_classifier(cls, config, classifier):
-        """Explanations for the served model, or None when disabled, remote, without TensorFlow, for a net Grad-CAM
-        does not know, or when no .h5 is at hand."""
-        if (not config["GRADCAM"] or config["INFERENCE_URL"] or classifier.meta.get("arch") not in GRADCAM_ARCHS
-                or importlib.util.find_spec("tensorflow") is None):
+        """Explanations for the served model (None when not explainable): through the explain worker when
+        EXPLAIN_SOCKET is set, else here, on the served Keras model itself or the .h5 an export came from."""
+        source = explainable(config, classifier.meta)
+        if source is None:
             return None
-        if classifier.model is not None:
-            return cls(model=classifier.model)
-        source = checkpoint.source_model_path(config["MODEL_PATH"], classifier.meta)
-        return cls(model_path=source) if source else None
+        if config["EXPLAIN_SOCKET"]:
+            return RemoteExplanations(config["EXPLAIN_SOCKET"], config["EXPLAIN_TIMEOUT"])
+        return cls(model=classifier.model) if classifier.model is not None else cls(model_path=source)
 
     def _explainer(self):
         """The Explainer, built on first use (TensorFlow, the .h5, the gradient probe); call with the lock held."""

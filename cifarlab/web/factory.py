@@ -57,7 +57,7 @@ def create_app(test_config=None):
     classifier.warm_up()
     app.extensions["classifier"] = classifier
     app.extensions["explain"] = Explanations.for_classifier(app.config, classifier)
-    if app.extensions["explain"] and app.config["GRADCAM_PRELOAD"]:
+    if isinstance(app.extensions["explain"], Explanations) and app.config["GRADCAM_PRELOAD"]:
         app.extensions["explain"].preload()
     app.extensions["decoders"] = make_decoders(app.config)
     app.extensions["examples"] = example_names(os.path.join(app.static_folder, "examples"))

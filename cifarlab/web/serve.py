@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import api, errors, settings
+from . import api, errors, explain, settings
 from .. import REPO, checkpoint, loadtest
 
 TEMPLATE = REPO / "deploy" / "nginx.conf"
@@ -114,6 +114,27 @@ def prepare_run_dir(listen, upstream_port, config, meta):
     return run_dir
 
 
+def start_explain_worker(config, meta, run_dir, env):
+    """The server's one explain worker (None when the model is not explainable or EXPLAIN_SOCKET is set already),
+    on a socket in a folder only this user can enter; env gets EXPLAIN_SOCKET for the web workers."""
+    if config["EXPLAIN_SOCKET"] or meta is None or explain.explainable(config, meta) is None:
+        return None
+    folder = run_dir / "explain"
+    folder.mkdir(mode=0o700)
+    env["EXPLAIN_SOCKET"] = str(folder / "explain.sock")
+    return subprocess.Popen([sys.executable, "-m", "cifarlab.web.explain_worker"], env=env, cwd=REPO,
+                            start_new_session=True)
+
+
+def wait_for_explanations(explainer, socket_path, timeout):
+    """Wait until the explain worker listens (the first explanation link then works), exits, or timeout passes."""
+    give_up = time.monotonic() + timeout
+    while explainer is not None and explainer.poll() is None and time.monotonic() < give_up:
+        if os.path.exists(socket_path):
+            return
+        time.sleep(0.1)
+
+
 def main():
     config, meta = checked_config()
     nginx = find_nginx()
@@ -126,6 +147,7 @@ def main():
 
     env = {**os.environ, "BIND": f"127.0.0.1:{upstream}", "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2"),
            PREFLIGHT_DONE: "1"}
+    explainer = start_explain_worker(config, meta, run_dir, env)
     # own sessions: a Ctrl-C or a signal to this process group reaches only this launcher, which stops them in order
     app_server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(REPO / "gunicorn.conf.py")],
                                   env=env, cwd=REPO, start_new_session=True)
@@ -134,6 +156,7 @@ def main():
     try:
         if not loadtest.wait_ready(app_server, upstream, "/healthz", 180, {"Host": "localhost"}):
             return app_server.poll() or 1
+        wait_for_explanations(explainer, env.get("EXPLAIN_SOCKET"), 120)
         proxy = subprocess.Popen([nginx, "-p", str(run_dir), "-c", str(run_dir / "nginx.conf"), "-e", "stderr"],
                                  start_new_session=True)
         print(f"serving on http://{listen} (nginx -> gunicorn on 127.0.0.1:{upstream})", file=sys.stderr, flush=True)
@@ -146,6 +169,7 @@ def main():
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not cut the shutdown short
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         shut_down(proxy, app_server, config["PROXY_TIMEOUT"])
+        stop(explainer, wait=5)
         shutil.rmtree(run_dir, ignore_errors=True)
 
 

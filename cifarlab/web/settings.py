@@ -180,6 +180,11 @@ SETTINGS = (
     Setting("GRADCAM_PRELOAD", False, boolean, "prepare Grad-CAM at start-up, so the first explanation does not wait "
             "for TensorFlow and the .h5; costs TensorFlow's memory in every process (make run turns it on; make "
             "serve's workers stay lean)"),
+    Setting("EXPLAIN_SOCKET", None, text, "Unix socket of the explain worker that computes every heatmap (make serve "
+            "starts one per server and sets this); unset: explanations are computed in the web process"),
+    Setting("EXPLAIN_QUEUE", 4, between(1, 1000), "explanations waiting in the explain worker; more answer 503 at once"),
+    Setting("EXPLAIN_TIMEOUT", 20.0, seconds, "seconds a web worker waits for the explain worker's heatmap, then 503"),
+    Setting("EXPLAIN_MEMORY", 2**30, memory_size, "memory the explain worker may take beyond its size after warm-up"),
     Setting("PROXY_TIMEOUT", 60.0, seconds, "make serve: seconds nginx waits for the app's answer, then a JSON or "
             "page 504"),
     Setting("INFERENCE_URL", None, http_url, "predict through a TF-Serving REST backend instead of a local model"),

@@ -8,6 +8,7 @@ from .. import checkpoint, sidecar
 from ..checkpoint import ModelFileError
 from . import decoding, service, storage
 from .api import classifier, decode
+from .explain import ExplanationUnavailable
 
 bp = Blueprint("views", __name__)
 bp.add_app_template_filter(sidecar.display_name)  # templates name the model as users would, not by its run
@@ -109,6 +110,8 @@ def explain(name):
     except ModelFileError as exc:
         log.warning("explanations unavailable: %s", exc)
         abort(503, "Explanations are unavailable: the model file they are computed from cannot be loaded.")
+    except ExplanationUnavailable as exc:
+        abort(exc.status, exc.message)
     template = "_explain.html" if request.args.get("fragment") else "explain.html"
     return render_template(template, figure=figure, upload=f"/uploads/{name}")
 
