@@ -125,6 +125,20 @@ class TFLiteRunner:
         return (out - zero) * scale if scale else out
 
 
+def check_output_kind(path, runner, views):
+    """ModelFileError unless the file outputs what its sidecar says: per-view logits with tta_views, else probabilities
+    (read the wrong way, either would serve nonsense that looks like an answer)."""
+    size = runner.input["shape"][1]
+    rows = runner(np.random.default_rng(0).integers(0, 256, (2, size, size, 3)).astype(np.float32))
+    probabilities = bool(np.all(rows >= -1e-3) and np.all(rows <= 1 + 1e-3) and np.allclose(rows.sum(1), 1, atol=0.05))
+    if views and probabilities:
+        raise checkpoint.ModelFileError(f"{path}: the sidecar lists test-time views (per-view logits), but the model "
+                                        "outputs probabilities.")
+    if not views and not probabilities:
+        raise checkpoint.ModelFileError(f"{path}: the model outputs logits (an export with test-time views?), but the "
+                                        "sidecar lists no tta_views.")
+
+
 class PerThreadTFLite:
     """A TFLite forward pass usable from many threads: one interpreter per thread (one is not thread-safe).
 
@@ -149,6 +163,7 @@ class PerThreadTFLite:
             raise checkpoint.ModelFileError(f"{path}: cannot load TFLite model ({' '.join(str(exc).split())[:200]}).") from None
         checkpoint.check_shapes(path, tuple(probe.input["shape"]), tuple(probe.output["shape"]), meta)
         views = meta.get("tta_views")
+        check_output_kind(path, probe, views)
         rows_per_image = len(views) if views else 1
         chunk = rows_per_image * chunk_images if chunk_images else (
             rows_per_image // 2 if rows_per_image % 2 == 0 else rows_per_image)

@@ -4,6 +4,7 @@ Training writes it (for_training), evaluation adds its report (with_evaluation),
 file (for_export); every reader goes through check(). Version 1 is the unversioned sidecar written before this
 module existed: it still loads, with git_commit unknown (None).
 """
+import math
 import subprocess
 
 from . import REPO
@@ -40,7 +41,39 @@ def check(meta):
     for key, kind in REQUIRED.items():
         if not isinstance(meta.get(key), kind) or not meta[key]:
             raise SidecarError(f"sidecar lacks {key} (a {kind.__name__}).")
+    check_serving_fields(meta)
     return {**meta, "schema_version": version, "git_commit": meta.get("git_commit")}
+
+
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_serving_fields(meta):
+    """SidecarError unless the fields inference reads make sense: distinct class names, a sane input size, a positive
+    temperature, thresholds in range, test-time views of [mirror, dx, dy, weight] with a positive total weight."""
+    names = meta["class_names"]
+    if not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+        raise SidecarError("sidecar class_names must be distinct non-empty strings.")
+    if not 8 <= meta["input_size"] <= 1024:
+        raise SidecarError(f"sidecar input_size {meta['input_size']} is not a model input size (8 to 1024).")
+    calibration = meta.get("calibration") or {}
+    if not isinstance(calibration, dict):
+        raise SidecarError("sidecar calibration must be an object.")
+    if "temperature" in calibration and not (_number(calibration["temperature"]) and calibration["temperature"] > 0):
+        raise SidecarError(f"sidecar calibration.temperature {calibration['temperature']!r} must be a positive number.")
+    if "unsure_threshold" in calibration and not (_number(calibration["unsure_threshold"])
+                                                  and 0 <= calibration["unsure_threshold"] <= 1):
+        raise SidecarError("sidecar calibration.unsure_threshold must be a number from 0 to 1.")
+    views = meta.get("tta_views")
+    if views is None:
+        return
+    limit = meta["input_size"]
+    if not isinstance(views, list) or not views or not all(
+            isinstance(v, list) and len(v) == 4 and isinstance(v[0], bool)
+            and all(isinstance(d, int) and not isinstance(d, bool) and abs(d) < limit for d in v[1:3])
+            and _number(v[3]) and v[3] >= 0 for v in views) or sum(v[3] for v in views) <= 0:
+        raise SidecarError("sidecar tta_views must be a list of [mirror, dx, dy, weight] (weights >= 0, not all 0).")
 
 
 def for_training(**fields):

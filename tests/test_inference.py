@@ -1,6 +1,9 @@
+import shutil
+
 import numpy as np
 import pytest
 
+from cifarlab import checkpoint
 from cifarlab.inference import Classifier, Prediction, ViewAverage, calibrate
 
 
@@ -56,3 +59,19 @@ def test_a_loaded_model_predicts_calibrated_rows_and_refuses_wrong_shapes(tiny_m
     assert len(clf.version) == 12
     with pytest.raises(ValueError, match="expected images of shape"):
         clf.probabilities(x[:, :16])
+
+
+@pytest.mark.parametrize("source, sidecar_change, message", [
+    ("exported", {"tta_views": [[False, 0, 0, 1.0]]}, "but the model outputs probabilities"),
+    ("exported_tta", {"tta_views": None}, "but the sidecar lists no tta_views"),
+])
+def test_a_tflite_file_whose_output_kind_contradicts_its_sidecar_is_refused(request, tmp_path, source,
+                                                                            sidecar_change, message):
+    folder = request.getfixturevalue(source)[0]
+    original = next(folder.glob("*_int8.tflite"))
+    model = tmp_path / "m.tflite"
+    shutil.copy(original, model)
+    meta = {k: v for k, v in {**checkpoint.read_meta(original), **sidecar_change}.items() if v is not None}
+    checkpoint.write_json(checkpoint.sidecar_path(model), meta)
+    with pytest.raises(checkpoint.ModelFileError, match=message):
+        Classifier.from_path(str(model))

@@ -303,11 +303,17 @@ def broken_models(root, tiny_model_path, tflite):
     checkpoint.write_json(root / "corrupt.json", meta)
     shutil.copy(tflite, root / "mismatch.tflite")
     checkpoint.write_json(root / "mismatch.json", {**meta, "class_names": meta["class_names"][:5]})
+    shutil.copy(tflite, root / "no-views.tflite")  # probabilities read as per-view logits, or the other way round
+    checkpoint.write_json(root / "no-views.json", {**meta, "tta_views": [[False, 0, 0, 1.0], [True, 0, 0, 1.0]]})
+    shutil.copy(tflite, root / "cold.tflite")
+    checkpoint.write_json(root / "cold.json", {**meta, "calibration": {"temperature": -1.0}})
     (root / "truncated.h5").write_bytes(tiny_model_path.read_bytes()[:20000])
     shutil.copy(checkpoint.sidecar_path(tiny_model_path), root / "truncated.json")
     return {
         "corrupt tflite": ({"MODEL_PATH": str(root / "corrupt.tflite")}, "cannot load TFLite model"),
         "sidecar mismatch": ({"MODEL_PATH": str(root / "mismatch.tflite")}, "but the sidecar lists"),
+        "views mismatch": ({"MODEL_PATH": str(root / "no-views.tflite")}, "but the model outputs probabilities"),
+        "bad temperature": ({"MODEL_PATH": str(root / "cold.tflite")}, "temperature -1.0"),
         "truncated h5": ({"MODEL_PATH": str(root / "truncated.h5")}, "cannot load model"),
         "upload folder": ({"UPLOAD_FOLDER": "/proc/no-such-folder"}, "setting UPLOAD_FOLDER"),
         "401 digits": ({"MAX_CONTENT_LENGTH": "9" * 401}, "setting MAX_CONTENT_LENGTH"),
@@ -323,7 +329,8 @@ def bad_starts(tmp_path_factory, tiny_model_path, exported):
 
 
 @pytest.mark.parametrize("launcher", list(LAUNCHERS))
-@pytest.mark.parametrize("case", ["corrupt tflite", "sidecar mismatch", "truncated h5", "upload folder", "401 digits",
+@pytest.mark.parametrize("case", ["corrupt tflite", "sidecar mismatch", "views mismatch", "bad temperature",
+                                  "truncated h5", "upload folder", "401 digits",
                                   "workers abc", "workers 0", "bind"])
 def test_every_launcher_refuses_a_bad_start_with_one_line_and_exit_2(bad_starts, launcher, case):
     env, message = bad_starts[case]

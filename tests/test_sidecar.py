@@ -40,6 +40,16 @@ def test_no_commit_is_recorded_outside_a_git_clone(tmp_path):
     ({"class_names": [], "input_size": 32}, "lacks class_names"),
     ({"class_names": ["a"], "input_size": "32"}, "lacks input_size"),
     ({"class_names": ["a"], "input_size": 32, "schema_version": SCHEMA_VERSION + 1}, "newer than this code"),
+    ({"class_names": ["a", "a"], "input_size": 32}, "distinct"),
+    ({"class_names": ["a", 3], "input_size": 32}, "distinct non-empty strings"),
+    ({"class_names": ["a"], "input_size": 100000}, "input_size 100000"),
+    ({"class_names": ["a"], "input_size": 32, "calibration": {"temperature": 0}}, "temperature 0"),
+    ({"class_names": ["a"], "input_size": 32, "calibration": {"temperature": "2"}}, "positive number"),
+    ({"class_names": ["a"], "input_size": 32, "calibration": {"unsure_threshold": 1.5}}, "unsure_threshold"),
+    ({"class_names": ["a"], "input_size": 32, "tta_views": []}, "tta_views"),
+    ({"class_names": ["a"], "input_size": 32, "tta_views": [[False, 0, 0, 0.0]]}, "not all 0"),
+    ({"class_names": ["a"], "input_size": 32, "tta_views": [[False, 40, 0, 1.0]]}, "tta_views"),
+    ({"class_names": ["a"], "input_size": 32, "tta_views": [[1, 0, 0, 1.0]]}, "mirror"),
 ])
 def test_a_sidecar_that_cannot_describe_a_model_is_refused_in_one_line(meta, message):
     with pytest.raises(SidecarError, match=message):
