@@ -6,7 +6,8 @@
 
 Prints requests, statuses, unexpected errors, p50/p99 latency, server RSS (idle, after a warm-up, end), and the
 uploads/ folder (a temporary one with a small retention cap) in files and bytes. With --attacks: slow clients,
-decompression-bomb uploads, a base64 CPU bomb and a hanging inference backend, each with what it must not do.
+decompression-bomb uploads, a base64 CPU bomb, parallel scan bombs, header bombs, early 413s, an explanation flood
+and a hanging inference backend, each with what it must not do.
 """
 import argparse
 import base64
@@ -183,6 +184,7 @@ def attacks(slow_seconds):
         rows.append((f"256 b64 bombs in one :predict ({len(body) / 1024:.0f} kB JSON)",
                      f"{status} in {seconds * 1000:.0f} ms", "4xx within 1 s (was 24 s of CPU)", met))
         ok &= met
+        ok &= structure_attacks(server, port, rows)
     finally:
         loadtest.stop_server(server)
 
@@ -235,6 +237,90 @@ def attacks(slow_seconds):
     for attack, result, target, met in rows:
         print(f"| {attack} | {result} | {target} | {'yes' if met else 'NO'} |")
     return 0 if ok else 1
+
+
+def header_bombs():
+    """{name: bytes} of files whose structure, not their pixels, is the attack (each close to 10 MB, or tiny)."""
+    fill = b"\xff\xd8" + b"\xff" * (10 * 2**20 - 4096) + image_bytes("JPEG")[2:]
+    skinny = io.BytesIO()
+    Image.new("I;16", (25_000_000, 1)).save(skinny, format="PNG")
+    return {"10 MB of JPEG fill bytes": fill, "PNG of 830,000 empty chunks": loadtest.png_with_empty_chunks(830_000),
+            "GIF of 4.5 M one-byte comment blocks": loadtest.gif_with_tiny_comment_blocks(4_500_000),
+            "25,000,000 x 1 16-bit PNG": skinny.getvalue()}
+
+
+def structure_attacks(server, port, rows):
+    """Scan bombs in parallel, header bombs, early 413s and an explanation flood; appends rows, True when all met."""
+    ok = True
+    body, ctype = loadtest.multipart({}, [("file", f"bomb{i}.jpg", loadtest.scan_bomb()) for i in range(8)])
+    answers = []
+
+    def bomb():
+        started = time.perf_counter()
+        status, _ = loadtest.request("POST", port, "/api/predict", body, {"Content-Type": ctype, "Host": "localhost"})
+        answers.append((status, time.perf_counter() - started))
+
+    threads = [threading.Thread(target=bomb) for _ in range(8)]
+    for t in threads:
+        t.start()
+    probes = loadtest.probe(port, "/healthz", seconds=4, every=0.25)
+    for t in threads:
+        t.join(60)
+    met = len(answers) == 8 and all(s == 422 and t < 10 for s, t in answers) and all(
+        s == 200 and t < 1 for s, t in probes)
+    rows.append((f"8 requests at once, each 8 scan bombs ({len(body) / 2**20:.1f} MB: 257 kB progressive JPEGs)",
+                 f"{sorted({s for s, _ in answers})} within {max(t for _, t in answers):.2f} s; /healthz slowest "
+                 f"{max(t for _, t in probes) * 1000:.0f} ms", "4xx within 10 s; /healthz within 1 s (was 90 s out)",
+                 met))
+    ok &= met
+
+    for name, data in header_bombs().items():
+        (status, seconds, _), before, peak, _ = peak_rss_during(server, lambda data=data: post_files(port, [data]))
+        met = status in (413, 415, 422) and seconds < 2 and peak - before < 300
+        rows.append((f"{name} ({len(data) / 1024:.0f} kB)", f"{status} in {seconds * 1000:.0f} ms, RSS peak "
+                     f"{peak - before:+.0f} MiB", "4xx; < 2 s; peak < +300 MiB", met))
+        ok &= met
+
+    over = b"x" * (10 * 2**20 + 32 * 1024)  # past MAX_CONTENT_LENGTH but within what nginx lets through
+    good, good_type = loadtest.multipart({}, [("file", "a.png", image_bytes())])
+    pairs = [(loadtest.request("POST", port, "/api/predict", over, {"Host": "localhost"})[0],
+              loadtest.request("POST", port, "/api/predict", good, {"Content-Type": good_type, "Host": "localhost"})[0])
+             for _ in range(100)]
+    met = all(first == 413 and second == 200 for first, second in pairs)
+    rows.append(("100 x (an early 413, then an ordinary POST)", f"413s {sum(a == 413 for a, _ in pairs)}, then 200s "
+                 f"{sum(b == 200 for _, b in pairs)}, 502s {sum(b == 502 for _, b in pairs)}", "0 x 502", met))
+    ok &= met
+
+    token, cookie = form_token(port)
+    body, ctype = loadtest.multipart({"csrf_token": token}, [("file", "a.png", image_bytes("PNG", size=(64, 64)))])
+    _, page = loadtest.request("POST", port, "/", body, {"Content-Type": ctype, "Host": "localhost", "Cookie": cookie})
+    link = re.search(r'class="explain-link" href="([^"]+)"', page.decode()).group(1).replace("&amp;", "&")
+    statuses = []
+
+    def flood():
+        statuses.extend(loadtest.request("GET", port, link, None, {"Host": "localhost"})[0] for _ in range(5))
+
+    def explain_flood():
+        threads = [threading.Thread(target=flood) for _ in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+
+    _, before, peak, after = peak_rss_during(server, explain_flood)
+    met = set(statuses) <= {200, 503} and 200 in statuses and peak - before < 100
+    rows.append(("100 explanations, 20 at once (every web worker asked)", f"200s {statuses.count(200)}, 503s "
+                 f"{statuses.count(503)}; server RSS peak {peak - before:+.0f} MiB", "200 or 503; peak < +100 MiB "
+                 "(was +700 MiB per worker)", met))
+    return ok & met
+
+
+def post_files(port, files):
+    """(status, seconds, bytes) of one /api/predict with these file contents."""
+    body, ctype = loadtest.multipart({}, [("file", f"f{i}", data) for i, data in enumerate(files)])
+    started = time.perf_counter()
+    status, _ = loadtest.request("POST", port, "/api/predict", body, {"Content-Type": ctype, "Host": "localhost"})
+    return status, time.perf_counter() - started, len(body)
 
 
 def form_token(port):

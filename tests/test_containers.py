@@ -1,41 +1,13 @@
 """Structure walks refuse scan, fill-byte, chunk and sub-block bombs before decoding, and pass ordinary files."""
-import io
 import struct
 import time
 import zlib
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from cifarlab import containers
 from cifarlab.images import ImageError, decode_image, open_image
-from tests.conftest import image_bytes
-
-
-def progressive_jpeg(side=64, repeats=0):
-    """A progressive JPEG; with repeats, its last scan written that many more times (each one a decoding pass)."""
-    buffer = io.BytesIO()
-    pixels = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(buffer, "JPEG", progressive=True, quality=30)
-    data = buffer.getvalue()
-    last = data.rfind(b"\xff\xda")
-    return data[:-2] + data[last:-2] * repeats + b"\xff\xd9"
-
-
-def png_with_empty_chunks(count):
-    """A valid 8x8 PNG with `count` empty ancillary chunks before its image data."""
-    raw = image_bytes("PNG", size=(8, 8))
-    empty = struct.pack(">I4s", 0, b"teXt") + struct.pack(">I", zlib.crc32(b"teXt"))
-    head = raw.index(b"IDAT") - 4
-    return raw[:head] + empty * count + raw[head:]
-
-
-def gif_with_tiny_comment_blocks(count):
-    """A valid GIF with a comment extension of `count` one-byte sub-blocks."""
-    raw = image_bytes("GIF", size=(8, 8))
-    descriptor = 13 + (3 << ((raw[10] & 7) + 1))  # after the global colour table: the first image descriptor
-    return raw[:descriptor] + b"\x21\xfe" + b"\x01x" * count + b"\x00" + raw[descriptor:]
+from cifarlab.loadtest import gif_with_tiny_comment_blocks, image_bytes, png_with_empty_chunks, progressive_jpeg
 
 
 @pytest.mark.parametrize("data", [image_bytes("JPEG"), progressive_jpeg(), image_bytes("PNG"), image_bytes("GIF"),

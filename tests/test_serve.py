@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 
 from cifarlab import REPO, checkpoint, loadtest
+from cifarlab.loadtest import scan_bomb
 from cifarlab.images import decode_image
 from cifarlab.web import serve, settings
 from tests.conftest import image_bytes
-from tests.test_containers import progressive_jpeg
 
 NEED_NGINX = os.environ.get("REQUIRE_NGINX") == "1"  # CI installs Debian's nginx and sets this
 
@@ -164,13 +164,6 @@ def test_gunicorn_alone_also_refuses_a_bad_model_with_exit_2():
                             capture_output=True, text=True, timeout=60, cwd=REPO)
     assert result.returncode == 2 and "error: /nonexistent.h5: model file not found." in result.stderr
     assert "Traceback" not in result.stderr
-
-
-def scan_bomb(size=257_000):
-    """A progressive JPEG of `size` bytes that repeats its last scan (each repeat one more full decoding pass)."""
-    base = progressive_jpeg()
-    scan = len(base) - base.rfind(b"\xff\xda") - 2
-    return progressive_jpeg(repeats=(size - len(base)) // scan)
 
 
 def test_scan_bombs_at_once_are_refused_in_time_and_healthz_keeps_answering(stack):
