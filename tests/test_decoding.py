@@ -89,3 +89,15 @@ def test_the_same_image_decodes_in_the_web_process_within_its_budget(huge_png):
                                         (None, "upload"), ("x" * 500, "x" * 200)])
 def test_client_file_names_are_made_safe_to_show(raw, clean):
     assert decoding.clean_filename(raw) == clean
+
+
+def test_each_image_is_freed_once_decoded_so_a_request_needs_the_memory_of_one(huge_png):
+    bilevel = io.BytesIO()
+    Image.new("1", (5000, 5000)).save(bilevel, format="PNG")  # 25 MB decoded (as L), 3 kB sent
+    small = decoding.DecoderPool(1, 200 * 2**20)
+    try:
+        items = decoding.decode_items([(f"{i}.png", bilevel.getvalue()) for i in range(16)], 32,
+                                      decoding.Budget(25_000_000, 10**9, 60.0), pool=small)
+        assert [i.error for i in items] == [None] * 16
+    finally:
+        small.close()

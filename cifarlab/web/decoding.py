@@ -108,6 +108,9 @@ def decode_opened_items(named_payloads, opened, input_size, budget, started):
                 del decoded  # only the model input and the display copy outlive this step
             except ImageError as exc:
                 item.error = exc
+            finally:
+                image.close()  # frees the full-size pixels now, not when the request's list of images goes
+        opened[index] = None
         yield index, item
 
 

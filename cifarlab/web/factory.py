@@ -59,9 +59,9 @@ def create_app(test_config=None):
     app.extensions["explain"] = Explanations.for_classifier(app.config, classifier)
     if isinstance(app.extensions["explain"], Explanations) and app.config["GRADCAM_PRELOAD"]:
         app.extensions["explain"].preload()
-    app.extensions["decoders"] = make_decoders(app.config)
     app.extensions["examples"] = example_names(os.path.join(app.static_folder, "examples"))
     check_upload_folder(app.config["UPLOAD_FOLDER"])
+    app.extensions["decoders"] = make_decoders(app.config)
     csrf.init_app(app)
     csrf.exempt(api.bp)  # no cookies or sessions behind the JSON API, so nothing for a forged post to ride on
     app.register_blueprint(api.bp)
