@@ -2,7 +2,7 @@
 
     python benchmarks/bench_load.py                 # 16 clients, 60 s, loopback only; stops by itself
     python benchmarks/bench_load.py --clients 4 --seconds 10
-    python benchmarks/bench_load.py --attacks       # attacks on `make serve`'s stack (nginx + gunicorn), about 3 min
+    python benchmarks/bench_load.py --attacks       # attacks on `make serve`'s stack (nginx + gunicorn), about 4 min
 
 Prints requests, statuses, unexpected errors, p50/p99 latency, server RSS (idle, after a warm-up, end), and the
 uploads/ folder (a temporary one with a small retention cap) in files and bytes. With --attacks: slow clients,
