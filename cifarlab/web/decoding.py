@@ -130,7 +130,7 @@ def decode_items(named_payloads, input_size, budget, started=None, pool=None):
 
 def limit_memory(limit_bytes):
     """Cap this process's address space at what it maps now plus limit_bytes: past it, allocations fail."""
-    if resource is None or not limit_bytes:
+    if resource is None or not limit_bytes or not os.path.exists("/proc/self/statm"):  # Linux only
         return
     with open("/proc/self/statm") as statm:
         mapped = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
