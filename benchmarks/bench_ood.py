@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from cifarlab import checkpoint, corruptions, ood, outliers  # noqa: E402
+from cifarlab import atomic, checkpoint, corruptions, ood, outliers  # noqa: E402
 from cifarlab.inference import Classifier  # noqa: E402
 
 CORRUPTED = 1000  # test images per corruption
@@ -134,7 +134,7 @@ def main(argv=None):
         command = "python benchmarks/bench_ood.py " + " ".join(argv if argv is not None else sys.argv[1:])
         meta["ood_benchmark"] = {"command": command, "date": datetime.date.today().isoformat(), "rows": rows,
                                  "corruptions": mild, "test": test}
-        checkpoint.write_json(checkpoint.sidecar_path(args.model), meta)
+        atomic.write_json(checkpoint.sidecar_path(args.model), meta)
         print(f"written to {checkpoint.sidecar_path(args.model)}")
     return 0
 

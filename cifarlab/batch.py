@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import archives
-from .checkpoint import replace_atomically, write_json
+from .atomic import replace_atomically, write_json
 from .images import ImageError, preprocess_bytes
 from .progress import Progress
 

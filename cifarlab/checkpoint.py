@@ -1,9 +1,9 @@
 """Saving and loading a model file together with its JSON sidecar (labels, recipe, metrics)."""
 import json
-import os
 from pathlib import Path
 
 from . import quiet, sidecar
+from .atomic import replace_atomically, write_json
 
 
 class ModelFileError(RuntimeError):
@@ -29,23 +29,6 @@ def source_model_path(model_path, meta):
     if not source:
         return None
     return next((path for path in (Path(model_path).parent / Path(source).name, Path(source)) if path.is_file()), None)
-
-
-def replace_atomically(path, write):
-    """Call write(temporary path) beside `path`, then rename it over `path`: readers see the old file or the new one,
-    never half of one; a failed write leaves no temporary file behind."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")  # same suffix: savers choose format by it
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_json(path, data):
-    """Write JSON atomically (temp file + rename)."""
-    replace_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
 
 
 def save(model, model_path, meta):

@@ -13,7 +13,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from app import create_app
-from cifarlab import checkpoint
+from cifarlab import atomic
 from cifarlab.loadtest import free_port
 from tests.test_readme import SCREENSHOTS_MANIFEST, screenshots_manifest
 
@@ -70,7 +70,7 @@ def screenshot(driver, name):
     if folder and driver.javascript:
         os.makedirs(folder, exist_ok=True)
         driver.save_screenshot(os.path.join(folder, f"{name}.png"))
-        checkpoint.write_json(os.path.join(folder, SCREENSHOTS_MANIFEST), screenshots_manifest())
+        atomic.write_json(os.path.join(folder, SCREENSHOTS_MANIFEST), screenshots_manifest())
 
 
 

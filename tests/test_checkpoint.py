@@ -2,20 +2,20 @@ import json
 
 import pytest
 
-from cifarlab import checkpoint
+from cifarlab import atomic, checkpoint
 from cifarlab.checkpoint import ModelFileError
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
     path = tmp_path / "model.json"
-    checkpoint.write_json(path, {"v": 1})
+    atomic.write_json(path, {"v": 1})
 
     def half_write(tmp):
         tmp.write_text('{"v": ')
         raise OSError("disk full")
 
     with pytest.raises(OSError):
-        checkpoint.replace_atomically(path, half_write)
+        atomic.replace_atomically(path, half_write)
     assert json.loads(path.read_text()) == {"v": 1} and [p.name for p in tmp_path.iterdir()] == ["model.json"]
 
 
@@ -23,7 +23,7 @@ def write_model_file(folder, name, head, meta=True):
     path = folder / name
     path.write_bytes(head + b"\0" * 64)
     if meta:
-        checkpoint.write_json(checkpoint.sidecar_path(path), {"class_names": ["a", "b"], "input_size": 32})
+        atomic.write_json(checkpoint.sidecar_path(path), {"class_names": ["a", "b"], "input_size": 32})
     return path
 
 

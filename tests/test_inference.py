@@ -3,7 +3,7 @@ import shutil
 import numpy as np
 import pytest
 
-from cifarlab import checkpoint
+from cifarlab import atomic, checkpoint
 from cifarlab.inference import Classifier, Prediction, ViewAverage, calibrate
 
 
@@ -72,6 +72,6 @@ def test_a_tflite_file_whose_output_kind_contradicts_its_sidecar_is_refused(requ
     model = tmp_path / "m.tflite"
     shutil.copy(original, model)
     meta = {k: v for k, v in {**checkpoint.read_meta(original), **sidecar_change}.items() if v is not None}
-    checkpoint.write_json(checkpoint.sidecar_path(model), meta)
+    atomic.write_json(checkpoint.sidecar_path(model), meta)
     with pytest.raises(checkpoint.ModelFileError, match=message):
         Classifier.from_path(str(model))

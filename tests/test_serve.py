@@ -14,7 +14,7 @@ import time
 import pytest
 from PIL import Image
 
-from cifarlab import REPO, checkpoint, loadtest
+from cifarlab import REPO, atomic, checkpoint, loadtest
 from cifarlab.loadtest import scan_bomb
 from cifarlab.images import decode_image
 from cifarlab.web import serve, settings
@@ -293,13 +293,13 @@ def broken_models(root, tiny_model_path, tflite):
     root.mkdir()
     meta = checkpoint.read_meta(tflite)
     (root / "corrupt.tflite").write_bytes(tflite.read_bytes()[:8] + b"\0" * 4096)  # the magic intact, the rest not
-    checkpoint.write_json(root / "corrupt.json", meta)
+    atomic.write_json(root / "corrupt.json", meta)
     shutil.copy(tflite, root / "mismatch.tflite")
-    checkpoint.write_json(root / "mismatch.json", {**meta, "class_names": meta["class_names"][:5]})
+    atomic.write_json(root / "mismatch.json", {**meta, "class_names": meta["class_names"][:5]})
     shutil.copy(tflite, root / "no-views.tflite")  # probabilities read as per-view logits, or the other way round
-    checkpoint.write_json(root / "no-views.json", {**meta, "tta_views": [[False, 0, 0, 1.0], [True, 0, 0, 1.0]]})
+    atomic.write_json(root / "no-views.json", {**meta, "tta_views": [[False, 0, 0, 1.0], [True, 0, 0, 1.0]]})
     shutil.copy(tflite, root / "cold.tflite")
-    checkpoint.write_json(root / "cold.json", {**meta, "calibration": {"temperature": -1.0}})
+    atomic.write_json(root / "cold.json", {**meta, "calibration": {"temperature": -1.0}})
     (root / "truncated.h5").write_bytes(tiny_model_path.read_bytes()[:20000])
     shutil.copy(checkpoint.sidecar_path(tiny_model_path), root / "truncated.json")
     return {

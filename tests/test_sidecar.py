@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from cifarlab import checkpoint, sidecar
+from cifarlab import atomic, checkpoint, sidecar
 from cifarlab.sidecar import SCHEMA_VERSION, SidecarError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -104,7 +104,7 @@ def test_a_model_is_shown_by_what_it_is_not_by_its_run_name(meta, name):
 def test_pages_name_the_model_for_users_and_print_counts_with_separators(make_app, tiny_model_path, tmp_path):
     model = tmp_path / "m.h5"
     shutil.copy(tiny_model_path, model)
-    checkpoint.write_json(checkpoint.sidecar_path(model), {**checkpoint.read_meta(tiny_model_path), "parameters": 1234567})
+    atomic.write_json(checkpoint.sidecar_path(model), {**checkpoint.read_meta(tiny_model_path), "parameters": 1234567})
     page = make_app(MODEL_PATH=str(model)).test_client().get("/model").get_data(as_text=True)
     assert "<h1>Model card: Seed baseline CNN</h1>" in page and "Model: <strong>Seed baseline CNN</strong>" in page
     assert "1,234,567 parameters" in page and "tiny" not in page

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import archives, quiet
-from ..checkpoint import replace_atomically
+from ..atomic import replace_atomically
 from ..images import INPUT_SIZE, ImageError, preprocess_bytes
 
 CIFAR10_CLASSES = (

@@ -6,7 +6,7 @@ import time
 import numpy as np
 
 from . import models
-from .. import checkpoint, sidecar
+from .. import atomic, checkpoint, sidecar
 from ..images import tta_rows
 from ..inference import Classifier, TFLiteRunner, ViewAverage
 from ..progress import Progress
@@ -144,7 +144,7 @@ def export_all(model_path, out_dir, data, command="", calibration_count=500, see
             exported = sidecar.for_export(meta, name, model_path, accuracy, command, commit, views)
             if meta.get("ood"):  # the detector's threshold is refitted on this file's own logits
                 exported = refit_detector(path, exported, data)
-            checkpoint.write_json(checkpoint.sidecar_path(path), exported)
+            atomic.write_json(checkpoint.sidecar_path(path), exported)
     return rows
 
 
@@ -152,7 +152,7 @@ def refit_detector(path, meta, data):
     """meta with its ood section fitted again on the exported file's own validation and outlier logits."""
     from ..report import card
 
-    checkpoint.write_json(checkpoint.sidecar_path(path), meta)  # the classifier reads the sidecar beside the file
+    atomic.write_json(checkpoint.sidecar_path(path), meta)  # the classifier reads the sidecar beside the file
     classifier = Classifier.from_path(path, chunk_images=100)
     _, val = data.split_validation(int(meta.get("val_images", 0)), seed=int(meta.get("seed", 0)))
     if val is None:

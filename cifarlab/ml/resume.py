@@ -10,7 +10,7 @@ quiet.tensorflow()  # imported here first, so TensorFlow's CPU-only start-up lin
 import keras  # noqa: E402
 import numpy as np
 
-from ..checkpoint import replace_atomically
+from ..atomic import replace_atomically
 
 FORMAT = 1  # bump when the checkpoint's contents change
 

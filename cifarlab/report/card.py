@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics, plots
-from .. import checkpoint, ood, outliers, sidecar
+from .. import atomic, checkpoint, ood, outliers, sidecar
 from ..inference import Classifier, calibrate, softmax
 from ..progress import Progress
 
@@ -47,7 +47,7 @@ def evaluate(model_path, data):
     if detector is not None:
         meta = {**meta, "ood": {**detector, **test_rates(test_logits, detector, temperature, threshold)}}
     meta = sidecar.with_evaluation(meta, calibration, report)
-    checkpoint.write_json(checkpoint.sidecar_path(model_path), meta)
+    atomic.write_json(checkpoint.sidecar_path(model_path), meta)
 
     paths = checkpoint.artefact_paths(model_path)
     plots.confusion_matrix(report["confusion_matrix"], names, paths["confusion"])

@@ -6,7 +6,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..checkpoint import replace_atomically  # noqa: E402
+from ..atomic import replace_atomically  # noqa: E402
 
 
 @contextlib.contextmanager
