@@ -141,12 +141,8 @@ def peak_rss_during(server, action):
 
 
 def post_bombs(port, count):
-    """(status, seconds) of one /api/predict with `count` 5000x5000 bilevel PNGs (3 kB each, 25 MP decoded)."""
-    bomb = blank_png(5000, 5000, "1")
-    body, ctype = loadtest.multipart({}, [("file", f"bomb{i}.png", bomb) for i in range(count)])
-    started = time.perf_counter()
-    status, _ = loadtest.request("POST", port, "/api/predict", body, {"Content-Type": ctype, "Host": "localhost"})
-    return status, time.perf_counter() - started, len(body)
+    """(status, seconds, bytes) of one /api/predict with `count` 5000x5000 bilevel PNGs (3 kB each, 25 MP decoded)."""
+    return post_files(port, [blank_png(5000, 5000, "1")] * count)
 
 
 def attacks(slow_seconds):
@@ -208,21 +204,8 @@ def attacks(slow_seconds):
     server, port = start_stack({"INFERENCE_URL": f"http://127.0.0.1:{backend.server_port}"})
     try:
         backend.mode = "hang"
-        answers = []
         body, ctype = loadtest.multipart({}, [("file", "cat.png", image_bytes("PNG", size=(32, 32)))])
-
-        def hung_post():
-            started = time.perf_counter()
-            status, _ = loadtest.request("POST", port, "/api/predict", body, {"Content-Type": ctype,
-                                                                                "Host": "localhost"})
-            answers.append((status, time.perf_counter() - started))
-
-        posts = [threading.Thread(target=hung_post) for _ in range(8)]
-        for t in posts:
-            t.start()
-        probes = loadtest.probe(port, "/healthz", seconds=12, every=1.0)
-        for t in posts:
-            t.join(60)
+        answers, probes = loadtest.probe_during(port, lambda: post_status(port, body, ctype), 8, seconds=12, every=1.0)
         worst = max(latency for _, latency in probes)
         met = all(s == 503 and t <= 10 for s, t in answers) and all(s == 200 and t < 1 for s, t in probes)
         rows.append(("inference backend hangs; 8 predictions at once",
@@ -253,19 +236,7 @@ def structure_attacks(server, port, rows):
     """Scan bombs in parallel, header bombs, early 413s and an explanation flood; appends rows, True when all met."""
     ok = True
     body, ctype = loadtest.multipart({}, [("file", f"bomb{i}.jpg", loadtest.scan_bomb()) for i in range(8)])
-    answers = []
-
-    def bomb():
-        started = time.perf_counter()
-        status, _ = loadtest.request("POST", port, "/api/predict", body, {"Content-Type": ctype, "Host": "localhost"})
-        answers.append((status, time.perf_counter() - started))
-
-    threads = [threading.Thread(target=bomb) for _ in range(8)]
-    for t in threads:
-        t.start()
-    probes = loadtest.probe(port, "/healthz", seconds=4, every=0.25)
-    for t in threads:
-        t.join(60)
+    answers, probes = loadtest.probe_during(port, lambda: post_status(port, body, ctype), 8, seconds=4, every=0.25)
     met = len(answers) == 8 and all(s == 422 and t < 10 for s, t in answers) and all(
         s == 200 and t < 1 for s, t in probes)
     rows.append((f"8 requests at once, each 8 scan bombs ({len(body) / 2**20:.1f} MB: 257 kB progressive JPEGs)",
@@ -315,11 +286,16 @@ def structure_attacks(server, port, rows):
     return ok & met
 
 
+def post_status(port, body, ctype):
+    """The status of one /api/predict with this multipart body."""
+    return loadtest.request("POST", port, "/api/predict", body, {"Content-Type": ctype, "Host": "localhost"})[0]
+
+
 def post_files(port, files):
     """(status, seconds, bytes) of one /api/predict with these file contents."""
     body, ctype = loadtest.multipart({}, [("file", f"f{i}", data) for i, data in enumerate(files)])
     started = time.perf_counter()
-    status, _ = loadtest.request("POST", port, "/api/predict", body, {"Content-Type": ctype, "Host": "localhost"})
+    status = post_status(port, body, ctype)
     return status, time.perf_counter() - started, len(body)
 
 

@@ -236,6 +236,25 @@ def probe(port, path, seconds, every, timeout=5.0):
     return results
 
 
+def probe_during(port, send, clients, seconds, every, join_timeout=60):
+    """Call send() from `clients` threads at once while /healthz is probed for `seconds` (loadtest.probe);
+    ([(send's result, seconds)], probes)."""
+    answers = []
+
+    def timed():
+        started = time.perf_counter()
+        result = send()
+        answers.append((result, time.perf_counter() - started))
+
+    threads = [threading.Thread(target=timed) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    probes = probe(port, "/healthz", seconds=seconds, every=every)
+    for thread in threads:
+        thread.join(join_timeout)
+    return answers, probes
+
+
 class FakeBackend(BaseHTTPRequestHandler):
     """A TF-Serving-protocol backend that misbehaves as `self.server.mode` says (tests and bench_load)."""
 

@@ -169,19 +169,8 @@ def test_gunicorn_alone_also_refuses_a_bad_model_with_exit_2():
 def test_scan_bombs_at_once_are_refused_in_time_and_healthz_keeps_answering(stack):
     body, content_type = loadtest.multipart({}, [("file", f"bomb{i}.jpg", scan_bomb()) for i in range(8)])
     assert len(body) > 2_000_000
-    replies = []
-
-    def bomb():
-        started = time.monotonic()
-        reply = answer(stack, "POST", "/api/predict", body, content_type)
-        replies.append((reply, time.monotonic() - started))
-
-    threads = [threading.Thread(target=bomb) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    probes = loadtest.probe(stack, "/healthz", seconds=4, every=0.25)
-    for thread in threads:
-        thread.join(60)
+    replies, probes = loadtest.probe_during(stack, lambda: answer(stack, "POST", "/api/predict", body, content_type),
+                                            8, seconds=4, every=0.25)
     assert len(replies) == 8 and all(seconds < 10 for _, seconds in replies), replies
     for reply, _ in replies:
         assert_json_error(reply, 422, "scans")

@@ -6,7 +6,6 @@ killed and replaced, one that runs out of memory answers 413 (or dies and is rep
 on a pipe meanwhile, so other requests keep being answered.
 """
 import multiprocessing
-import os
 import queue
 import threading
 import time
@@ -15,15 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import images
+from .. import images, memory
 from ..images import ImageError
 from .storage import display_copy
-
-try:
-    import resource
-except ImportError:  # not a POSIX system: decoders run without a memory limit
-    resource = None
-
 
 @dataclass
 class Item:
@@ -128,21 +121,10 @@ def decode_items(named_payloads, input_size, budget, started=None, pool=None):
     return [item for _, item in decode_opened_items(named_payloads, opened, input_size, budget, started)]
 
 
-def limit_memory(limit_bytes):
-    """Cap this process's address space at what it maps now plus limit_bytes: past it, allocations fail."""
-    if resource is None or not limit_bytes or not os.path.exists("/proc/self/statm"):  # Linux only
-        return
-    with open("/proc/self/statm") as statm:
-        mapped = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    hard = resource.getrlimit(resource.RLIMIT_AS)[1]
-    soft = mapped + limit_bytes
-    resource.setrlimit(resource.RLIMIT_AS, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard))
-
-
 def _decoder_main(conn, memory_limit):
     """A decoder process: for each request, send ("opened",), then ("item", index, Item) per image, then ("done",);
     ("over", pixels, limit) instead when the request is over its budget. Ends when the web process closes the pipe."""
-    limit_memory(memory_limit)
+    memory.limit_address_space(memory_limit)
     while True:
         try:
             named_payloads, input_size, budget, elapsed = conn.recv()
@@ -183,7 +165,7 @@ class DecoderPool:
     start-up size; started from a fork server (never forked from a threaded web worker), on first use."""
 
     def __init__(self, size, memory_limit):
-        self.size, self.memory_limit = size, memory_limit
+        self.memory_limit = memory_limit
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload([__name__])  # decoders start with numpy and Pillow already imported
         self._slots = threading.BoundedSemaphore(size)

@@ -11,9 +11,8 @@ import sys
 import threading
 from multiprocessing.connection import Listener
 
-from .. import checkpoint
+from .. import checkpoint, memory
 from . import settings
-from .decoding import limit_memory
 from .explain import Explanations, explainable
 
 log = logging.getLogger("cifarlab.explain")
@@ -70,7 +69,7 @@ def main():
         return 0
     explanations = Explanations(model_path=source)
     explanations.warm_up()
-    limit_memory(config["EXPLAIN_MEMORY"])
+    memory.limit_address_space(config["EXPLAIN_MEMORY"])
     with Listener(config["EXPLAIN_SOCKET"], family="AF_UNIX", backlog=64) as listener:
         log.info("explanations ready on %s", config["EXPLAIN_SOCKET"])
         serve(explanations, listener, config["EXPLAIN_QUEUE"])
