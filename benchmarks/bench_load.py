@@ -23,8 +23,8 @@ import time
 
 from PIL import Image
 
-from cifarlab import loadtest
-from cifarlab.loadtest import image_bytes
+import loadtest  # beside this script: its folder is on sys.path when it runs
+from loadtest import image_bytes
 
 
 def blank_png(width, height, mode="L"):

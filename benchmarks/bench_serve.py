@@ -15,8 +15,8 @@ import sys
 import tempfile
 import time
 
-from cifarlab import loadtest
-from cifarlab.loadtest import image_bytes
+import loadtest  # beside this script: its folder is on sys.path when it runs
+from loadtest import image_bytes
 
 
 def conv_peak_gflops(seconds=5.0):

@@ -74,7 +74,7 @@ def load(model_path):
     quiet.tensorflow()
     import keras
 
-    from .ml import models  # noqa: F401  (registers the custom layers before the load)
+    from . import layers  # noqa: F401  (registers the custom layers before the load)
 
     model_path = Path(model_path)
     if not model_path.is_file():

@@ -11,6 +11,10 @@ from . import REPO
 
 SCHEMA_VERSION = 3  # 2: schema_version and git_commit added; 3: tta_views (an export whose reader makes the views)
 REQUIRED = {"class_names": list, "input_size": int}  # what serving needs to use a model file at all
+CIFAR10_CLASSES = (  # keras.datasets.cifar10's labels in its order: the class names of a model trained on it
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+)
 
 
 class SidecarError(ValueError):

@@ -14,7 +14,7 @@ from cifarlab import checkpoint
 from cifarlab.ml import models
 from cifarlab.ml.data import CIFAR10_CLASSES
 from cifarlab.ml.presets import FastRecipe
-from cifarlab.loadtest import image_bytes  # noqa: F401  (tests import it from here)
+from benchmarks.loadtest import image_bytes  # noqa: F401  (tests import it from here)
 from tests.test_data import write_folder
 
 

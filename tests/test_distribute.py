@@ -11,7 +11,7 @@ import pytest
 import train
 from cifarlab.ml import distribute
 from cifarlab.inference import Classifier
-from cifarlab.loadtest import free_port
+from benchmarks.loadtest import free_port
 from tests.test_data import write_folder
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ import pytest
 import train
 from cifarlab import checkpoint, sidecar
 from cifarlab.inference import Classifier, PerThreadTFLite
-from cifarlab.loadtest import free_port
+from benchmarks.loadtest import free_port
 from cifarlab.ml import models
 from cifarlab.ml.data import load_image_folder
 from tests.conftest import image_bytes

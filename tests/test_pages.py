@@ -7,7 +7,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from app import create_app
-from cifarlab.loadtest import free_port
+from benchmarks.loadtest import free_port
 from tests.conftest import image_bytes
 
 ROOT = Path(__file__).resolve().parents[1]

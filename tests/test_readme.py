@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 import train
-from cifarlab import REPO, checkpoint, loadtest
+from benchmarks import loadtest
+from cifarlab import REPO, checkpoint
 from cifarlab.ml.presets import PRESETS
 from cifarlab.web import settings
 

@@ -8,8 +8,8 @@ import pytest
 from werkzeug.serving import make_server
 
 from app import create_app
-from cifarlab import loadtest
-from cifarlab.loadtest import free_port
+from benchmarks import loadtest
+from benchmarks.loadtest import free_port
 from cifarlab.web.remote import BackendUnavailable, RemoteClassifier, check_probabilities
 from tests.conftest import image_bytes
 

@@ -14,8 +14,9 @@ import time
 import pytest
 from PIL import Image
 
-from cifarlab import REPO, atomic, checkpoint, loadtest
-from cifarlab.loadtest import scan_bomb
+from benchmarks import loadtest
+from benchmarks.loadtest import scan_bomb
+from cifarlab import REPO, atomic, checkpoint
 from cifarlab.images import decode_image
 from cifarlab.web import serve, settings
 from tests.conftest import image_bytes

@@ -13,7 +13,7 @@ def main(port, model_path, upload_dir):
     from flask import Flask, request
     from PIL import Image
 
-    import cifarlab.ml.models  # noqa: F401  (registers the custom layers)
+    import cifarlab.layers  # noqa: F401  (registers the custom layers)
 
     model = keras.models.load_model(model_path, compile=False)
     app = Flask(__name__)

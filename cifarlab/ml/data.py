@@ -12,11 +12,8 @@ import numpy as np
 from .. import archives, quiet
 from ..atomic import replace_atomically
 from ..images import INPUT_SIZE, ImageError, preprocess_bytes
+from ..sidecar import CIFAR10_CLASSES
 
-CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer",
-    "dog", "frog", "horse", "ship", "truck",
-)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 SPLITS = ("train", "test")
 CACHE_VERSION = "1"  # bump when decoding changes, so stale caches are not reused

@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from ..inference import Prediction
-from ..ml.data import CIFAR10_CLASSES
 from ..ood import Detector
+from ..sidecar import CIFAR10_CLASSES
 
 
 class BackendUnavailable(Exception):

@@ -5,10 +5,12 @@
 
 Runs both in the foreground; Ctrl-C or SIGTERM stops both. A bad setting or model file: one line, exit 2.
 """
+import http.client
 import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -16,10 +18,40 @@ import time
 from pathlib import Path
 
 from . import api, errors, explain, settings
-from .. import REPO, checkpoint, loadtest
+from .. import REPO, checkpoint
 
 TEMPLATE = REPO / "deploy" / "nginx.conf"
 MULTIPART_SLACK = 64 * 1024  # bytes nginx allows above MAX_CONTENT_LENGTH for multipart framing
+
+
+def free_port():
+    """An unused TCP port on the loopback interface."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def status_of(port, path, headers=None, timeout=5):
+    """The HTTP status of GET path on 127.0.0.1:port."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def wait_ready(proc, port, path, timeout, headers=None, every=0.1):
+    """Poll path on port until it answers 200 (True); False when the process exits or time runs out first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if status_of(port, path, headers) == 200:
+                return True
+        except OSError:
+            pass  # not listening yet
+        time.sleep(every)
+    return False
 
 
 def nginx_config(listen, upstream_port, run_dir, max_content_length, proxy_timeout=60.0, user=None):
@@ -142,7 +174,7 @@ def main():
         print("error: nginx is not installed (Debian/Ubuntu: apt-get install nginx-light)", file=sys.stderr)
         return 2
     listen = config["BIND"]
-    upstream = loadtest.free_port()
+    upstream = free_port()
     run_dir = prepare_run_dir(listen, upstream, config, meta)
 
     env = {**os.environ, "BIND": f"127.0.0.1:{upstream}", "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2"),
@@ -154,7 +186,7 @@ def main():
     proxy = None
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwinds through the finally below
     try:
-        if not loadtest.wait_ready(app_server, upstream, "/healthz", 180, {"Host": "localhost"}):
+        if not wait_ready(app_server, upstream, "/healthz", 180, {"Host": "localhost"}):
             return app_server.poll() or 1
         wait_for_explanations(explainer, env.get("EXPLAIN_SOCKET"), 120)
         proxy = subprocess.Popen([nginx, "-p", str(run_dir), "-c", str(run_dir / "nginx.conf"), "-e", "stderr"],

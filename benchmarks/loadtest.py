@@ -1,4 +1,4 @@
-"""Loopback load generation for the benchmark scripts: start a server, post uploads, summarise latencies."""
+"""Loopback load generation for the benchmarks and tests: start a server, post uploads and attacks, summarise latencies."""
 import http.client
 import io
 import json
@@ -17,14 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 from PIL import Image
 
-from . import REPO  # servers start here, as under make serve, wherever a benchmark runs from
-
-
-def free_port():
-    """An unused TCP port on the loopback interface."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from cifarlab import REPO  # servers start here, as under make serve, wherever a benchmark runs from
+from cifarlab.web.serve import free_port, wait_ready  # noqa: F401  (benchmarks and tests import them from here)
 
 
 def image_bytes(fmt="PNG", mode="RGB", size=(32, 32), seed=0, **save_args):
@@ -49,19 +43,6 @@ def start_server(command, port, env=None, ready_path="/healthz", timeout=120, lo
         raise RuntimeError(f"server exited with {proc.returncode}: {' '.join(command)} (log: {log_path})")
     stop_server(proc)
     raise RuntimeError(f"server not ready after {timeout} s: {' '.join(command)}")
-
-
-def wait_ready(proc, port, path, timeout, headers=None, every=0.1):
-    """Poll path on port until it answers 200 (True); False when the process exits or time runs out first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if request("GET", port, path, headers=headers, timeout=5)[0] == 200:
-                return True
-        except OSError:
-            pass  # not listening yet
-        time.sleep(every)
-    return False
 
 
 def stop_server(proc):
