@@ -8,20 +8,17 @@ Subcommands (each has its own --help):
     python train.py predict my_photos/ --out predictions.csv        # a folder, archive or list of paths
 """
 import argparse
-import datetime
-import json
 import os
 import shlex
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the console
 
 
 def parse_args(argv=None):
     """Command-line options; preset values fill whatever is not given."""
+    from cifarlab.ml.architectures import PRESETS  # with the presets of every registered architecture
     from cifarlab.ml.distribute import STRATEGIES
-    from cifarlab.ml.presets import PRESETS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", help="image-folder dataset (folder, .tar.gz or .zip); default: official CIFAR-10 download")
@@ -63,6 +60,7 @@ def fail(message, code=2):
 
 
 def main(argv=None):
+    """python train.py [options]: train (or --resume) a run; 0 when its model is saved, else the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     try:
@@ -90,189 +88,26 @@ def main(argv=None):
     elif resume.checkpoint_path(args.out).exists():
         return fail(f"{resume.checkpoint_path(args.out)} holds an interrupted run: continue it with "
                     f"--resume {args.out}, or delete that file to start over.")
+    from cifarlab.ml import run
 
-    import keras
-    import numpy as np
-
-    from cifarlab import checkpoint, sidecar
-    from cifarlab.images import INPUT_SIZE
-    from cifarlab.ml import distribute, training
-    from cifarlab.ml.data import DataError, load_dataset
-    from cifarlab.ml.models import WeightsDownloadError
-    from cifarlab.report import card
-
-    # --- device -------------------------------------------------------------------------------
     try:
-        strategy = distribute.make_strategy(args.strategy)  # first: collective ops are set up at start-up
-    except distribute.StrategyError as exc:
-        return fail(exc)
-    replicas, chief = distribute.replicas(strategy), distribute.is_chief(strategy)
-    keras.utils.set_random_seed(args.seed)
-    device_kind, device_name = training.describe_device()
-    policy = "float32" if args.precision == "float32" else training.mixed_precision_policy(device_kind)
-    print(f"Device: {device_kind} ({device_name}); Keras {keras.__version__} on {keras.backend.backend()}; "
-          f"precision {policy}; {distribute.describe(strategy)}, {replicas} replica(s)"
-          f"{'' if chief else ', not the chief: writes no files'}", flush=True)
-
-    hp = scaled_for_replicas(hp, replicas)
-    if state is not None and state.config["hyperparameters"] != json.loads(json.dumps(hp.to_dict())):
-        return fail("the preset changed since the interrupted run started (or it ran on another number of "
-                    "replicas); its hyperparameters are in its checkpoint.")
-
-    # --- data ---------------------------------------------------------------------------------
-    started = time.perf_counter()
-    try:
-        data = load_dataset(args.data)
-    except DataError as exc:
-        return fail(exc)
-    (x_train, y_train), val = data.split_validation(hp.val_size, seed=args.seed)
-    if args.early_stop and val is None:
-        return fail("--early-stop watches the validation loss: give --val-size 1 or more.")
-    num_classes = len(data.class_names)
-    one_hot = lambda y: np.eye(num_classes, dtype=np.float32)[y]  # noqa: E731
-    eval_sets = {"test": (data.x_test, one_hot(data.y_test))}
-    if val is not None:
-        eval_sets = {"val": (val[0], one_hot(val[1])), **eval_sets}
-    print(f"Data: {data.source}: {len(x_train)} train, {0 if val is None else len(val[0])} val, "
-          f"{len(data.x_test)} test images, classes {', '.join(data.class_names)} "
-          f"({time.perf_counter() - started:.1f} s)", flush=True)
-
-    # --- model --------------------------------------------------------------------------------
-    keras.mixed_precision.set_global_policy(policy)
-    bank = None
-    if hp.outlier_fraction:
-        print(f"Outliers: generating {hp.outlier_bank:,} for outlier exposure", flush=True)
-        bank = training.outlier_bank(x_train, hp.outlier_bank, args.seed)
-    batches = training.Batches(x_train, one_hot(y_train), hp.batch_size, args.seed,
-                               augment=hp.augment, translate=hp.translate, cutout=hp.cutout, outliers=bank,
-                               outlier_fraction=hp.outlier_fraction, outlier_weight=hp.outlier_weight)
-    with distribute.scope(strategy):  # variables mirrored on every replica, updates all-reduced
-        try:
-            net, from_logits = training.build_training_model(args.arch, hp, num_classes, x_train, replicas,
-                                                             args.pretrained)
-        except WeightsDownloadError as exc:
-            return fail(exc)
-        if args.init and state is None:
-            try:
-                training.load_initial_weights(net, args.init)
-            except (checkpoint.ModelFileError, ValueError) as exc:
-                return fail(f"--init {args.init}: {exc}")
-    loss = keras.losses.CategoricalCrossentropy(from_logits=from_logits, label_smoothing=hp.label_smoothing)
-    print(f"Model: {args.arch}, {net.count_params():,} parameters. Per-epoch val/test metrics: the net as it "
-          "trains (its precision, one view); the final test line: the saved .h5 as the app serves it", flush=True)
-
-    # --- train --------------------------------------------------------------------------------
-    resumes = [] if state is None else [*state.config.get("resumes", []), {
-        "at_epoch": state.config["epochs_done"], "checkpoint_saved_at": state.config["saved_at"],
-        "resumed_at": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}]
-    done = 0 if state is None else state.config["epochs_done"]
-    log = training.EpochLog(eval_sets) if state is None else training.EpochLog(
-        eval_sets, history=state.config["history"], train_seconds=state.config["train_seconds"])
-    logdir = args.logdir or f"{args.out}_logs"
-    if state is not None:
-        print(f"Resuming {args.out} after epoch {done} ({log.train_seconds / 60:.1f} min trained)", flush=True)
-    early_stop, phases = None, training.phases(hp)
-    for index, phase in enumerate(phases):
-        if phase.end <= done:
-            continue
-        first_epoch = max(done, phase.first)  # of this fit: a resumed run starts after its last finished epoch
-        with distribute.scope(strategy):
-            optimizer = training.start_phase(net, hp, phase, len(batches))
-            net.compile(optimizer=optimizer, loss=loss,
-                        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
-        lookahead = training.Lookahead(hp.epochs * len(batches), hp.lookahead_every) \
-            if hp.lookahead_every else None
-        last_phase = phase.end == hp.epochs
-        early_stop = resume.EarlyStopping(args.early_stop) if args.early_stop and last_phase else None
-        if state is not None:
-            try:
-                resume.restore(state, net, lookahead, early_stop, index)
-            except resume.ResumeError as exc:
-                return fail(exc)
-            state = None
-        callbacks = [log, training.EpochData(batches), keras.callbacks.TerminateOnNaN()]  # log first: times the
-        callbacks += [lookahead] if lookahead else []  # epoch's shuffling and augmentation too
-        callbacks += [early_stop] if early_stop else []  # after the log, which puts val_loss into the epoch's logs
-        if chief:  # other workers write nothing
-            callbacks += training.logging_callbacks(logdir, first_epoch)
-            callbacks.append(resume.RunCheckpoint(resume.checkpoint_path(args.out), {
-                "argv": argv, "hyperparameters": hp.to_dict(), "resumes": resumes}, log, index, lookahead, early_stop))
-        if len(phases) > 1:
-            print(f"Phase {index + 1}: {phase.name}, epochs {phase.first + 1}-{phase.end}, step size {phase.lr:g}",
-                  flush=True)
-        with distribute.multiworker_fit_fix(strategy):
-            net.fit(batches, initial_epoch=first_epoch, epochs=phase.end, callbacks=callbacks,
-                    shuffle=False,  # Batches shuffles by epoch number; Keras's own shuffle would draw on global RNG
-                    verbose=1 if sys.stdout.isatty() else 2)
-        if net.stop_training:  # early stopping or a NaN loss
-            break
-    if not log.history or not np.isfinite(log.history[-1]["train_loss"]):
-        resume.checkpoint_path(args.out).unlink(missing_ok=True)  # nothing worth resuming
-        return fail(f"training diverged: the loss became NaN or infinite in epoch {len(log.history)}; no model was "
-                    f"saved (images of one flat colour, or a learning rate too high for the batch size, do this).", 3)
-    print(f"Final weights sha256 {distribute.weights_digest(net)}", flush=True)
-    if not chief:
-        return 0
-
-    # --- evaluate -----------------------------------------------------------------------------
-    keras.mixed_precision.set_global_policy("float32")
-    model = training.inference_model(args.arch, hp, num_classes, net)
-    # --- save ---------------------------------------------------------------------------------
-    meta = sidecar.for_training(**{
-        "name": os.path.basename(args.out),
-        "arch": args.arch,
-        "class_names": list(data.class_names),
-        "input_size": INPUT_SIZE,
-        "input": "uint8-range RGB pixels 0..255, shape (N, 32, 32, 3); rescaling is inside the model",
-        "output": "softmax probabilities over class_names",
-        "data_source": data.source,
-        "train_images": int(len(x_train)),
-        "val_images": 0 if val is None else int(len(val[0])),
-        "test_images": int(len(data.x_test)),
-        "command": command_line([], argv),
-        "seed": args.seed,
-        "hyperparameters": hp.to_dict(),
-        "epochs": hp.epochs,
-        "epochs_run": len(log.history),
-        "precision": policy,
-        "replicas": replicas,
-        "strategy": distribute.describe(strategy),
-        "device": f"{device_kind}: {device_name}",
-        "keras": keras.__version__,
-        "backend": keras.backend.backend(),
-        "trained_at": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "train_seconds": round(log.train_seconds, 1),
-        "history": log.history,
-        "parameters": int(model.count_params()),
-        "logdir": logdir,
-        "resumes": resumes,
-    })
-    if args.arch == "transfer":
-        meta["pretrained"] = "imagenet" if args.pretrained else None
-    if early_stop is not None:
-        meta["early_stop"] = {"patience": args.early_stop, "monitor": "val_loss",
-                              "stopped_after_epoch": len(log.history) if early_stop.stopped_epoch else None,
-                              "best_epoch": early_stop.best_epoch + 1}
-    checkpoint.save(model, f"{args.out}.h5", meta)
-    resume.checkpoint_path(args.out).unlink(missing_ok=True)  # the run is complete: nothing left to resume
-    meta = card.evaluate(f"{args.out}.h5", data)  # one pass over the test split: accuracy, loss, report
-    print(f"Test ({len(data.x_test):,}-image split of {data.source}, TTA level {hp.tta_level}): "
-          f"accuracy {meta['test_accuracy']:.4f}, loss {meta['test_loss']:.4f}; training {log.train_seconds / 60:.1f} min")
-    save_curves(f"{args.out}.h5", meta)
-    print(f"Saved {args.out}.h5, {args.out}.json, {args.out}_curves.png; logs in {logdir}", flush=True)
-    print_report(meta)
+        run.train_run(args, argv, hp, command_line([], argv), state)
+    except run.RunError as exc:
+        return fail(exc.message, exc.code)
     return 0
 
 
 def recipe_for(args):
     """The preset with --set, --epochs, --batch-size and --val-size applied; ValueError names an option mistake."""
-    from cifarlab.ml.presets import PRESETS
+    from cifarlab.ml import architectures
+    from cifarlab.ml.architectures import PRESETS
 
     hp = PRESETS[args.arch].with_overrides(args.overrides)
     hp = hp.replace(**{key: getattr(args, key) for key in ("epochs", "batch_size", "val_size")
                        if getattr(args, key) is not None})
-    if args.pretrained and args.arch != "transfer":
-        raise ValueError("--pretrained needs --arch transfer.")
+    if args.pretrained and not architectures.of_recipe(hp).pretrained:
+        takes = [name for name, recipe in PRESETS.items() if architectures.of_recipe(recipe).pretrained]
+        raise ValueError(f"--pretrained needs a preset with ImageNet weights: --arch {' or '.join(takes)}.")
     if args.early_stop is not None and args.early_stop < 1:
         raise ValueError("--early-stop takes a patience of 1 or more epochs.")
     if args.early_stop is not None and hp.optimizer != "adam":
@@ -284,37 +119,6 @@ def recipe_for(args):
 def command_line(subcommand, argv):
     """The shell command that reproduces this run, recorded in sidecars."""
     return " ".join(["python", "train.py", *subcommand, *(shlex.quote(a) for a in argv)])
-
-
-def scaled_for_replicas(hp, replicas):
-    """The recipe for `replicas` replicas: the global batch is --batch-size images on each, and every step size
-    follows the linear scaling rule (Goyal et al. 2017), so each image moves the weights as much at any count."""
-    scaled = {key: getattr(hp, key) * replicas for key in ("batch_size", "lr", "finetune_lr") if hasattr(hp, key)}
-    return hp.replace(**scaled)
-
-
-def print_report(meta):
-    """Print the evaluation summary of a sidecar."""
-    ev, cal = meta["evaluation"], meta["calibration"]
-    print(f"Evaluation on {ev['images']:,} test images of {ev['data_source']}:")
-    print(f"  accuracy {ev['accuracy']:.4f}  top-2 {ev['top2_accuracy']:.4f}  top-3 {ev['top3_accuracy']:.4f}  "
-          f"macro F1 {ev['macro_f1']:.4f}")
-    print(f"  temperature {cal['temperature']:.3f} ({cal['fitted_on']}); ECE {ev['ece_before']:.4f} -> "
-          f"{ev['ece_after']:.4f}; NLL {ev['nll_before']:.4f} -> {ev['nll_after']:.4f}; "
-          f"unsure below {cal['unsure_threshold']:.2f}")
-    print(f"  {'class':<12}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
-    for name, m in ev["per_class"].items():
-        print(f"  {name:<12}{m['precision']:>10.4f}{m['recall']:>10.4f}{m['f1']:>10.4f}{m['support']:>9}")
-
-
-def save_curves(model_path, meta):
-    """The training curves beside a model, drawn from its sidecar's per-epoch history (none: nothing to draw)."""
-    from cifarlab.checkpoint import artefact_paths
-    from cifarlab.report import plots
-
-    if meta.get("history"):
-        plots.training_curves(meta["history"], artefact_paths(model_path)["curves"], f"{meta['arch']}: test accuracy "
-                              f"{meta['test_accuracy']:.2%} after {meta['train_seconds'] / 60:.1f} min")
 
 
 def evaluate_main(argv):
@@ -332,8 +136,8 @@ def evaluate_main(argv):
     except (DataError, ModelFileError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    save_curves(args.model, meta)
-    print_report(meta)
+    card.save_curves(args.model, meta)
+    card.print_summary(meta)
     return 0
 
 

@@ -59,7 +59,7 @@ def row(name, outlier, inlier):
 
 def open_set_rows(data, epochs, seed=0):
     """Per split: a small fast net on 6 classes, plain (max softmax) and with outlier exposure (its detector)."""
-    from cifarlab.ml import training
+    from cifarlab.ml import architectures, training
     from cifarlab.ml.presets import PRESETS
     import keras
 
@@ -73,7 +73,7 @@ def open_set_rows(data, epochs, seed=0):
         for oe in (False, True):
             hp = PRESETS["fast"].replace(epochs=epochs, widths=(32, 64, 64), outlier_fraction=0.25 if oe else 0.0)
             keras.utils.set_random_seed(seed)
-            net, _ = training.build_training_model("fast", hp, len(known), x)
+            net, _ = architectures.of_recipe(hp).build(hp, len(known), x)
             onehot = np.eye(len(known), dtype=np.float32)[y]
             bank = training.outlier_bank(x, 10000, seed) if oe else None
             batches = training.Batches(x, onehot, hp.batch_size, seed, augment=True, translate=hp.translate,

@@ -27,7 +27,7 @@ def time_config(preset, policy, gelu, norm, steps, train_images):
     import keras
     import numpy as np
 
-    from cifarlab.ml import training
+    from cifarlab.ml import architectures, training
     from cifarlab.ml.presets import PRESETS
 
     keras.mixed_precision.set_global_policy(policy)
@@ -35,7 +35,7 @@ def time_config(preset, policy, gelu, norm, steps, train_images):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (hp.batch_size * steps, 32, 32, 3), dtype=np.uint8)
     y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, len(x))]
-    net, _ = training.build_training_model(preset, hp, 10, x)
+    net, _ = architectures.of_recipe(hp).build(hp, 10, x)
     net.compile(optimizer=training.make_optimizer(hp, 1000),
                 loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=hp.label_smoothing))
     batches = training.Batches(x, y, hp.batch_size, seed=0, augment=True, translate=hp.translate,
@@ -49,10 +49,10 @@ def time_config(preset, policy, gelu, norm, steps, train_images):
 
 
 def main(argv=None):
-    from cifarlab.ml.presets import PRESETS, FastRecipe
+    from cifarlab.ml.presets import PRESETS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=[name for name, hp in PRESETS.items() if isinstance(hp, FastRecipe)],
+    p.add_argument("--preset", choices=[name for name, hp in PRESETS.items() if hasattr(hp, "gelu_tanh")],
                    default="fast", help="whose net and batch size")
     p.add_argument("--steps", type=int, default=6, help="timed steps per configuration")
     p.add_argument("--train-images", type=int, default=48_000, help="images per epoch for the epoch column")

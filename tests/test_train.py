@@ -12,7 +12,6 @@ import train
 from cifarlab import REPO, checkpoint, sidecar
 from cifarlab.inference import Classifier
 from cifarlab.ml.data import load_image_folder
-from cifarlab.ml.presets import PRESETS
 from tests.conftest import image_bytes
 from tests.test_data import write_folder
 
@@ -136,7 +135,7 @@ def test_early_stop_ends_a_run_that_stops_improving(tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--arch", "fast", "--early-stop", "3"], "constant step size"),
     (["--early-stop", "0"], "patience of 1 or more"),
-    (["--pretrained"], "--pretrained needs --arch transfer"),
+    (["--pretrained"], "--pretrained needs a preset with ImageNet weights: --arch transfer"),
     (["--epochs", "0"], "epochs is 1 or more"),
     (["--arch", "transfer", "--set", "backbone=ResNet50"], "backbone is one of"),
     (["--arch", "muon", "--set", "optimizer=rmsprop"], "optimizer is one of adam, sgd, muon"),
@@ -196,16 +195,6 @@ def test_own_classes_served_end_to_end(tmp_path, make_app):
     assert metadata["class_names"] == ["cherry", "lime", "plum"]
     assert metadata["signature_def"]["signature_def"]["serving_default"]["outputs"]["probabilities"][
         "tensor_shape"]["dim"][1]["size"] == "3"
-
-
-@pytest.mark.parametrize("arch", ["fast", "transfer"])
-def test_every_step_size_scales_with_the_replica_count(arch):
-    hp = PRESETS[arch]
-    scaled = train.scaled_for_replicas(hp, 4)
-    assert scaled.batch_size == 4 * hp.batch_size and scaled.lr == pytest.approx(4 * hp.lr)
-    if hasattr(hp, "finetune_lr"):
-        assert scaled.finetune_lr == pytest.approx(4 * hp.finetune_lr)
-    assert train.scaled_for_replicas(hp, 1) == hp and PRESETS[arch] is hp  # the preset itself is untouched
 
 
 def test_an_option_mistake_answers_before_tensorflow_loads():

@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 
-from . import models
+from . import architectures, models
 from .. import atomic, checkpoint, sidecar
 from ..images import tta_rows
 from ..inference import Classifier, TFLiteRunner, ViewAverage
@@ -114,6 +114,9 @@ def export_all(model_path, out_dir, data, command="", calibration_count=500, see
     """
     commit = sidecar.git_commit()  # before any file is written: an export into model/ changes tracked files
     model, meta = checkpoint.load(model_path)
+    architecture = architectures.of_model(meta)
+    if architecture is not None and architecture.export_refused:
+        raise checkpoint.ModelFileError(f"{model_path}: {architecture.export_refused}")
     temperature = float(meta.get("calibration", {}).get("temperature", 1.0))
     os.makedirs(out_dir, exist_ok=True)
     saved, *_ = output_paths(model_path, out_dir)

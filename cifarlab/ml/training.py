@@ -2,7 +2,6 @@
 import math
 import platform
 import time
-from typing import NamedTuple
 
 from .. import quiet
 
@@ -10,8 +9,7 @@ quiet.tensorflow()  # imported here first, so TensorFlow's CPU-only start-up lin
 import keras  # noqa: E402
 import numpy as np
 
-from . import models
-from .presets import TransferRecipe
+from . import architectures, models
 
 
 def describe_device():
@@ -270,49 +268,12 @@ def make_optimizer(hp, steps):
     return ScaledBiasSGD(**sgd)
 
 
-class Phase(NamedTuple):
-    """A stretch of training with one optimizer: epochs [first, end), peak step size, backbone frozen or not."""
-
-    name: str
-    first: int
-    end: int
-    lr: float
-    frozen_backbone: bool = False
-
-
-def phases(hp):
-    """The phases of a recipe: the transfer recipe trains its head on a frozen backbone first, then everything."""
-    if not isinstance(hp, TransferRecipe):
-        return [Phase("training", 0, hp.epochs, hp.lr)]
-    frozen = min(hp.frozen_epochs, hp.epochs)
-    return [p for p in (Phase("frozen backbone", 0, frozen, hp.lr, True),
-                        Phase("fine-tuning", frozen, hp.epochs, hp.finetune_lr)) if p.end > p.first]
-
-
 def start_phase(net, hp, phase, steps_per_epoch):
-    """Freeze or unfreeze the backbone for a phase and return the phase's optimizer (compile next)."""
-    if isinstance(hp, TransferRecipe):
-        net.get_layer("backbone").trainable = not phase.frozen_backbone
+    """The phase's optimizer (compile next), once the architecture has set the net up for it."""
+    architecture = architectures.of_recipe(hp)
+    if architecture.enter_phase:
+        architecture.enter_phase(net, phase)
     return make_optimizer(hp.replace(lr=phase.lr), steps=(phase.end - phase.first) * steps_per_epoch)
-
-
-def build_training_model(arch, hp, num_classes, x_train, replicas=1, pretrained=False):
-    """(model to train, whether it outputs logits) for an architecture name."""
-    if arch == "baseline":
-        return models.build_baseline(num_classes), False
-    if arch == "transfer":
-        return models.build_transfer(hp, num_classes, pretrained), False
-    net = models.build_fast_backbone(hp, num_classes, synchronized_bn=replicas > 1)
-    sample = x_train[np.random.default_rng(0).permutation(len(x_train))[:5000]].astype(np.float32) / 255
-    kernel = models.whitening_kernel(sample, eps=hp.whiten_eps)
-    mean_patch = sample[:, :2, :2, :].mean(axis=0)  # (2, 2, 3), approximately stationary over the image
-    bias = -np.tensordot(mean_patch, kernel, axes=3)
-    whiten = net.get_layer("whiten")
-    whiten.set_weights([kernel, bias.astype(np.float32)])
-    whiten.kernel.trainable = False  # fixed whitening filters: decorrelated inputs from the first step
-    whiten.bias.trainable = hp.whiten_bias_epochs > 0  # the Muon recipe trains the bias for a few epochs
-    models.dirac_init(net)
-    return net, True
 
 
 def load_initial_weights(net, model_path):
@@ -326,21 +287,6 @@ def load_initial_weights(net, model_path):
     if shapes != [tuple(w.shape) for w in net.get_weights()]:
         raise ValueError("its weights do not fit this recipe's net (another architecture or widths)")
     net.set_weights(source.get_weights())
-
-
-def inference_model(arch, hp, num_classes, net):
-    """A float32 copy of a trained net as it is saved: softmax out, test-time augmentation inside the fast net."""
-    if arch == "baseline":
-        model = models.build_baseline(num_classes)
-    elif arch == "transfer":
-        net.get_layer("backbone").trainable = True  # same weight order as the fresh copy's
-        model = models.build_transfer(hp, num_classes)
-    else:
-        backbone = models.build_fast_backbone(hp, num_classes)
-        backbone.set_weights(net.get_weights())
-        return models.with_tta(backbone, hp.tta_level)
-    model.set_weights(net.get_weights())
-    return model
 
 
 class Lookahead(keras.callbacks.Callback):

@@ -176,3 +176,25 @@ def ood_section(meta):
         lines += [f"| {r['set']} | {r['baseline_auroc']:.3f} | {r['baseline_fpr95']:.1%} | {pct(r['baseline_flagged'])} "
                   f"| {r['auroc']:.3f} | {r['fpr95']:.1%} | {pct(r['flagged'])} |" for r in bench["rows"]]
     return "\n".join(lines) + "\n\n"
+
+
+def save_curves(model_path, meta):
+    """The training curves beside a model, drawn from its sidecar's per-epoch history (none: nothing to draw)."""
+    if meta.get("history"):
+        plots.training_curves(meta["history"], checkpoint.artefact_paths(model_path)["curves"],
+                              f"{meta['arch']}: test accuracy {meta['test_accuracy']:.2%} after "
+                              f"{meta['train_seconds'] / 60:.1f} min")
+
+
+def print_summary(meta):
+    """Print the evaluation summary of a sidecar: headline metrics, calibration, per-class table."""
+    ev, cal = meta["evaluation"], meta["calibration"]
+    print(f"Evaluation on {ev['images']:,} test images of {ev['data_source']}:")
+    print(f"  accuracy {ev['accuracy']:.4f}  top-2 {ev['top2_accuracy']:.4f}  top-3 {ev['top3_accuracy']:.4f}  "
+          f"macro F1 {ev['macro_f1']:.4f}")
+    print(f"  temperature {cal['temperature']:.3f} ({cal['fitted_on']}); ECE {ev['ece_before']:.4f} -> "
+          f"{ev['ece_after']:.4f}; NLL {ev['nll_before']:.4f} -> {ev['nll_after']:.4f}; "
+          f"unsure below {cal['unsure_threshold']:.2f}")
+    print(f"  {'class':<12}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
+    for name, m in ev["per_class"].items():
+        print(f"  {name:<12}{m['precision']:>10.4f}{m['recall']:>10.4f}{m['f1']:>10.4f}{m['support']:>9}")

@@ -10,13 +10,9 @@ from multiprocessing.connection import Client
 import numpy as np
 
 from .. import checkpoint, quiet
-from ..ml.presets import PRESETS, TransferRecipe
 from .service import png_data_uri
 
 log = logging.getLogger(__name__)
-
-# gradcam.Explainer knows the baseline and fast nets, whatever their recipe; a transfer net's backbone is not one
-GRADCAM_ARCHS = tuple(name for name, recipe in PRESETS.items() if not isinstance(recipe, TransferRecipe))
 
 
 class ExplanationUnavailable(Exception):
@@ -30,8 +26,12 @@ class ExplanationUnavailable(Exception):
 def explainable(config, meta):
     """The .h5 Grad-CAM needs for this model (MODEL_PATH itself, or the file an export came from), or None when
     explanations are off, remote, without TensorFlow, or for a net Grad-CAM does not know. Imports no TensorFlow."""
-    if (not config["GRADCAM"] or config["INFERENCE_URL"] or meta.get("arch") not in GRADCAM_ARCHS
-            or importlib.util.find_spec("tensorflow") is None):
+    if not config["GRADCAM"] or config["INFERENCE_URL"] or importlib.util.find_spec("tensorflow") is None:
+        return None
+    from ..ml import architectures  # the registry alone: no TensorFlow
+
+    architecture = architectures.of_model(meta)
+    if architecture is None or not architecture.explainable:
         return None
     if not meta.get("exported_from"):  # a Keras model file, explained from itself
         return config["MODEL_PATH"]

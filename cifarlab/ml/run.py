@@ -1,0 +1,274 @@
+"""One training run, fresh or resumed, in the order train.py takes its steps: device, data, model, train, save."""
+import datetime
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+from .. import quiet
+
+quiet.tensorflow()  # imported here first, so TensorFlow's CPU-only start-up lines are filtered
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from . import architectures, distribute, resume, training  # noqa: E402
+from .. import checkpoint, sidecar  # noqa: E402
+from ..images import INPUT_SIZE  # noqa: E402
+from ..report import card  # noqa: E402
+from .data import DataError, load_dataset  # noqa: E402
+from .models import WeightsDownloadError  # noqa: E402
+
+
+class RunError(Exception):
+    """A run that cannot go on: the one line train.py prints, and its exit code (3: training diverged)."""
+
+    def __init__(self, message, code=2):
+        super().__init__(message)
+        self.message, self.code = str(message), code
+
+
+@dataclass
+class Device:
+    """Where the run computes: the tf.distribute strategy, its replicas, whether this worker writes files."""
+
+    strategy: object
+    replicas: int
+    chief: bool
+    kind: str
+    name: str
+    policy: str
+
+
+@dataclass(frozen=True)
+class Run:
+    """What every step reads: the options (and the argv they came from), the recipe, its net, the device."""
+
+    args: object
+    argv: list
+    hp: object
+    architecture: architectures.Architecture
+    device: Device
+    resumes: list                    # earlier interruptions: [{at_epoch, checkpoint_saved_at, resumed_at}]
+
+
+@dataclass
+class Split:
+    """The images the run trains on, and those it reports on each epoch."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    val: tuple
+    eval_sets: dict
+
+
+def train_run(args, argv, hp, command, state=None):
+    """Train the run train.py's argv describe (or continue it from a resume.RunState), then save and evaluate it;
+    RunError says why it cannot."""
+    device = start_device(args)
+    hp = scaled_for_replicas(hp, device.replicas)
+    if state is not None and state.config["hyperparameters"] != json.loads(json.dumps(hp.to_dict())):
+        raise RunError("the preset changed since the interrupted run started (or it ran on another number of "
+                       "replicas); its hyperparameters are in its checkpoint.")
+    run = Run(args, argv, hp, architectures.of_recipe(hp), device, resumes_of(state))
+    data, split = load_data(run)
+    batches, net, loss = build_model(run, split, len(data.class_names), state)
+    log, early_stop = fit(run, batches, net, loss, split, state)
+    if device.chief:  # other workers write nothing
+        save_and_evaluate(run, net, data, split, log, early_stop, command)
+
+
+def resumes_of(state):
+    """The run's interruptions so far, this one last (none for a fresh run)."""
+    if state is None:
+        return []
+    return [*state.config.get("resumes", []), {
+        "at_epoch": state.config["epochs_done"], "checkpoint_saved_at": state.config["saved_at"],
+        "resumed_at": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}]
+
+
+def start_device(args):
+    """The strategy (first: collective ops are set up at start-up), the seed, the precision; prints them."""
+    try:
+        strategy = distribute.make_strategy(args.strategy)
+    except distribute.StrategyError as exc:
+        raise RunError(exc) from None
+    replicas, chief = distribute.replicas(strategy), distribute.is_chief(strategy)
+    keras.utils.set_random_seed(args.seed)
+    kind, name = training.describe_device()
+    policy = "float32" if args.precision == "float32" else training.mixed_precision_policy(kind)
+    print(f"Device: {kind} ({name}); Keras {keras.__version__} on {keras.backend.backend()}; "
+          f"precision {policy}; {distribute.describe(strategy)}, {replicas} replica(s)"
+          f"{'' if chief else ', not the chief: writes no files'}", flush=True)
+    return Device(strategy, replicas, chief, kind, name, policy)
+
+
+def scaled_for_replicas(hp, replicas):
+    """The recipe for `replicas` replicas: the global batch is --batch-size images on each, and every step size
+    follows the linear scaling rule (Goyal et al. 2017), so each image moves the weights as much at any count."""
+    scaled = {key: getattr(hp, key) * replicas for key in ("batch_size", "lr", "finetune_lr") if hasattr(hp, key)}
+    return hp.replace(**scaled)
+
+
+def load_data(run):
+    """(dataset, Split): the training images less the validation split, and the sets reported each epoch."""
+    args, hp = run.args, run.hp
+    started = time.perf_counter()
+    try:
+        data = load_dataset(args.data)
+    except DataError as exc:
+        raise RunError(exc) from None
+    (x_train, y_train), val = data.split_validation(hp.val_size, seed=args.seed)
+    if args.early_stop and val is None:
+        raise RunError("--early-stop watches the validation loss: give --val-size 1 or more.")
+    one_hot = np.eye(len(data.class_names), dtype=np.float32)
+    eval_sets = {"test": (data.x_test, one_hot[data.y_test])}
+    if val is not None:
+        eval_sets = {"val": (val[0], one_hot[val[1]]), **eval_sets}
+    print(f"Data: {data.source}: {len(x_train)} train, {0 if val is None else len(val[0])} val, "
+          f"{len(data.x_test)} test images, classes {', '.join(data.class_names)} "
+          f"({time.perf_counter() - started:.1f} s)", flush=True)
+    return data, Split(x_train, one_hot[y_train], val, eval_sets)
+
+
+def build_model(run, split, num_classes, state):
+    """(batches, net to train, loss): the augmented batches (with generated outliers for outlier exposure), the
+    architecture's net in the run's precision, its --init weights on a fresh run."""
+    args, hp, device = run.args, run.hp, run.device
+    keras.mixed_precision.set_global_policy(device.policy)
+    bank = None
+    if hp.outlier_fraction:
+        print(f"Outliers: generating {hp.outlier_bank:,} for outlier exposure", flush=True)
+        bank = training.outlier_bank(split.x_train, hp.outlier_bank, args.seed)
+    batches = training.Batches(split.x_train, split.y_train, hp.batch_size, args.seed,
+                               augment=hp.augment, translate=hp.translate, cutout=hp.cutout, outliers=bank,
+                               outlier_fraction=hp.outlier_fraction, outlier_weight=hp.outlier_weight)
+    with distribute.scope(device.strategy):  # variables mirrored on every replica, updates all-reduced
+        try:
+            net, from_logits = run.architecture.build(hp, num_classes, split.x_train, device.replicas, args.pretrained)
+        except WeightsDownloadError as exc:
+            raise RunError(exc) from None
+        if args.init and state is None:
+            try:
+                training.load_initial_weights(net, args.init)
+            except (checkpoint.ModelFileError, ValueError) as exc:
+                raise RunError(f"--init {args.init}: {exc}") from None
+    loss = keras.losses.CategoricalCrossentropy(from_logits=from_logits, label_smoothing=hp.label_smoothing)
+    print(f"Model: {args.arch}, {net.count_params():,} parameters. Per-epoch val/test metrics: the net as it "
+          "trains (its precision, one view); the final test line: the saved .h5 as the app serves it", flush=True)
+    return batches, net, loss
+
+
+def fit(run, batches, net, loss, split, state):
+    """Train phase after phase from where the run is (its checkpoint written each epoch); (EpochLog, EarlyStopping
+    or None). RunError (code 3) when the loss diverged: nothing is saved."""
+    out = run.args.out
+    done = 0 if state is None else state.config["epochs_done"]
+    log = training.EpochLog(split.eval_sets) if state is None else training.EpochLog(
+        split.eval_sets, history=state.config["history"], train_seconds=state.config["train_seconds"])
+    if state is not None:
+        print(f"Resuming {out} after epoch {done} ({log.train_seconds / 60:.1f} min trained)", flush=True)
+    early_stop, phases = None, run.architecture.phases(run.hp)
+    for index, phase in enumerate(phases):
+        if phase.end <= done:
+            continue
+        if len(phases) > 1:
+            print(f"Phase {index + 1}: {phase.name}, epochs {phase.first + 1}-{phase.end}, step size {phase.lr:g}",
+                  flush=True)
+        early_stop = fit_phase(run, batches, net, loss, log, index, phase, max(done, phase.first), state)
+        state = None  # restored into the first phase that runs
+        if net.stop_training:  # early stopping or a NaN loss
+            break
+    if not log.history or not np.isfinite(log.history[-1]["train_loss"]):
+        resume.checkpoint_path(out).unlink(missing_ok=True)  # nothing worth resuming
+        raise RunError(f"training diverged: the loss became NaN or infinite in epoch {len(log.history)}; no model was "
+                       f"saved (images of one flat colour, or a learning rate too high for the batch size, do this).", 3)
+    print(f"Final weights sha256 {distribute.weights_digest(net)}", flush=True)
+    return log, early_stop
+
+
+def fit_phase(run, batches, net, loss, log, index, phase, first_epoch, state):
+    """One phase of training with its own optimizer from first_epoch (a resumed run: after its last finished one,
+    its state restored first); the phase's EarlyStopping or None."""
+    args, hp, device = run.args, run.hp, run.device
+    with distribute.scope(device.strategy):
+        optimizer = training.start_phase(net, hp, phase, len(batches))
+        net.compile(optimizer=optimizer, loss=loss, metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+    lookahead = training.Lookahead(hp.epochs * len(batches), hp.lookahead_every) if hp.lookahead_every else None
+    last_phase = phase.end == hp.epochs
+    early_stop = resume.EarlyStopping(args.early_stop) if args.early_stop and last_phase else None
+    if state is not None:
+        try:
+            resume.restore(state, net, lookahead, early_stop, index)
+        except resume.ResumeError as exc:
+            raise RunError(exc) from None
+    callbacks = [log, training.EpochData(batches), keras.callbacks.TerminateOnNaN()]  # log first: times the
+    callbacks += [lookahead] if lookahead else []  # epoch's shuffling and augmentation too
+    callbacks += [early_stop] if early_stop else []  # after the log, which puts val_loss into the epoch's logs
+    if device.chief:  # other workers write nothing
+        callbacks += training.logging_callbacks(logdir(args), first_epoch)
+        callbacks.append(resume.RunCheckpoint(resume.checkpoint_path(args.out), {
+            "argv": run.argv, "hyperparameters": hp.to_dict(), "resumes": run.resumes}, log, index, lookahead,
+            early_stop))
+    with distribute.multiworker_fit_fix(device.strategy):
+        net.fit(batches, initial_epoch=first_epoch, epochs=phase.end, callbacks=callbacks,
+                shuffle=False,  # Batches shuffles by epoch number; Keras's own shuffle would draw on global RNG
+                verbose=1 if sys.stdout.isatty() else 2)
+    return early_stop
+
+
+def logdir(args):
+    """TensorBoard event files and metrics.csv: --logdir, or beside the model."""
+    return args.logdir or f"{args.out}_logs"
+
+
+def save_and_evaluate(run, net, data, split, log, early_stop, command):
+    """Save the float32 model as the app serves it with its sidecar, evaluate it once on the test split (report,
+    calibration, detector, card, plots) and print the summary."""
+    args, hp, architecture, device = run.args, run.hp, run.architecture, run.device
+    keras.mixed_precision.set_global_policy("float32")
+    model = architecture.saved_model(hp, len(data.class_names), net)
+    meta = sidecar.for_training(**{
+        "name": os.path.basename(args.out),
+        "arch": args.arch,
+        "architecture": architecture.name,
+        "class_names": list(data.class_names),
+        "input_size": INPUT_SIZE,
+        "input": "uint8-range RGB pixels 0..255, shape (N, 32, 32, 3); rescaling is inside the model",
+        "output": "softmax probabilities over class_names",
+        "data_source": data.source,
+        "train_images": int(len(split.x_train)),
+        "val_images": 0 if split.val is None else int(len(split.val[0])),
+        "test_images": int(len(data.x_test)),
+        "command": command,
+        "seed": args.seed,
+        "hyperparameters": hp.to_dict(),
+        "epochs": hp.epochs,
+        "epochs_run": len(log.history),
+        "precision": device.policy,
+        "replicas": device.replicas,
+        "strategy": distribute.describe(device.strategy),
+        "device": f"{device.kind}: {device.name}",
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+        "trained_at": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "train_seconds": round(log.train_seconds, 1),
+        "history": log.history,
+        "parameters": int(model.count_params()),
+        "logdir": logdir(args),
+        "resumes": run.resumes,
+    })
+    if architecture.pretrained:
+        meta["pretrained"] = "imagenet" if args.pretrained else None
+    if early_stop is not None:
+        meta["early_stop"] = {"patience": args.early_stop, "monitor": "val_loss",
+                              "stopped_after_epoch": len(log.history) if early_stop.stopped_epoch else None,
+                              "best_epoch": early_stop.best_epoch + 1}
+    checkpoint.save(model, f"{args.out}.h5", meta)
+    resume.checkpoint_path(args.out).unlink(missing_ok=True)  # the run is complete: nothing left to resume
+    meta = card.evaluate(f"{args.out}.h5", data)  # one pass over the test split: accuracy, loss, report
+    print(f"Test ({len(data.x_test):,}-image split of {data.source}, TTA level {hp.tta_level}): "
+          f"accuracy {meta['test_accuracy']:.4f}, loss {meta['test_loss']:.4f}; training {log.train_seconds / 60:.1f} min")
+    card.save_curves(f"{args.out}.h5", meta)
+    print(f"Saved {args.out}.h5, {args.out}.json, {args.out}_curves.png; logs in {logdir(args)}", flush=True)
+    card.print_summary(meta)
