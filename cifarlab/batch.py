@@ -95,7 +95,7 @@ def decode_many(payloads):
             if isinstance(payload, Path):
                 refusal = too_large(payload.stat().st_size)
                 if refusal:
-                    raise ImageError(refusal)
+                    raise ImageError(refusal, "too_large")
                 payload = payload.read_bytes()
             out.append((name, preprocess_bytes(payload), None))
         except ImageError as exc:

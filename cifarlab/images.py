@@ -23,23 +23,26 @@ DECODER_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyErr
                   MemoryError, RuntimeError, Image.DecompressionBombError)
 
 
-class ImageError(ValueError):
-    """An upload that cannot be used as an image; carries the HTTP status to answer with."""
+REASONS = ("empty", "damaged", "unsupported", "malformed", "too_large", "shape", "memory")  # why an image is refused
 
-    def __init__(self, message, status=400):
+
+class ImageError(ValueError):
+    """An upload that cannot be used as an image; `reason` (one of REASONS) says why, for the web layer to answer."""
+
+    def __init__(self, message, reason="damaged"):
         super().__init__(message)
         self.message = message
-        self.status = status
+        self.reason = reason
 
-    def __reduce__(self):  # pickled whole (status too) when a decoder process sends it back
-        return type(self), (self.message, self.status)
+    def __reduce__(self):  # pickled whole (reason too) when a decoder process sends it back
+        return type(self), (self.message, self.reason)
 
 
 def damaged(exc):
     """The ImageError for a file Pillow's decoder choked on (or ran out of memory on)."""
     if isinstance(exc, MemoryError):
-        return ImageError("Decoding this image needs more memory than the decoder may use.", 413)
-    return ImageError(f"The image could not be decoded (damaged or truncated file: {type(exc).__name__}).", 400)
+        return ImageError("Decoding this image needs more memory than the decoder may use.", "memory")
+    return ImageError(f"The image could not be decoded (damaged or truncated file: {type(exc).__name__}).", "damaged")
 
 
 @dataclass
@@ -65,27 +68,27 @@ def open_image(data, max_pixels=DEFAULT_MAX_PIXELS):
     The file's structure is walked first (containers.walk), so scan, chunk and block bombs are refused unparsed.
     """
     if not data:
-        raise ImageError("The file is empty.", 400)
+        raise ImageError("The file is empty.", "empty")
     try:
         passes = containers.walk(data).passes
     except containers.StructureError as exc:
-        raise ImageError(str(exc), 422) from None
+        raise ImageError(str(exc), "malformed") from None
     try:
         img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except UnidentifiedImageError:
-        raise ImageError("This is not an image in a supported format (PNG, JPEG, GIF, BMP, WebP, TIFF).", 415) from None
+        raise ImageError("This is not an image in a supported format (PNG, JPEG, GIF, BMP, WebP, TIFF).", "unsupported") from None
     except Image.DecompressionBombError:
-        raise ImageError("The image declares too many pixels to decode safely.", 413) from None
+        raise ImageError("The image declares too many pixels to decode safely.", "too_large") from None
     except DECODER_ERRORS as exc:
         raise damaged(exc) from None
     width, height = img.size
     if width * height > max_pixels:
         img.close()
-        raise ImageError(f"The image is {width}x{height} pixels; the limit is {max_pixels:,} pixels.", 413)
+        raise ImageError(f"The image is {width}x{height} pixels; the limit is {max_pixels:,} pixels.", "too_large")
     if max(width, height) > MAX_ASPECT * min(width, height):
         img.close()
         raise ImageError(f"The image is {width}x{height} pixels: more than {MAX_ASPECT} times longer than it is wide "
-                         "is not a picture the model can use.", 422)
+                         "is not a picture the model can use.", "shape")
     if img.format == "JPEG":
         try:
             img.draft(None, (WORKING_SIDE, WORKING_SIDE))  # the JPEG decoder scales by 1/2..1/8 for free

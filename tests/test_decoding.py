@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from cifarlab.web import decoding
+from cifarlab.web.service import status_of
 from tests.conftest import image_bytes
 
 BUDGET = decoding.Budget(max_image_pixels=10**6, max_request_pixels=10**6, deadline_s=10.0)
@@ -43,7 +44,7 @@ def test_each_file_is_decoded_or_refused_on_its_own(pool):
                                   pool=pool)
     assert [i.filename for i in items] == ["a.png", "b.txt", "c.png"]
     assert items[0].error is None and items[0].pixels.shape == (32, 32, 3) and items[0].pixels.dtype == np.uint8
-    assert [i.error.status for i in items[1:]] == [415, 400]
+    assert [status_of(i.error) for i in items[1:]] == [415, 400]
     assert np.array_equal(items[0].pixels, decoding.decode_items([("a.png", image_bytes())], 32, BUDGET)[0].pixels)
 
 
@@ -51,12 +52,12 @@ def test_a_request_over_its_pixel_budget_is_refused_before_decoding(pool):
     big = image_bytes(size=(800, 800))
     with pytest.raises(decoding.OverBudget) as exc:
         decoding.decode_items([("a.png", big), ("b.png", big)], 32, BUDGET, pool=pool)
-    assert exc.value.status == 413 and "1,280,000 pixel decodes" in exc.value.message
+    assert status_of(exc.value) == 413 and "1,280,000 pixel decodes" in exc.value.message
 
 
 def test_images_past_the_deadline_are_refused_with_503(pool):
     items = decoding.decode_items([("a.png", image_bytes())], 32, BUDGET, started=-1e9, pool=pool)
-    assert items[0].error.status == 503 and "limit" in items[0].error.message
+    assert status_of(items[0].error) == 503 and "limit" in items[0].error.message
 
 
 def test_a_decoder_past_the_deadline_is_killed_and_replaced(decoders, huge_png):
@@ -66,7 +67,7 @@ def test_a_decoder_past_the_deadline_is_killed_and_replaced(decoders, huge_png):
     quick = decoding.Budget(BIG.max_image_pixels, BIG.max_request_pixels, deadline_s=0.05)
     items = decoding.decode_items([("huge.png", huge_png), ("next.png", image_bytes())], 32, quick, pool=decoders)
     assert time.monotonic() - started < 1.0
-    assert [i.error.status for i in items] == [503, 503] and "0.05 s limit" in items[0].error.message
+    assert [status_of(i.error) for i in items] == [503, 503] and "0.05 s limit" in items[0].error.message
     assert len(before - live_pids(decoders)) == 1  # the busy decoder was killed, not waited for
     assert decoding.decode_items([("after.png", image_bytes())], 32, BUDGET, pool=decoders)[0].error is None
 
@@ -75,7 +76,7 @@ def test_an_image_past_the_decoder_memory_limit_is_refused_and_the_pool_goes_on(
     small = decoding.DecoderPool(1, 40 * 2**20)
     try:
         items = decoding.decode_items([("huge.png", huge_png), ("cat.png", image_bytes())], 32, BIG, pool=small)
-        assert items[0].error.status == 413 and "memory" in items[0].error.message
+        assert status_of(items[0].error) == 413 and "memory" in items[0].error.message
         assert items[1].error is None and items[1].pixels.shape == (32, 32, 3)
     finally:
         small.close()

@@ -1,4 +1,7 @@
+import io
+
 import pytest
+from werkzeug.datastructures import FileStorage, MultiDict
 
 from cifarlab.inference import Prediction
 from cifarlab.web import service
@@ -32,9 +35,41 @@ def test_decodable_items_are_classified_in_one_batched_call():
     ([("a.txt", b"hi"), ("e.png", b"")], 400, "e.png: The file is empty"),
 ])
 def test_the_refusal_names_every_file_and_keeps_a_shared_status(payloads, status, text):
-    refusal = service.refusal(decode_items(payloads, 32, BUDGET))
-    assert refusal.status == status and text in refusal.message
+    message, code = service.refusal(decode_items(payloads, 32, BUDGET))
+    assert code == status and text in message
 
 
-def test_no_refusal_when_one_file_could_be_classified():
-    assert service.refusal(decode_items([("a.png", image_bytes()), ("b", b"")], 32, BUDGET)) is None
+def form(*named_payloads, field="file"):
+    """The files of a multipart form, as Flask's request.files holds them."""
+    return MultiDict([(field, FileStorage(io.BytesIO(data), filename=name)) for name, data in named_payloads])
+
+
+def decode(named_payloads):
+    return decode_items(named_payloads, 32, BUDGET)
+
+
+def test_the_pipeline_classifies_the_usable_files_and_keeps_the_others_errors():
+    clf = CountingClassifier()
+    items = service.classify_uploads(form(("a.png", image_bytes()), ("b", b"")), 5, decode, clf)
+    assert clf.calls == [1] and items[0].prediction.label == "dog" and items[1].error.reason == "empty"
+
+
+@pytest.mark.parametrize("files, limit, status, text, items", [
+    (form(("a.png", b""), field="other"), 5, 400, "No file was sent", 0),
+    (form(("", b"")), 5, 400, "No file was selected", 0),
+    (form(("a.png", image_bytes()), ("b.png", image_bytes())), 1, 400, "at most 1 per request", 0),
+    (form(("a.txt", b"hi"), ("b.txt", b"ho")), 5, 415, "None of the files could be used", 2),
+])
+def test_the_pipeline_refuses_a_request_without_a_usable_image_in_one_way(files, limit, status, text, items):
+    clf = CountingClassifier()
+    with pytest.raises(service.UploadRefused) as refused:
+        service.classify_uploads(files, limit, decode, clf)
+    assert refused.value.status == status and text in refused.value.message
+    assert len(refused.value.items) == items and clf.calls == []
+
+
+def test_the_pipeline_counts_files_before_reading_any():
+    files = form(("a.png", image_bytes()), ("b.png", image_bytes()))
+    with pytest.raises(service.UploadRefused):
+        service.classify_uploads(files, 1, decode, CountingClassifier())
+    assert all(f.stream.tell() == 0 for f in files.getlist("file"))

@@ -32,9 +32,21 @@ def error_json(message, status):
 
 
 @bp.errorhandler(ApiError)
-@bp.errorhandler(decoding.OverBudget)
 def api_error(exc):
     return error_json(exc.message, exc.status)
+
+
+@bp.errorhandler(decoding.OverBudget)
+def over_budget(exc):
+    return error_json(exc.message, service.status_of(exc))
+
+
+@bp.errorhandler(service.UploadRefused)
+def upload_refused(exc):
+    """The refusal, with each file's own error when the files were read."""
+    if not exc.items:
+        return error_json(exc.message, exc.status)
+    return jsonify({**predictions_json(exc.items), "error": exc.message}), exc.status
 
 
 def classifier():
@@ -62,20 +74,13 @@ def readyz():
 @bp.post("/api/predict")
 def predict():
     """Each file classified or refused on its own, like the form; 200 when at least one was classified."""
-    try:
-        uploads = service.read_uploads(request.files, current_app.config["MAX_BATCH_FILES"])
-    except service.TooManyFiles as exc:
-        raise ApiError(f"too many files: at most {exc.limit} per request", 400) from None
-    if not uploads:
-        raise ApiError('send one or more images as multipart/form-data field "file"')
-    items = decode(uploads)
-    service.classify_items(classifier(), items)
-    body = {"predictions": [service.prediction_json(item) for item in items],
-            "model": service.model_summary(classifier())}
-    refusal = service.refusal(items)
-    if refusal:
-        body["error"] = refusal.message
-    return jsonify(body), refusal.status if refusal else 200
+    items = service.classify_uploads(request.files, current_app.config["MAX_BATCH_FILES"], decode, classifier())
+    return jsonify(predictions_json(items))
+
+
+def predictions_json(items):
+    """The /api/predict answer: a prediction or an error per file, and the model that made them."""
+    return {"predictions": [service.prediction_json(item) for item in items], "model": service.model_summary(classifier())}
 
 
 def check_model_name(name):
@@ -152,7 +157,7 @@ def instances_pixels(instances):
     for i, instance in enumerate(instances):
         if i in decoded:
             if decoded[i].error is not None:
-                raise ApiError(f"instance {i}: {decoded[i].error.message}", decoded[i].error.status)
+                raise ApiError(f"instance {i}: {decoded[i].error.message}", service.status_of(decoded[i].error))
             pixels.append(decoded[i].pixels.astype(np.float32))
         else:
             pixels.append(array_pixels(instance, i, size))

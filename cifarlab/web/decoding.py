@@ -44,11 +44,11 @@ class Budget:
 
 
 class OverBudget(ImageError):
-    """The request's images together would decode to more pixels than the budget: refused before decoding (413)."""
+    """The request's images together would decode to more pixels than the budget: refused before decoding."""
 
     def __init__(self, pixels, limit):
         super().__init__(f"The images in this request would cost {pixels:,} pixel decodes (each scan of a progressive "
-                         f"JPEG counts); the limit is {limit:,} per request. Send fewer or smaller images.", 413)
+                         f"JPEG counts); the limit is {limit:,} per request. Send fewer or smaller images.", "over_budget")
         self.pixels, self.limit = pixels, limit
 
     def __reduce__(self):
@@ -64,7 +64,7 @@ def clean_filename(name, limit=200):
 def past_deadline(budget):
     """The ImageError of an image not decoded because the request ran out of time."""
     return ImageError(f"Not decoded: the request ran past its {budget.deadline_s:g} s limit; "
-                      "send fewer or smaller images.", 503)
+                      "send fewer or smaller images.", "late")
 
 
 def open_all(named_payloads, budget):
@@ -249,7 +249,7 @@ class DecoderPool:
         except (EOFError, OSError):  # the decoder died (memory limit inside a C decoder, a crash): replace it
             self._discard(decoder)
             crashed = ImageError("The decoder stopped on this image: it needs more memory than a decoder may use, or is "
-                                 "built to crash decoders.", 413)
+                                 "built to crash decoders.", "memory")
             left = [(i, name) for i, name in zip(pending, names) if i not in items]
             for i, name in (left if not opened else left[:1]):  # before "opened", any header may have been the cause
                 items[i] = Item(name, error=crashed)

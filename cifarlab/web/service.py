@@ -4,23 +4,46 @@ import io
 
 import numpy as np
 
-from ..images import ImageError
+from .decoding import OverBudget
 
 
-class TooManyFiles(ValueError):
-    """More files in one request than the app takes; `limit` is the most it takes."""
-
-    def __init__(self, limit):
-        super().__init__(f"too many files: at most {limit}")
-        self.limit = limit
+# the HTTP status each reason an image is refused for is answered with (images.REASONS, then the web layer's own)
+STATUS = {"empty": 400, "damaged": 400, "unsupported": 415, "malformed": 422, "too_large": 413, "shape": 422,
+          "memory": 413, "over_budget": 413, "late": 503}
 
 
-def read_uploads(files, limit):
-    """[(filename, bytes)] of the "file" parts that name a file; TooManyFiles past `limit`, before reading any."""
+def status_of(error):
+    """The HTTP status of an ImageError."""
+    return STATUS[error.reason]
+
+
+class UploadRefused(Exception):
+    """An upload request refused as a whole: its message, HTTP status and, when its files were read, their items."""
+
+    def __init__(self, message, status, items=()):
+        super().__init__(message)
+        self.message, self.status, self.items = message, status, list(items)
+
+
+def classify_uploads(files, limit, decode, classifier):
+    """The one upload pipeline of the form and /api/predict: the "file" parts (at most `limit`, counted before any is
+    read), decoded by `decode` within the request's budget, the decodable ones classified in one model call.
+    UploadRefused when no image could be classified; otherwise the items, each with its prediction or its error."""
+    if "file" not in files:
+        raise UploadRefused('No file was sent: choose an image to upload (multipart/form-data field "file").', 400)
     uploads = [f for f in files.getlist("file") if f.filename]
     if len(uploads) > limit:
-        raise TooManyFiles(limit)
-    return [(f.filename, f.read()) for f in uploads]
+        raise UploadRefused(f"Too many files: at most {limit} per request.", 400)
+    if not uploads:
+        raise UploadRefused('No file was selected: choose an image to upload (multipart/form-data field "file").', 400)
+    try:
+        items = decode([(f.filename, f.read()) for f in uploads])
+    except OverBudget as exc:
+        raise UploadRefused(exc.message, status_of(exc)) from None
+    refused = [item for item in items if item.error is not None]
+    if len(refused) == len(items):
+        raise UploadRefused(*refusal(refused), items)
+    return classify_items(classifier, items)
 
 
 def classify_items(classifier, items):
@@ -32,23 +55,20 @@ def classify_items(classifier, items):
     return items
 
 
-def refusal(items):
-    """The ImageError to answer with when no item could be classified (None when some could)."""
-    refused = [item for item in items if item.error is not None]
-    if len(refused) < len(items):
-        return None
+def refusal(refused):
+    """(message, HTTP status) for refused items: every file named, their status when they share one, else 400."""
     if len(refused) == 1:
-        return ImageError(f"{refused[0].filename}: {refused[0].error.message}", refused[0].error.status)
-    statuses = {item.error.status for item in refused}
-    return ImageError("None of the files could be used: " +
-                      "; ".join(f"{item.filename}: {item.error.message}" for item in refused[:5]),
-                      statuses.pop() if len(statuses) == 1 else 400)
+        return f"{refused[0].filename}: {refused[0].error.message}", status_of(refused[0].error)
+    statuses = {status_of(item.error) for item in refused}
+    return ("None of the files could be used: " + "; ".join(f"{item.filename}: {item.error.message}"
+                                                            for item in refused[:5]),
+            statuses.pop() if len(statuses) == 1 else 400)
 
 
 def prediction_json(item):
     """The API's description of one item: its prediction, or its error and HTTP status."""
     if item.error is not None:
-        return {"filename": item.filename, "error": item.error.message, "status": item.error.status}
+        return {"filename": item.filename, "error": item.error.message, "status": status_of(item.error)}
     return {"filename": item.filename, **item.prediction.to_json()}
 
 

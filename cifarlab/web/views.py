@@ -6,7 +6,7 @@ from flask import Blueprint, abort, current_app, render_template, request, send_
 
 from .. import checkpoint, sidecar
 from ..checkpoint import ModelFileError
-from . import decoding, service, storage
+from . import service, storage
 from .api import classifier, decode
 from .explain import ExplanationUnavailable
 
@@ -62,22 +62,10 @@ def index():
 
 @bp.post("/")
 def predict():
-    if "file" not in request.files:
-        return render_form("No file was sent: choose an image to upload.", 400)
     try:
-        uploads = service.read_uploads(request.files, current_app.config["MAX_BATCH_FILES"])
-    except service.TooManyFiles as exc:
-        return render_form(f"Too many files: at most {exc.limit} at once.", 400)
-    if not uploads:
-        return render_form("No file was selected: choose an image to upload.", 400)
-    try:
-        items = decode(uploads)
-    except decoding.OverBudget as exc:
+        items = service.classify_uploads(request.files, current_app.config["MAX_BATCH_FILES"], decode, classifier())
+    except service.UploadRefused as exc:
         return render_form(exc.message, exc.status)
-    refusal = service.refusal(items)
-    if refusal:
-        return render_form(refusal.message, refusal.status)
-    service.classify_items(classifier(), items)
     return render_results(items)
 
 

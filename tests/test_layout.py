@@ -1,0 +1,30 @@
+import ast
+
+from cifarlab import REPO
+
+LONGEST = 80  # lines a function of the package or an entry point may take
+
+
+def test_no_function_of_the_package_or_an_entry_point_is_longer_than_a_screen():
+    sources = [REPO / "train.py", REPO / "app.py", *(REPO / "cifarlab").rglob("*.py")]
+    lengths = {f"{path.relative_to(REPO)}:{node.lineno} {node.name}": node.end_lineno - node.lineno + 1
+               for path in sources for node in ast.walk(ast.parse(path.read_text()))
+               if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    assert len(lengths) > 300 and {name: n for name, n in lengths.items() if n > LONGEST} == {}
+
+
+def imported_modules(path):
+    """Every module name an import statement of a source file names."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            yield node.module or ""
+            yield from (alias.name for alias in node.names)
+
+
+def test_nothing_in_the_package_imports_the_benchmarks_or_their_load_generator():
+    sources = [REPO / "train.py", REPO / "app.py", *(REPO / "cifarlab").rglob("*.py")]
+    found = {f"{path.relative_to(REPO)}: {name}" for path in sources for name in imported_modules(path)
+             if name.startswith("benchmarks") or "loadtest" in name}
+    assert found == set()
