@@ -44,6 +44,9 @@ def parse_args(argv=None):
                    help="transfer preset: start from ImageNet weights (downloaded once by Keras)")
     p.add_argument("--init", metavar="MODEL.h5",
                    help="start from the weights of a model trained with the same net (fine-tuning, e.g. --arch fast_oe)")
+    p.add_argument("--teacher", metavar="MODEL.h5",
+                   help="distil: train on this model's soft targets for the very views the net sees, mixed with the "
+                        "labels (recipe keys distill_weight, distill_temperature), e.g. --teacher model/best.h5")
     p.add_argument("--resume", metavar="RUN",
                    help="continue the interrupted run whose --out was RUN, from its last finished epoch, with its "
                         "own options (give no others)")

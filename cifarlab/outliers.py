@@ -199,7 +199,7 @@ def generate(family, count, seed, size=INPUT_SIZE):
                      for i in range(count)])
 
 
-def mixed(count, seed, size=INPUT_SIZE):
-    """count images drawn evenly from every family (family-major order)."""
-    per = -(-count // len(FAMILIES))
-    return np.concatenate([generate(name, per, seed, size) for name in FAMILIES])[:count]
+def mixed(count, seed, size=INPUT_SIZE, families=tuple(FAMILIES)):
+    """count images drawn evenly from the families (every one by default; family-major order)."""
+    per = -(-count // len(families))
+    return np.concatenate([generate(name, per, seed, size) for name in families])[:count]

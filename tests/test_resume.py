@@ -57,12 +57,23 @@ def options(dataset, out, *extra):
             "--set", "widths=(16, 32, 32)", "--seed", "3", "--out", str(out), *extra]
 
 
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory, dataset):
+    """A baseline net trained for one epoch on the same classes, to distil from."""
+    out = tmp_path_factory.mktemp("teacher") / "t"
+    assert run_train(["--data", str(dataset), "--epochs", "1", "--val-size", "6", "--out", str(out)]).returncode == 0
+    return out.with_suffix(".h5")
+
+
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_final_weights(tmp_path, dataset):
-    whole = run_train(options(dataset, tmp_path / "whole" / "m"))
+@pytest.mark.parametrize("distilled", [False, True], ids=["plain", "distilled-with-outliers"])
+def test_killed_run_resumes_to_the_same_final_weights(tmp_path, dataset, request, distilled):
+    extra = ["--teacher", str(request.getfixturevalue("teacher")), "--set", "outlier_fraction=0.25",
+             "--set", "outlier_bank=40", "--set", "outlier_exclude=noise"] if distilled else []
+    whole = run_train(options(dataset, tmp_path / "whole" / "m", *extra))
     assert whole.returncode == 0, whole.stderr
     out = tmp_path / "cut" / "m"
-    killed = run_train(options(dataset, out), kill_after=2)
+    killed = run_train(options(dataset, out, *extra), kill_after=2)
     assert killed.returncode == 137, killed.stderr
     assert resume.checkpoint_path(out).is_file() and not out.with_suffix(".h5").exists()
 

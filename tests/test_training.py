@@ -185,3 +185,42 @@ def test_muon_trains_the_whitening_bias_at_a_rate_decaying_to_zero():
         optimizer.apply([keras.ops.ones_like(v) for v in variables], variables)
         moves.append(float(np.mean(start - keras.ops.convert_to_numpy(whiten.bias))))
     np.testing.assert_allclose(moves, [0.5 * 4.0, 0.5 * 4.0 * 0.5, 0.0], atol=1e-6)  # 2.0, 1.0, then frozen
+
+
+@pytest.fixture
+def pixels():
+    return np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+
+
+def test_a_teacher_mixes_its_softmax_into_each_target(tiny_model_path, pixels):
+    labels = np.eye(10, dtype=np.float32)[[0, 1, 2, 3, 4, 5]]
+    own = np.asarray(keras.models.load_model(tiny_model_path, compile=False)(pixels.astype(np.float32)))
+    np.testing.assert_allclose(training.Teacher(tiny_model_path, 1.0, 1.0).targets(pixels, labels), own, atol=1e-5)
+    np.testing.assert_array_equal(training.Teacher(tiny_model_path, 0.0, 1.0).targets(pixels, labels), labels)
+    mixed = training.Teacher(tiny_model_path, 0.8, 1.0).targets(pixels, labels)
+    np.testing.assert_allclose(mixed, 0.8 * own + 0.2 * labels, atol=1e-5)
+    softer = training.Teacher(tiny_model_path, 1.0, 4.0).targets(pixels, labels)
+    np.testing.assert_allclose(softer.sum(axis=1), 1.0, atol=1e-5)
+    assert (softer.max(axis=1) < own.max(axis=1)).all() and (softer.argmax(axis=1) == own.argmax(axis=1)).all()
+
+
+def test_a_teacher_changes_the_class_targets_of_a_batch_not_its_images_or_outliers(tiny_model_path, pixels):
+    x, y = np.repeat(pixels, 2, axis=0), np.eye(10, dtype=np.float32)[np.arange(12) % 10]
+    bank = np.zeros((20, 32, 32, 3), np.uint8)
+    options = dict(augment=True, translate=2, outliers=bank, outlier_fraction=0.5)
+    plain = training.Batches(x, y, 4, seed=1, **options)
+    taught = training.Batches(x, y, 4, seed=1, teacher=training.Teacher(tiny_model_path, 1.0, 1.0), **options)
+    (xp, yp, wp), (xt, yt, wt) = plain[1], taught[1]
+    np.testing.assert_array_equal(xp, xt)
+    np.testing.assert_array_equal(wp, wt)
+    assert not np.array_equal(yp[:4], yt[:4]) and np.array_equal(yp[4:], yt[4:])  # outliers keep uniform targets
+    np.testing.assert_allclose(yt.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_the_outlier_bank_leaves_out_the_families_a_recipe_excludes():
+    x = np.random.default_rng(0).integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    everything = training.outlier_bank(x, 90, seed=0)
+    without_noise = training.outlier_bank(x, 90, seed=0, families=FastRecipe(outlier_exclude="noise").outlier_families())
+    assert len(everything) == len(without_noise) == 90
+    assert not np.array_equal(everything[:9], without_noise[:9])  # the bank began with the noise family
+    np.testing.assert_array_equal(everything[81:], without_noise[81:])  # the scrambled photos are the same

@@ -4,6 +4,8 @@ import dataclasses
 import typing
 from dataclasses import dataclass
 
+from ..outliers import FAMILIES
+
 OPTIMIZERS = ("adam", "sgd", "muon")
 BACKBONES = tuple(f"EfficientNetV2{size}" for size in ("B0", "B1", "B2", "B3", "S", "M", "L"))  # rescale 0..255 inside
 
@@ -26,6 +28,9 @@ class Recipe:
     outlier_fraction: float = 0.0    # outlier exposure: generated non-class images added per batch, x batch_size (0: off)
     outlier_weight: float = 0.5      # weight of their loss (cross-entropy to the uniform distribution) per image
     outlier_bank: int = 20000        # generated outliers drawn from (cifarlab.outliers, TRAIN_SEED; scrambled photos too)
+    outlier_exclude: str = ""        # comma-separated cifarlab.outliers families left out of that bank, e.g. "noise"
+    distill_weight: float = 0.8      # with --teacher: share of each image's target from the teacher (the rest: its label)
+    distill_temperature: float = 1.0  # with --teacher: the teacher's logits are divided by this before its softmax
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -45,8 +50,20 @@ class Recipe:
                      "outlier_bank"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} is 0 or more, not {getattr(self, name)}")
+        if not set(self.excluded_outliers()) < set(FAMILIES):
+            raise ValueError(f"outlier_exclude names some of {', '.join(FAMILIES)} (not all), not {self.outlier_exclude!r}")
+        if not 0 <= self.distill_weight <= 1 or self.distill_temperature <= 0:
+            raise ValueError("distill_weight is from 0 to 1 and distill_temperature above 0")
         if self.tta_level not in (0, 1, 2):
             raise ValueError(f"tta_level is 0, 1 or 2, not {self.tta_level}")
+
+    def excluded_outliers(self):
+        """The outlier families outlier_exclude names."""
+        return [name.strip() for name in self.outlier_exclude.split(",") if name.strip()]
+
+    def outlier_families(self):
+        """The outlier families of the training bank."""
+        return tuple(name for name in FAMILIES if name not in self.excluded_outliers())
 
     def replace(self, **changes):
         """A copy with some keys changed (checked like the constructor's)."""

@@ -72,7 +72,7 @@ def train_run(args, argv, hp, command, state=None):
                        "replicas); its hyperparameters are in its checkpoint.")
     run = Run(args, argv, hp, architectures.of_recipe(hp), device, resumes_of(state))
     data, split = load_data(run)
-    batches, net, loss = build_model(run, split, len(data.class_names), state)
+    batches, net, loss = build_model(run, split, data.class_names, state)
     log, early_stop = fit(run, batches, net, loss, split, state)
     if device.chief:  # other workers write nothing
         save_and_evaluate(run, net, data, split, log, early_stop, command)
@@ -131,7 +131,22 @@ def load_data(run):
     return data, Split(x_train, one_hot[y_train], val, eval_sets)
 
 
-def build_model(run, split, num_classes, state):
+def load_teacher(args, hp, class_names):
+    """The --teacher model's soft targets (None without one); RunError when it cannot teach these classes."""
+    if not args.teacher:
+        return None
+    try:
+        teacher = training.Teacher(args.teacher, hp.distill_weight, hp.distill_temperature)
+    except checkpoint.ModelFileError as exc:
+        raise RunError(f"--teacher {args.teacher}: {exc}") from None
+    if list(teacher.meta["class_names"]) != list(class_names):
+        raise RunError(f"--teacher {args.teacher} knows other classes ({', '.join(teacher.meta['class_names'])}).")
+    print(f"Teacher: {args.teacher} ({teacher.meta.get('test_accuracy', float('nan')):.2%} test accuracy), "
+          f"{hp.distill_weight:g} of each target, temperature {hp.distill_temperature:g}", flush=True)
+    return teacher
+
+
+def build_model(run, split, class_names, state):
     """(batches, net to train, loss): the augmented batches (with generated outliers for outlier exposure), the
     architecture's net in the run's precision, its --init weights on a fresh run."""
     args, hp, device = run.args, run.hp, run.device
@@ -139,13 +154,15 @@ def build_model(run, split, num_classes, state):
     bank = None
     if hp.outlier_fraction:
         print(f"Outliers: generating {hp.outlier_bank:,} for outlier exposure", flush=True)
-        bank = training.outlier_bank(split.x_train, hp.outlier_bank, args.seed)
+        bank = training.outlier_bank(split.x_train, hp.outlier_bank, args.seed, hp.outlier_families())
     batches = training.Batches(split.x_train, split.y_train, hp.batch_size, args.seed,
                                augment=hp.augment, translate=hp.translate, cutout=hp.cutout, outliers=bank,
-                               outlier_fraction=hp.outlier_fraction, outlier_weight=hp.outlier_weight)
+                               outlier_fraction=hp.outlier_fraction, outlier_weight=hp.outlier_weight,
+                               teacher=load_teacher(args, hp, class_names))
     with distribute.scope(device.strategy):  # variables mirrored on every replica, updates all-reduced
         try:
-            net, from_logits = run.architecture.build(hp, num_classes, split.x_train, device.replicas, args.pretrained)
+            net, from_logits = run.architecture.build(hp, len(class_names), split.x_train, device.replicas,
+                                                      args.pretrained)
         except WeightsDownloadError as exc:
             raise RunError(exc) from None
         if args.init and state is None:
@@ -258,6 +275,8 @@ def save_and_evaluate(run, net, data, split, log, early_stop, command):
         "logdir": logdir(args),
         "resumes": run.resumes,
     })
+    if args.teacher:
+        meta["teacher"] = {"path": args.teacher, "test_accuracy": checkpoint.read_meta(args.teacher).get("test_accuracy")}
     if architecture.pretrained:
         meta["pretrained"] = "imagenet" if args.pretrained else None
     if early_stop is not None:

@@ -96,8 +96,9 @@ class Batches(keras.utils.PyDataset):
     """
 
     def __init__(self, x, y, batch_size, seed, augment=False, translate=0, cutout=0, outliers=None,
-                 outlier_fraction=0.0, outlier_weight=0.5):
+                 outlier_fraction=0.0, outlier_weight=0.5, teacher=None):
         super().__init__()
+        self.teacher = teacher
         self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
         self.do_augment, self.translate, self.cutout = augment, translate, cutout
         self.outliers = outliers if outliers is not None and outlier_fraction > 0 else None
@@ -127,18 +128,20 @@ class Batches(keras.utils.PyDataset):
 
     def __getitem__(self, i):
         s = slice(i * self.batch_size, (i + 1) * self.batch_size)
-        if not self.per_batch:
-            return self.epoch_x[s], self.epoch_y[s]
         x, y = self.epoch_x[s], self.epoch_y[s]
+        if self.teacher is not None:  # on the very views the student sees (function matching)
+            y = self.teacher.targets(x, y)
+        if not self.per_batch:
+            return x, y
         extra = self.epoch_outliers[i * self.per_batch:(i + 1) * self.per_batch]
         uniform = np.full((len(extra), y.shape[1]), 1.0 / y.shape[1], y.dtype)
         weights = np.concatenate([np.ones(len(x), np.float32), np.full(len(extra), self.outlier_weight, np.float32)])
         return np.concatenate([x, extra]), np.concatenate([y, uniform]), weights
 
 
-def outlier_bank(x_train, count, seed):
-    """count uint8 images that are none of the classes: procedural families (cifarlab.outliers) and, one in ten,
-    training images cut into a 4 x 4 grid of tiles and shuffled (photo statistics without an object)."""
+def outlier_bank(x_train, count, seed, families=None):
+    """count uint8 images that are none of the classes: procedural families (cifarlab.outliers; all by default) and,
+    one in ten, training images cut into a 4 x 4 grid of tiles and shuffled (photo statistics without an object)."""
     from .. import outliers
 
     scrambled = count // 10
@@ -148,7 +151,33 @@ def outlier_bank(x_train, count, seed):
     grid = tiles.reshape(scrambled, 4, h, 4, w, 3).transpose(0, 1, 3, 2, 4, 5).reshape(scrambled, 16, h, w, 3)
     grid = grid[np.arange(scrambled)[:, None], rng.permuted(np.tile(np.arange(16), (scrambled, 1)), axis=1)]
     tiles = grid.reshape(scrambled, 4, 4, h, w, 3).transpose(0, 1, 3, 2, 4, 5).reshape(tiles.shape)
-    return np.concatenate([outliers.mixed(count - scrambled, seed + outliers.TRAIN_SEED), tiles])
+    procedural = outliers.mixed(count - scrambled, seed + outliers.TRAIN_SEED, families=families or tuple(outliers.FAMILIES))
+    return np.concatenate([procedural, tiles])
+
+
+class Teacher:
+    """A trained model's soft targets for the student's batches (distillation): weight x softmax(teacher logits / T)
+    plus (1 - weight) x the label. A model with test-time views teaches with its backbone, on the one view given."""
+
+    def __init__(self, model_path, weight, temperature):
+        from .. import checkpoint
+
+        model, self.meta = checkpoint.load(model_path)
+        parts = models.tta_parts(model)
+        self.network, self.outputs_logits = (parts[0], True) if parts else (model, False)
+        self.weight, self.temperature = weight, temperature
+
+    def logits(self, x):
+        """The teacher's logits (log-probabilities for a softmax-ending model) of uint8 images."""
+        out = np.asarray(self.network.predict_on_batch(x.astype(np.float32)), np.float64)
+        return out if self.outputs_logits else np.log(np.maximum(out, 1e-12))
+
+    def targets(self, x, y):
+        """The training targets of images x whose one-hot labels are y."""
+        z = self.logits(x) / self.temperature
+        soft = np.exp(z - z.max(axis=1, keepdims=True))
+        soft /= soft.sum(axis=1, keepdims=True)
+        return (self.weight * soft + (1 - self.weight) * y).astype(y.dtype)
 
 
 class EpochData(keras.callbacks.Callback):
