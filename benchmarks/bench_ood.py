@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 
 from cifarlab import atomic, checkpoint, corruptions, ood, outliers  # noqa: E402
 from cifarlab.inference import Classifier  # noqa: E402
+from cifarlab.report import card  # noqa: E402
 
 CORRUPTED = 1000  # test images per corruption
 OPEN_SET_SPLITS = ((0, 1, 2, 3, 4, 5), (4, 5, 6, 7, 8, 9), (0, 2, 4, 6, 8, 9))  # known classes of each split
@@ -135,7 +136,8 @@ def main(argv=None):
         meta["ood_benchmark"] = {"command": command, "date": datetime.date.today().isoformat(), "rows": rows,
                                  "corruptions": mild, "test": test}
         atomic.write_json(checkpoint.sidecar_path(args.model), meta)
-        print(f"written to {checkpoint.sidecar_path(args.model)}")
+        card.rewrite_card(args.model, meta)
+        print(f"written to {checkpoint.sidecar_path(args.model)} (and the model card beside an .h5)")
     return 0
 
 

@@ -6,15 +6,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import shutil
 
 import keras
+import numpy as np
 import pytest
+from PIL import Image
 
 import train
 from app import create_app
-from cifarlab import checkpoint
+from benchmarks.loadtest import image_bytes  # noqa: F401  (tests import it from here)
+from cifarlab import REPO, checkpoint
+from cifarlab.images import to_model_input
 from cifarlab.ml import models
 from cifarlab.ml.data import CIFAR10_CLASSES
 from cifarlab.ml.presets import FastRecipe
-from benchmarks.loadtest import image_bytes  # noqa: F401  (tests import it from here)
 from tests.test_data import write_folder
 
 
@@ -90,3 +93,10 @@ def exported_tta(tmp_path_factory):
     data = write_folder(root / "data", list(CIFAR10_CLASSES), per_class=4, noise=60)
     assert train.export_main(["--model", str(model), "--data", str(data), "--out", str(root / "out")]) == 0
     return root / "out", model, data
+
+
+@pytest.fixture(scope="session")
+def photos():
+    """The app's ten example photos (one per class, in class order) at the model's input size."""
+    paths = sorted((REPO / "static" / "examples").glob("*.png"))
+    return np.stack([np.asarray(to_model_input(Image.open(p).convert("RGB"))) for p in paths])

@@ -146,7 +146,7 @@ Output: softmax probabilities; the app divides their logarithms by the temperatu
 Temperature {cal['temperature']:.3f}, fitted by minimising the negative log-likelihood on {cal['fitted_on']}.
 The app flags a prediction as unsure when the calibrated top probability is below {cal['unsure_threshold']:.2f}.
 
-{ood_section(meta)}## Known limits
+{ood_section(meta)}{robustness_section(meta)}## Known limits
 - Sees only 32×32 pixels: any upload is shrunk (and squashed to a square), so small objects and fine detail are lost.
 - Knows only these {len(meta['class_names'])} classes. Anything else (a person, a cartoon, a blank image) gets
   probabilities over them all the same; the "unknown" verdict catches much of it, not all (see above).
@@ -176,6 +176,35 @@ def ood_section(meta):
         lines += [f"| {r['set']} | {r['baseline_auroc']:.3f} | {r['baseline_fpr95']:.1%} | {pct(r['baseline_flagged'])} "
                   f"| {r['auroc']:.3f} | {r['fpr95']:.1%} | {pct(r['flagged'])} |" for r in bench["rows"]]
     return "\n".join(lines) + "\n\n"
+
+
+def robustness_section(meta):
+    """The model card's corruption-robustness section (empty until benchmarks/bench_robustness.py --write ran)."""
+    bench = meta.get("robustness")
+    if not bench:
+        return ""
+    s = bench["summary"]
+    pct = lambda v: "–" if v is None else f"{v:.1%}"  # noqa: E731  (None: that kind of corruption was not run)
+    lines = ["## Robustness to corruptions",
+             f"`{bench['command']}` ({bench['date']}): the first {bench['images']:,} test images under CIFAR-10-C's "
+             f"corruptions (its CIFAR parameters, severities 1-5; `cifarlab/corruptions.py` says where it differs).", "",
+             "| | clean | corrupted (15 x 5) | held out (4 x 5) |", "|---|---:|---:|---:|",
+             f"| accuracy | {pct(s['clean_accuracy'])} | {pct(s['mean_corrupted_accuracy'])} | {pct(s['held_out_accuracy'])} |",
+             f"| ECE | {pct(s['clean_ece'])} | {pct(s['corrupted_ece'])} | |",
+             f"| unsure | {pct(s['clean_unsure'])} | {pct(s['corrupted_unsure'])} | |",
+             f"| unknown | {pct(s['clean_unknown'])} | {pct(s['corrupted_unknown'])} | |", "",
+             "| corruption | s1 | s2 | s3 | s4 | s5 |", "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['corruption']}{' (held out)' if r['held_out'] else ''} | "
+              + " | ".join(pct(v["accuracy"]) for v in r["severities"]) + " |" for r in bench["rows"]]
+    return "\n".join(lines) + "\n\n"
+
+
+def rewrite_card(model_path, meta):
+    """Write the card beside an evaluated .h5 again from its sidecar (after a benchmark's --write added a table)."""
+    if str(model_path).endswith(".h5") and meta.get("evaluation"):
+        paths = checkpoint.artefact_paths(model_path)
+        text = model_card(meta, paths)
+        atomic.replace_atomically(paths["card"], lambda tmp: Path(tmp).write_text(text))
 
 
 def save_curves(model_path, meta):

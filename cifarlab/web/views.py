@@ -16,6 +16,12 @@ log = logging.getLogger(__name__)
 PLOTS = ("confusion", "reliability", "curves", "mistakes")  # model-card figures written beside the .h5
 
 
+@bp.app_template_filter("pct")
+def percent(value):
+    """A share as a percentage with one decimal; a dash when it was not measured (None)."""
+    return "–" if value is None else f"{100 * value:.1f}%"
+
+
 def render_form(message=None, status=200):
     """The upload form, optionally with an error message."""
     return render_template("index.html", message=message, examples=current_app.extensions["examples"]), status
