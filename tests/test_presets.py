@@ -21,7 +21,7 @@ def test_overrides_parse_values_in_the_type_of_the_field():
                                         "widths=(64, 256)", "augment=yes", "optimizer=rmsprop", "epochs=0",
                                         "tta_level=3", "val_size=-1", "finetune_lr=1e-4", "depth=4",
                                         "cutout=-1", "outlier_exclude=cats", "distill_weight=1.5",
-                                        "distill_temperature=0.0",
+                                        "distill_temperature=0.0", "augmix=2.0", "augmix_severity=11",
                                         "outlier_exclude=noise,flat,gradient,pattern,shapes,text,strokes,fractal,screen"])
 def test_bad_overrides_name_the_problem(assignment):
     with pytest.raises(ValueError, match="--set"):

@@ -29,6 +29,8 @@ class Recipe:
     outlier_weight: float = 0.5      # weight of their loss (cross-entropy to the uniform distribution) per image
     outlier_bank: int = 20000        # generated outliers drawn from (cifarlab.outliers, TRAIN_SEED; scrambled photos too)
     outlier_exclude: str = ""        # comma-separated cifarlab.outliers families left out of that bank, e.g. "noise"
+    augmix: float = 0.0              # share of training images replaced by their AugMix each epoch (0: off)
+    augmix_severity: int = 3         # strength of AugMix's operations, 1..10 (the paper's CIFAR default: 3)
     distill_weight: float = 0.8      # with --teacher: share of each image's target from the teacher (the rest: its label)
     distill_temperature: float = 1.0  # with --teacher: the teacher's logits are divided by this before its softmax
 
@@ -52,6 +54,8 @@ class Recipe:
                 raise ValueError(f"{name} is 0 or more, not {getattr(self, name)}")
         if not set(self.excluded_outliers()) < set(FAMILIES):
             raise ValueError(f"outlier_exclude names some of {', '.join(FAMILIES)} (not all), not {self.outlier_exclude!r}")
+        if not 0 <= self.augmix <= 1 or not 1 <= self.augmix_severity <= 10:
+            raise ValueError("augmix is a share from 0 to 1 and augmix_severity from 1 to 10")
         if not 0 <= self.distill_weight <= 1 or self.distill_temperature <= 0:
             raise ValueError("distill_weight is from 0 to 1 and distill_temperature above 0")
         if self.tta_level not in (0, 1, 2):

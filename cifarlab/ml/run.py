@@ -158,7 +158,8 @@ def build_model(run, split, class_names, state):
     batches = training.Batches(split.x_train, split.y_train, hp.batch_size, args.seed,
                                augment=hp.augment, translate=hp.translate, cutout=hp.cutout, outliers=bank,
                                outlier_fraction=hp.outlier_fraction, outlier_weight=hp.outlier_weight,
-                               teacher=load_teacher(args, hp, class_names))
+                               teacher=load_teacher(args, hp, class_names), augmix=hp.augmix,
+                               augmix_severity=hp.augmix_severity)
     with distribute.scope(device.strategy):  # variables mirrored on every replica, updates all-reduced
         try:
             net, from_logits = run.architecture.build(hp, len(class_names), split.x_train, device.replicas,

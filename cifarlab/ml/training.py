@@ -10,6 +10,7 @@ import keras  # noqa: E402
 import numpy as np
 
 from . import architectures, models
+from .augmix import augmix_some
 
 
 def describe_device():
@@ -93,12 +94,14 @@ class Batches(keras.utils.PyDataset):
     round(outlier_fraction x batch_size) of them, augmented alike, with the uniform distribution as their target and
     `outlier_weight` as their sample weight (outlier exposure); their draw has its own random stream, so the class
     images' order and augmentation are those of a run without outliers.
+    With `augmix`, that share of each epoch's images is replaced by its AugMix (own stream too); with a `teacher`,
+    each batch's targets are the teacher's soft targets for the very images the batch holds.
     """
 
     def __init__(self, x, y, batch_size, seed, augment=False, translate=0, cutout=0, outliers=None,
-                 outlier_fraction=0.0, outlier_weight=0.5, teacher=None):
+                 outlier_fraction=0.0, outlier_weight=0.5, teacher=None, augmix=0.0, augmix_severity=3):
         super().__init__()
-        self.teacher = teacher
+        self.teacher, self.augmix, self.augmix_severity = teacher, augmix, augmix_severity
         self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
         self.do_augment, self.translate, self.cutout = augment, translate, cutout
         self.outliers = outliers if outliers is not None and outlier_fraction > 0 else None
@@ -117,6 +120,9 @@ class Batches(keras.utils.PyDataset):
         x = self.x[order]
         self.epoch_x = (augment(x, rng, epoch, self.flip_bits[order], self.translate, self.cutout)
                         if self.do_augment else x)
+        if self.augmix:  # its own random stream: the flips, shifts and outliers stay those of a run without it
+            self.epoch_x = augmix_some(self.epoch_x, self.augmix, np.random.default_rng([self.seed, epoch, 2]),
+                                       self.augmix_severity)
         self.epoch_y, self.epoch = self.y[order], epoch
         if self.per_batch:
             rng = np.random.default_rng([self.seed, epoch, 1])
