@@ -1,13 +1,15 @@
 """Out-of-distribution benchmark: the max-softmax baseline against the served detector, side by side.
 
     .venv/bin/python benchmarks/bench_ood.py --model model/cifar10_cnn_int8.tflite \
-        --data ../shared/data/cifar10-jpeg.tar.gz [--open-set] [--write]
+        --data ../shared/data/cifar10-jpeg.tar.gz [--open-set] [--posthoc model/cifar10_cnn.h5] [--write]
 
 Sets, each against the CIFAR-10 test split as the in-distribution side:
   far-OOD families: cifarlab.outliers at BENCH_SEED (never used in training or fitting), each family and all;
   open set (--open-set): a small fast net trained on 6 classes, the other 4 unknown, for several class splits, with
     and without outlier exposure (the shipped recipe's training-time method);
-  mild corruptions: CIFAR-10-C's severity 1 (cifarlab.corruptions); flagged should stay low where the model is right.
+  mild corruptions: CIFAR-10-C's severity 1 (cifarlab.corruptions); flagged should stay low where the model is right;
+  post-hoc scores (--posthoc MODEL.h5): max softmax, max logit, energy, KNN, Mahalanobis and ViM on that model's
+    penultimate features, on the far-OOD families: how the served detector was chosen.
 Baseline: score 1 - top calibrated probability, flagged = the "unsure" rule. Shipped: the sidecar's detector, flagged =
 unknown or unsure. --write stores the table in the model's sidecar (the card and /model show it).
 """
@@ -96,6 +98,85 @@ def open_set_rows(data, epochs, seed=0):
     return rows
 
 
+def features_and_logits(model_path):
+    """A function of uint8 images -> (penultimate features, logits) of a Keras model file, on one view (the backbone
+    of a model with test-time views; a softmax-ending model's logits are its log-probabilities)."""
+    import keras
+
+    from cifarlab.ml import models
+
+    model, _ = checkpoint.load(model_path)
+    parts = models.tta_parts(model)
+    network = parts[0] if parts else model
+    head = [layer for layer in network.layers if isinstance(layer, keras.layers.Dense)][-1]
+    probe = keras.Model(network.inputs, [head.input, network.outputs[0]])
+    softmax_out = parts is None
+
+    def run(x, batch=500):
+        feats, logits = zip(*(map(np.asarray, probe.predict_on_batch(x[i:i + batch].astype(np.float32)))
+                              for i in range(0, len(x), batch)))
+        logits = np.concatenate(logits).astype(np.float64)
+        return np.concatenate(feats).astype(np.float64), np.log(np.maximum(logits, 1e-12)) if softmax_out else logits
+    return run, head
+
+
+def posthoc_scores(train_feats, train_logits, train_labels, head, k=50):
+    """{name: score(features, logits)} of the post-hoc detectors compared, fitted on training features."""
+    normed = train_feats / np.linalg.norm(train_feats, axis=1, keepdims=True)
+    means = np.stack([train_feats[train_labels == c].mean(axis=0) for c in np.unique(train_labels)])
+    centred = train_feats - means[train_labels]
+    precision = np.linalg.pinv(centred.T @ centred / len(centred))
+    weights, *bias = (np.asarray(w, np.float64) for w in head.get_weights())
+    bias = bias[0] if bias else np.zeros(weights.shape[1])
+    origin = -np.linalg.pinv(weights.T) @ bias  # ViM: the feature whose logits are all 0
+    _, _, vt = np.linalg.svd(train_feats - origin, full_matrices=False)
+    null_space = vt[train_feats.shape[1] // 2:].T  # ViM's residual: the directions past the top half of the spectrum
+
+    def knn(feats, logits):  # Sun et al. 2022: distance to the k-th nearest normalised training feature
+        f = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+        return np.concatenate([np.sort(2 - 2 * f[i:i + 500] @ normed.T, axis=1)[:, k - 1]
+                               for i in range(0, len(f), 500)])
+
+    def mahalanobis(feats, logits):  # Lee et al. 2018: to the nearest class mean, shared covariance
+        return np.min([np.einsum("ij,jk,ik->i", feats - m, precision, feats - m) for m in means], axis=0)
+
+    residual = lambda feats: np.linalg.norm((feats - origin) @ null_space, axis=1)  # noqa: E731
+    alpha = train_logits.max(axis=1).mean() / residual(train_feats).mean()
+
+    def vim(feats, logits):  # Wang et al. 2022: scaled residual against the logits' energy
+        return alpha * residual(feats) + ood.energy_score(logits)
+    return {"max softmax": lambda f, z: ood.msp_score(z), "max logit": lambda f, z: -z.max(axis=1),
+            "energy": lambda f, z: ood.energy_score(z), "KNN (k=50)": knn, "Mahalanobis": mahalanobis, "ViM": vim}
+
+
+def posthoc_rows(model_path, data, per_family, fit_images=10000):
+    """AUROC and FPR95 of each post-hoc score on a Keras model file: the far-OOD families against the test split."""
+    run, head = features_and_logits(model_path)
+    pick = np.random.default_rng(0).permutation(len(data.x_train))[:fit_images]
+    train_feats, train_logits = run(data.x_train[pick])
+    scores = posthoc_scores(train_feats, train_logits, data.y_train[pick], head)
+    inlier = run(data.x_test)
+    families = {name: run(outliers.generate(name, per_family, outliers.BENCH_SEED)) for name in outliers.FAMILIES}
+    everything = tuple(np.concatenate(parts) for parts in zip(*families.values()))
+    rows = []
+    for name, score in scores.items():
+        s_in = score(*inlier)
+        per = {family: ood.auroc(score(*out), s_in) for family, out in families.items()}
+        s_out = score(*everything)
+        rows.append({"score": name, "auroc": ood.auroc(s_out, s_in), "fpr95": ood.fpr_at_95_tpr(s_out, s_in),
+                     "per_family": per})
+    return rows
+
+
+def print_posthoc(rows, model_path):
+    families = list(rows[0]["per_family"])
+    print(f"\nPost-hoc scores of {model_path} (one view; fitted on 10,000 training images), far-OOD families vs the test "
+          "split:\n| score | AUROC | FPR95 | " + " | ".join(families) + " |\n|---|---:|---:|" + "---:|" * len(families))
+    for r in rows:
+        print(f"| {r['score']} | {r['auroc']:.3f} | {r['fpr95']:.1%} | "
+              + " | ".join(f"{r['per_family'][f]:.3f}" for f in families) + " |")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="model/cifar10_cnn_int8.tflite", help="any model file the app serves")
@@ -103,6 +184,9 @@ def main(argv=None):
     p.add_argument("--per-family", type=int, default=300, help="generated outliers per family")
     p.add_argument("--open-set", action="store_true", help="also train the open-set nets (minutes)")
     p.add_argument("--open-set-epochs", type=int, default=4, help="epochs of each open-set net")
+    p.add_argument("--posthoc", metavar="MODEL.h5",
+                   help="also compare post-hoc scores (max softmax, max logit, energy, KNN, Mahalanobis, ViM) on the "
+                        "penultimate features of this Keras model file")
     p.add_argument("--write", action="store_true", help="store the table in the model's sidecar")
     args = p.parse_args(argv)
     from cifarlab.ml.data import load_dataset
@@ -130,11 +214,15 @@ def main(argv=None):
     test = {"unknown": float(inlier.unknown.mean()), "flagged": float((inlier.unknown | inlier.unsure).mean()),
             "baseline_flagged": float(inlier.unsure.mean())}
     print_tables(rows, mild, test)
+    posthoc = None
+    if args.posthoc:
+        posthoc = posthoc_rows(args.posthoc, data, args.per_family)
+        print_posthoc(posthoc, args.posthoc)
     if args.write:
         meta = checkpoint.read_meta(args.model)
         command = "python benchmarks/bench_ood.py " + " ".join(argv if argv is not None else sys.argv[1:])
         meta["ood_benchmark"] = {"command": command, "date": datetime.date.today().isoformat(), "rows": rows,
-                                 "corruptions": mild, "test": test}
+                                 "corruptions": mild, "test": test, "posthoc": posthoc}
         atomic.write_json(checkpoint.sidecar_path(args.model), meta)
         card.rewrite_card(args.model, meta)
         print(f"written to {checkpoint.sidecar_path(args.model)} (and the model card beside an .h5)")

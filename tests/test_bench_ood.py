@@ -1,0 +1,30 @@
+import numpy as np
+
+from benchmarks import bench_ood
+from cifarlab.ml.data import CIFAR10_CLASSES, load_image_folder
+from tests.test_data import write_folder
+
+
+def test_the_posthoc_comparison_scores_every_detector_on_every_family(tiny_model_path, tmp_path):
+    data = load_image_folder(write_folder(tmp_path / "data", list(CIFAR10_CLASSES), per_class=6, noise=60))
+    rows = bench_ood.posthoc_rows(tiny_model_path, data, per_family=4, fit_images=60)
+    assert [r["score"] for r in rows] == ["max softmax", "max logit", "energy", "KNN (k=50)", "Mahalanobis", "ViM"]
+    for r in rows:
+        assert 0 <= r["auroc"] <= 1 and 0 <= r["fpr95"] <= 1 and len(r["per_family"]) == 9
+
+
+def test_posthoc_scores_grow_away_from_the_training_features():
+    rng = np.random.default_rng(0)
+    labels = np.arange(400) % 4
+    centres = np.eye(4, 8) * 10
+    feats = centres[labels] + rng.normal(0, 1, (400, 8))
+
+    class Head:
+        def get_weights(self):
+            return [centres.T / 10, np.zeros(4)]
+    logits = feats @ centres.T / 10
+    scores = bench_ood.posthoc_scores(feats, logits, labels, Head(), k=5)
+    near, far = centres[:2] + 0.1, np.full((2, 8), 30.0) * [[1], [-1]]
+    for name, score in scores.items():
+        if name in ("KNN (k=50)", "Mahalanobis", "ViM"):
+            assert (score(far, far @ centres.T / 10) > score(near, near @ centres.T / 10).max()).all(), name
