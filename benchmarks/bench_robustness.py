@@ -64,20 +64,7 @@ def summarise(clean, rows):
 
 
 def print_tables(result, images):
-    pct = lambda v: "–" if v is None else f"{v:.1%}"  # noqa: E731  (None: no corruption of that kind was run)
-    print(f"\n| corruption ({images:,} test images) | s1 | s2 | s3 | s4 | s5 | mean |\n|---|---:|---:|---:|---:|---:|---:|")
-    for r in result["rows"]:
-        accuracies = [s["accuracy"] for s in r["severities"]]
-        print(f"| {r['corruption']}{' (held out)' if r['held_out'] else ''} | "
-              + " | ".join(f"{a:.1%}" for a in accuracies) + f" | {np.mean(accuracies):.1%} |")
-    s = result["summary"]
-    print(f"\n| | clean | corrupted (15 x 5) | held out (4 x 5) |\n|---|---:|---:|---:|\n"
-          f"| accuracy | {pct(s['clean_accuracy'])} | {pct(s['mean_corrupted_accuracy'])} | {pct(s['held_out_accuracy'])} |\n"
-          f"| ECE | {pct(s['clean_ece'])} | {pct(s['corrupted_ece'])} | |\n"
-          f"| unsure | {pct(s['clean_unsure'])} | {pct(s['corrupted_unsure'])} | |\n"
-          f"| unknown | {pct(s['clean_unknown'])} | {pct(s['corrupted_unknown'])} | |")
-    if s["worst"]:
-        print(f"\nWorst: {s['worst']['corruption']} at severity {s['worst']['severity']}: {s['worst']['accuracy']:.1%}")
+    print(f"\n{images:,} test images\n" + "\n".join(card.robustness_tables(result)))
 
 
 def main(argv=None):

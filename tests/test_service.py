@@ -3,6 +3,7 @@ import io
 import pytest
 from werkzeug.datastructures import FileStorage, MultiDict
 
+from cifarlab.images import REASONS
 from cifarlab.inference import Prediction
 from cifarlab.web import service
 from cifarlab.web.decoding import decode_items
@@ -73,3 +74,7 @@ def test_the_pipeline_counts_files_before_reading_any():
     with pytest.raises(service.UploadRefused):
         service.classify_uploads(files, 1, decode, CountingClassifier())
     assert all(f.stream.tell() == 0 for f in files.getlist("file"))
+
+
+def test_every_reason_an_image_is_refused_for_has_an_http_status():
+    assert set(REASONS) <= set(service.STATUS) and all(400 <= s < 600 for s in service.STATUS.values())

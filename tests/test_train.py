@@ -214,3 +214,26 @@ def test_a_finished_model_is_never_overwritten_without_force(tiny_dataset, tmp_p
 
 def test_training_writes_under_runs_by_default():
     assert train.parse_args(["--arch", "fast"]).out == "runs/fast"
+
+
+@pytest.mark.slow
+def test_transfer_trains_its_head_on_a_frozen_backbone_then_everything(tmp_path, tiny_dataset, capsys, monkeypatch):
+    import dataclasses
+
+    from cifarlab.ml import architectures
+
+    seen = []
+    transfer = architectures.ARCHITECTURES["transfer"]
+
+    def spy(net, phase):
+        transfer.enter_phase(net, phase)
+        seen.append((phase.name, net.get_layer("backbone").trainable))
+    monkeypatch.setitem(architectures.ARCHITECTURES, "transfer", dataclasses.replace(transfer, enter_phase=spy))
+    out = tmp_path / "out" / "t"
+    assert train.main(["--data", str(tiny_dataset), "--arch", "transfer", "--epochs", "2", "--batch-size", "8",
+                       "--val-size", "4", "--set", "image_size=32", "--set", "frozen_epochs=1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Phase 1: frozen backbone, epochs 1-1" in printed and "Phase 2: fine-tuning, epochs 2-2" in printed
+    history = json.loads(out.with_suffix(".json").read_text())["history"]
+    assert len(history) == 2 and json.loads(out.with_suffix(".json").read_text())["architecture"] == "transfer"
+    assert seen == [("frozen backbone", False), ("fine-tuning", True)]

@@ -209,8 +209,10 @@ def fit_phase(run, batches, net, loss, log, index, phase, first_epoch, state):
     """One phase of training with its own optimizer from first_epoch (a resumed run: after its last finished one,
     its state restored first); the phase's EarlyStopping or None."""
     args, hp, device = run.args, run.hp, run.device
+    if run.architecture.enter_phase:  # e.g. freeze or unfreeze a pretrained backbone
+        run.architecture.enter_phase(net, phase)
     with distribute.scope(device.strategy):
-        optimizer = training.start_phase(net, hp, phase, len(batches))
+        optimizer = training.phase_optimizer(hp, phase, len(batches))
         net.compile(optimizer=optimizer, loss=loss, metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
     lookahead = training.Lookahead(hp.epochs * len(batches), hp.lookahead_every) if hp.lookahead_every else None
     last_phase = phase.end == hp.epochs

@@ -9,7 +9,7 @@ quiet.tensorflow()  # imported here first, so TensorFlow's CPU-only start-up lin
 import keras  # noqa: E402
 import numpy as np
 
-from . import architectures, models
+from . import models
 from .augmix import augmix_some
 
 
@@ -303,11 +303,8 @@ def make_optimizer(hp, steps):
     return ScaledBiasSGD(**sgd)
 
 
-def start_phase(net, hp, phase, steps_per_epoch):
-    """The phase's optimizer (compile next), once the architecture has set the net up for it."""
-    architecture = architectures.of_recipe(hp)
-    if architecture.enter_phase:
-        architecture.enter_phase(net, phase)
+def phase_optimizer(hp, phase, steps_per_epoch):
+    """The optimizer of one training phase: the recipe's, at the phase's step size, scheduled over its epochs."""
     return make_optimizer(hp.replace(lr=phase.lr), steps=(phase.end - phase.first) * steps_per_epoch)
 
 

@@ -178,24 +178,35 @@ def ood_section(meta):
     return "\n".join(lines) + "\n\n"
 
 
+def robustness_tables(bench):
+    """Markdown lines of a bench_robustness result: the summary, then accuracy per corruption and severity."""
+    s = bench["summary"]
+    pct = lambda v: "–" if v is None else f"{v:.1%}"  # noqa: E731  (None: that kind of corruption was not run)
+    lines = ["| | clean | corrupted (15 x 5) | held out (4 x 5) |", "|---|---:|---:|---:|",
+             f"| accuracy | {pct(s['clean_accuracy'])} | {pct(s['mean_corrupted_accuracy'])} | {pct(s['held_out_accuracy'])} |",
+             f"| ECE | {pct(s['clean_ece'])} | {pct(s['corrupted_ece'])} | |",
+             f"| unsure | {pct(s['clean_unsure'])} | {pct(s['corrupted_unsure'])} | |",
+             f"| unknown | {pct(s['clean_unknown'])} | {pct(s['corrupted_unknown'])} | |", "",
+             "| corruption | s1 | s2 | s3 | s4 | s5 | mean |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in bench["rows"]:
+        accuracies = [v["accuracy"] for v in r["severities"]]
+        lines.append(f"| {r['corruption']}{' (held out)' if r['held_out'] else ''} | "
+                     + " | ".join(map(pct, accuracies)) + f" | {pct(float(np.mean(accuracies)))} |")
+    if s["worst"]:
+        lines += ["", f"Worst: {s['worst']['corruption']} at severity {s['worst']['severity']}: "
+                      f"{s['worst']['accuracy']:.1%}"]
+    return lines
+
+
 def robustness_section(meta):
     """The model card's corruption-robustness section (empty until benchmarks/bench_robustness.py --write ran)."""
     bench = meta.get("robustness")
     if not bench:
         return ""
-    s = bench["summary"]
-    pct = lambda v: "–" if v is None else f"{v:.1%}"  # noqa: E731  (None: that kind of corruption was not run)
     lines = ["## Robustness to corruptions",
              f"`{bench['command']}` ({bench['date']}): the first {bench['images']:,} test images under CIFAR-10-C's "
              f"corruptions (its CIFAR parameters, severities 1-5; `cifarlab/corruptions.py` says where it differs).", "",
-             "| | clean | corrupted (15 x 5) | held out (4 x 5) |", "|---|---:|---:|---:|",
-             f"| accuracy | {pct(s['clean_accuracy'])} | {pct(s['mean_corrupted_accuracy'])} | {pct(s['held_out_accuracy'])} |",
-             f"| ECE | {pct(s['clean_ece'])} | {pct(s['corrupted_ece'])} | |",
-             f"| unsure | {pct(s['clean_unsure'])} | {pct(s['corrupted_unsure'])} | |",
-             f"| unknown | {pct(s['clean_unknown'])} | {pct(s['corrupted_unknown'])} | |", "",
-             "| corruption | s1 | s2 | s3 | s4 | s5 |", "|---|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['corruption']}{' (held out)' if r['held_out'] else ''} | "
-              + " | ".join(pct(v["accuracy"]) for v in r["severities"]) + " |" for r in bench["rows"]]
+             *robustness_tables(bench)]
     return "\n".join(lines) + "\n\n"
 
 

@@ -31,7 +31,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def status_of(port, path, headers=None, timeout=5):
+def http_status(port, path, headers=None, timeout=5):
     """The HTTP status of GET path on 127.0.0.1:port."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
@@ -46,7 +46,7 @@ def wait_ready(proc, port, path, timeout, headers=None, every=0.1):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         try:
-            if status_of(port, path, headers) == 200:
+            if http_status(port, path, headers) == 200:
                 return True
         except OSError:
             pass  # not listening yet
