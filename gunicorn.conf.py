@@ -2,7 +2,9 @@
 import multiprocessing
 import os
 import secrets
+import shutil
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # gunicorn's chdir has not run yet
 from cifarlab.web import settings  # noqa: E402  (light: no Flask app, no model)
@@ -36,6 +38,12 @@ if not os.environ.get("SECRET_KEY"):  # workers must share one key, or a CSRF to
     print("warning: SECRET_KEY is not set: using a random key for this server run (forms served before a "
           "restart will ask to be sent again). Set SECRET_KEY in the environment.", file=sys.stderr)
 
+# /metrics sums every worker's samples from files in this folder (prometheus-client's multiprocess mode); make serve
+# sets it to a folder of its run, gunicorn alone gets one here; either way it starts empty and is removed at exit
+OWN_METRICS_DIR = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if OWN_METRICS_DIR:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="cifarlab-metrics-")
+
 
 def on_starting(server):
     """Refuse to start on a bad setting or model file with one line and exit code 2, before any worker boots."""
@@ -50,3 +58,15 @@ def post_fork(server, worker):
     for name in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
         os.environ.setdefault(name, share)
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+
+
+def child_exit(server, worker):
+    """A dead worker's live gauges (requests in flight) leave the sums; its counters stay counted."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if OWN_METRICS_DIR:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

@@ -189,3 +189,17 @@ def test_images_past_the_deadline_are_refused_not_hung(make_app):
     client = make_app(REQUEST_DEADLINE=1e-9).test_client()
     response = api_post(client, [("a.png", image_bytes()), ("b.png", image_bytes(seed=1))])
     assert response.status_code == 503 and "limit" in response.get_json()["error"]
+
+
+def test_the_openapi_spec_describes_exactly_the_app_routes(client, app):
+    import re
+
+    from cifarlab.web import openapi
+
+    spec = client.get("/openapi.json").get_json()
+    assert spec["openapi"].startswith("3.")
+    described = {(openapi.flask_rule(path), method.upper()) for path, item in spec["paths"].items() for method in item}
+    routed = {(re.sub(r"<\w+:", "<", rule.rule), method) for rule in app.url_map.iter_rules()
+              if rule.endpoint != "static" for method in rule.methods - {"HEAD", "OPTIONS"}}
+    assert described == routed
+    assert b'href="/openapi.json"' in client.get("/api").data

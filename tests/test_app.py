@@ -82,7 +82,7 @@ def test_result_matches_the_classifier(client, app):
     from cifarlab.inference import Prediction
 
     data = image_bytes(size=(32, 32), seed=3)
-    classifier = app.extensions["classifier"]
+    classifier = app.extensions["servables"].get()[1].classifier
     expected = Prediction(classifier.probabilities(preprocess_bytes(data)[None])[0], classifier.class_names)
     html = post_file(client, data).get_data(as_text=True)
     assert f'class="class-index">{expected.index}<' in html
@@ -351,3 +351,12 @@ def test_a_full_upload_folder_shows_new_results_inline_rather_than_break_fresh_l
         name for match in stored[:2] for name in (match.group(1), match.group(1)[:-4] + "_input.png"))
     for match in stored[:2]:
         assert client.get(f"/uploads/{match.group(1)}").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/", "/api/predict"])
+def test_a_part_without_a_name_is_a_400(make_app, path):
+    boundary = "b0undary"
+    body = f"--{boundary}\r\nContent-Disposition: form-data\r\n\r\nx\r\n--{boundary}--\r\n".encode()  # no name
+    client = make_app(WTF_CSRF_ENABLED=True).test_client()
+    reply = client.post(path, data=body, content_type=f"multipart/form-data; boundary={boundary}")
+    assert reply.status_code == 400 and b"without a name" in reply.data

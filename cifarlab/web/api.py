@@ -6,7 +6,8 @@ import json
 import numpy as np
 from flask import Blueprint, current_app, g, jsonify, request
 
-from . import decoding, service
+from . import decoding, openapi, service
+from .servables import NotServed
 
 bp = Blueprint("api", __name__)
 JSON_PREFIXES = ("/api/", "/v1/", "/healthz", "/readyz")  # paths whose errors are answered in JSON
@@ -44,20 +45,91 @@ def over_budget(exc):
 @bp.errorhandler(service.UploadRefused)
 def upload_refused(exc):
     """The refusal, with each file's own error when the files were read."""
+    count_refused_request(exc)
     if not exc.items:
         return error_json(exc.message, exc.status)
     return jsonify({**predictions_json(exc.items), "error": exc.message}), exc.status
 
 
+def requested_model():
+    """(name, version, label) this request asks for: from a /v1 URL, else ?model= or the form's model field."""
+    args = (request.view_args or {}) if request.path.startswith("/v1/") else {}  # elsewhere <name> is a file's
+    name = args.get("name") or request.args.get("model") or (
+        request.form.get("model") if request.method == "POST" and request.mimetype == "multipart/form-data" else None)
+    return name or None, args.get("version"), args.get("label")
+
+
+def served():
+    """(name, Served) of this request's model, looked up once per request; NotServed (404) when there is none."""
+    if "served" not in g:
+        name, version, label = requested_model()
+        g.served = current_app.extensions["servables"].get(name, version, label)
+        g.model = (g.served[0], str(g.served[1].version))
+    return g.served
+
+
+def served_or_default():
+    """For templates and error pages: the request's model when it was looked up, or ?model='s, else the default.
+    Never reads the body (an error page may be answering for a body that could not be read)."""
+    if "served" in g:
+        return g.served
+    models = current_app.extensions["servables"]
+    try:
+        return models.get(request.args.get("model") or None)
+    except NotServed:
+        return models.get()
+
+
 def classifier():
-    return current_app.extensions["classifier"]
+    """The classifier of this request's model (class names, thresholds, sidecar)."""
+    return served()[1].classifier
+
+
+class RecordedPredictor:
+    """predict() on this request's model, through its batcher, counted in the metrics and the request's log."""
+
+    def predict(self, images):
+        name, model = served()
+        predictions = model.predict(images)
+        metrics = current_app.extensions["metrics"]
+        metrics.observe_predictions(name, str(model.version), predictions)
+        if model.predictor is model.classifier:  # no batcher: the request's images are the forward pass
+            metrics.batch_size.labels(name).observe(len(predictions))
+        for prediction in predictions:
+            g.verdicts[prediction.verdict] = g.verdicts.get(prediction.verdict, 0) + 1
+        return predictions
+
+
+def count_refused_request(exc):
+    """An upload refused before any file was read (none sent, too many) counts as one refusal for reason "request"."""
+    if not exc.items and exc.status != 413:  # 413s were counted where their budget ran out
+        current_app.extensions["metrics"].observe_refused("request")
+
+
+def predictor():
+    return RecordedPredictor()
 
 
 def decode(named_payloads):
-    """[(filename, bytes)] -> decoded items, within this request's pixel budget and deadline, in the app's decoders."""
-    return decoding.decode_items(named_payloads, classifier().input_size,
-                                 decoding.Budget.from_config(current_app.config), g.get("started_monotonic"),
-                                 current_app.extensions["decoders"])
+    """[(filename, bytes)] -> decoded items, within this request's pixel budget and deadline, in the app's decoders;
+    refused images counted by reason."""
+    metrics = current_app.extensions["metrics"]
+    try:
+        items = decoding.decode_items(named_payloads, classifier().input_size,
+                                      decoding.Budget.from_config(current_app.config), g.get("started_monotonic"),
+                                      current_app.extensions["decoders"])
+    except decoding.OverBudget as exc:
+        metrics.observe_refused(exc.reason)
+        raise
+    for item in items:
+        if item.error is not None:
+            metrics.observe_refused(item.error.reason)
+    return items
+
+
+@bp.get("/openapi.json")
+def openapi_spec():
+    return jsonify(openapi.spec(current_app.config["MAX_BATCH_FILES"]))
 
 
 @bp.get("/healthz")
@@ -67,43 +139,56 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    ready, detail = classifier().ready()
+    models = current_app.extensions["servables"]
+    answers = {name: models.get(name)[1].classifier.ready() for name in models.names()}
+    ready = all(ok for ok, _ in answers.values())
+    detail = "; ".join(f"{name}: {text}" for name, (_, text) in answers.items()) if len(answers) > 1 else \
+        next(iter(answers.values()))[1]
     return jsonify(status="ready" if ready else "not ready", detail=detail), 200 if ready else 503
 
 
 @bp.post("/api/predict")
 def predict():
     """Each file classified or refused on its own, like the form; 200 when at least one was classified."""
-    items = service.classify_uploads(request.files, current_app.config["MAX_BATCH_FILES"], decode, classifier())
+    items = service.classify_uploads(request.files, current_app.config["MAX_BATCH_FILES"], decode, predictor())
     return jsonify(predictions_json(items))
 
 
 def predictions_json(items):
     """The /api/predict answer: a prediction or an error per file, and the model that made them."""
-    return {"predictions": [service.prediction_json(item) for item in items], "model": service.model_summary(classifier())}
+    name, model = served_or_default()
+    return {"predictions": [service.prediction_json(item) for item in items],
+            "model": {**service.model_summary(model.classifier), "served_name": name, "served_version": model.version}}
 
 
-def check_model_name(name):
-    if name != current_app.config["SERVING_MODEL_NAME"]:
-        raise ApiError(f"Servable not found for request: Latest({name})", 404)
+@bp.errorhandler(NotServed)
+def not_served(exc):
+    return error_json(exc.message, 404)
 
 
 @bp.get("/v1/models/<name>")
-def serving_status(name):
-    check_model_name(name)
-    ready, detail = classifier().ready()
-    return jsonify(model_version_status=[{
-        "version": "1", "state": "AVAILABLE" if ready else "UNAVAILABLE",
-        "status": {"error_code": "OK" if ready else "UNAVAILABLE", "error_message": "" if ready else detail},
-    }])
+@bp.get("/v1/models/<name>/versions/<int:version>")
+@bp.get("/v1/models/<name>/labels/<label>")
+def serving_status(name, version=None, label=None):
+    """TF Serving's model status: every version of the model (or the one asked for) and its state."""
+    servable = current_app.extensions["servables"].servable(name)
+    if label is not None or version is not None:
+        _, model = served()
+        versions = [servable.versions[model.version]]
+    else:
+        versions = [servable.versions[number] for number in sorted(servable.versions, reverse=True)]
+    return jsonify(model_version_status=[v.status() for v in versions])
 
 
 @bp.get("/v1/models/<name>/metadata")
-def serving_metadata(name):
-    check_model_name(name)
-    c = classifier()
+@bp.get("/v1/models/<name>/versions/<int:version>/metadata")
+@bp.get("/v1/models/<name>/labels/<label>/metadata")
+def serving_metadata(name, version=None, label=None):
+    _, model = served()
+    c = model.classifier
     size = c.input_size
-    return jsonify(model_spec={"name": name, "signature_name": "serving_default", "version": "1"}, metadata={
+    return jsonify(model_spec={"name": name, "signature_name": "serving_default", "version": str(model.version)},
+                   metadata={
         "signature_def": {"signature_def": {"serving_default": {
             "inputs": {"images": {"dtype": "DT_FLOAT", "tensor_shape": {"dim": [
                 {"size": "-1"}, {"size": str(size)}, {"size": str(size)}, {"size": "3"}]},
@@ -125,8 +210,10 @@ def serving_metadata(name):
 
 
 @bp.post("/v1/models/<name>:predict")
-def serving_predict(name):
-    check_model_name(name)
+@bp.post("/v1/models/<name>/versions/<int:version>:predict")
+@bp.post("/v1/models/<name>/labels/<label>:predict")
+def serving_predict(name, version=None, label=None):
+    served()  # 404 before the body is read when the model, version or label is not served
     try:
         body = json.loads(request.get_data(cache=False))
     except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
@@ -142,9 +229,8 @@ def serving_predict(name):
     signature = body.get("signature_name", "serving_default")
     if signature not in SIGNATURES:
         raise ApiError(f"signature_name is one of {', '.join(SIGNATURES)}, not {str(signature)[:40]!r}")
-    c = classifier()
     pixels = instances_pixels(instances)
-    return jsonify(predictions=[p.serving_row(named=signature == "verdicts") for p in c.predict(pixels)])
+    return jsonify(predictions=[p.serving_row(named=signature == "verdicts") for p in predictor().predict(pixels)])
 
 
 def instances_pixels(instances):

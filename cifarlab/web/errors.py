@@ -9,6 +9,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, SecurityEr
 from .. import REPO
 from . import api, views
 from .remote import BackendUnavailable
+from .servables import NotServed
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,10 @@ def register(app):
         log.warning("inference backend unavailable: %s", exc)
         return reply("The inference backend is unavailable right now; please try again in a moment.", 503,
                      "Service unavailable")
+
+    @app.errorhandler(NotServed)
+    def not_served(exc):
+        return reply(f"No such model here: {exc.message}", 404, None if request.method == "POST" else "Not found")
 
     @app.errorhandler(CSRFError)
     def csrf_failed(exc):

@@ -23,8 +23,8 @@ class ExplanationUnavailable(Exception):
         self.message, self.status = message, 503
 
 
-def explainable(config, meta):
-    """The .h5 Grad-CAM needs for this model (MODEL_PATH itself, or the file an export came from), or None when
+def explainable(config, meta, model_path):
+    """The .h5 Grad-CAM needs for this model (model_path itself, or the file an export came from), or None when
     explanations are off, remote, without TensorFlow, or for a net Grad-CAM does not know. Imports no TensorFlow."""
     if not config["GRADCAM"] or config["INFERENCE_URL"] or importlib.util.find_spec("tensorflow") is None:
         return None
@@ -34,8 +34,8 @@ def explainable(config, meta):
     if architecture is None or not architecture.explainable:
         return None
     if not meta.get("exported_from"):  # a Keras model file, explained from itself
-        return config["MODEL_PATH"]
-    return checkpoint.source_model_path(config["MODEL_PATH"], meta)
+        return model_path
+    return checkpoint.source_model_path(model_path, meta)
 
 
 class RemoteExplanations:
@@ -72,10 +72,10 @@ class Explanations:
         self.explainer, self.lock, self.preloading = None, threading.Lock(), None
 
     @classmethod
-    def for_classifier(cls, config, classifier):
+    def for_classifier(cls, config, classifier, model_path):
         """Explanations for the served model (None when not explainable): through the explain worker when
         EXPLAIN_SOCKET is set, else here, on the served Keras model itself or the .h5 an export came from."""
-        source = explainable(config, classifier.meta)
+        source = explainable(config, classifier.meta, model_path)
         if source is None:
             return None
         if config["EXPLAIN_SOCKET"]:

@@ -12,7 +12,7 @@ import threading
 from multiprocessing.connection import Listener
 
 from .. import checkpoint, memory
-from . import settings
+from . import servables, settings
 from .explain import Explanations, explainable
 
 log = logging.getLogger("cifarlab.explain")
@@ -60,7 +60,8 @@ def main():
     logging.basicConfig(level=config["LOG_LEVEL"].upper(),
                         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
     try:
-        source = explainable(config, checkpoint.preflight(config["MODEL_PATH"]))
+        path = servables.first_model_path(config)
+        source = explainable(config, checkpoint.preflight(path), path)
     except checkpoint.ModelFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,21 +1,28 @@
 """The application factory: settings, the classifier (local or remote), CSRF, blueprints, per-request hooks."""
+import datetime
 import io
+import json
 import logging
 import os
+import re
 import secrets
 import tempfile
 import time
+import uuid
 
-from flask import Flask, Request, g, request
+from flask import Flask, Request, abort, g, request
 from flask_wtf.csrf import CSRFProtect
 
 from .. import REPO, memory
-from . import api, errors, settings, views
+from . import api, errors, servables, settings, views
+from .batching import Batcher, InFlight
 from .decoding import DecoderPool
 from .explain import Explanations
+from .metrics import CONTENT_TYPE, Metrics, allowed, client_address
 from .remote import CircuitBreaker, RemoteClassifier
 
 log = logging.getLogger("cifarlab.app")
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # an X-Request-ID passed through as is; others replaced
 DRAIN_SLACK = 128 * 1024  # bytes past MAX_CONTENT_LENGTH an early answer still reads off (nginx lets 64 kB through)
 csrf = CSRFProtect()
 
@@ -48,27 +55,49 @@ def create_app(test_config=None):
     if test_config:
         app.config.update(test_config)
     configure_logging(app.config["LOG_LEVEL"])
+    app.extensions["metrics"] = Metrics()
     if not app.config["SECRET_KEY"]:
         app.config["SECRET_KEY"] = secrets.token_hex(32)
         log.warning("SECRET_KEY is not set: using a random per-process key (sessions and CSRF tokens "
                     "will not survive a restart or be shared between workers).")
 
-    classifier = make_classifier(app.config)
-    classifier.warm_up()
-    app.extensions["classifier"] = classifier
-    app.extensions["explain"] = Explanations.for_classifier(app.config, classifier)
+    app.extensions["in_flight"] = InFlight()
+    models = app.extensions["servables"] = make_servables(app.config, app.extensions["metrics"],
+                                                          app.extensions["in_flight"])
+    name, first = models.get()
+    app.extensions["explain"] = Explanations.for_classifier(app.config, first.classifier, first.path)
+    app.extensions["explained"] = (name, first.version)  # heatmaps are offered for this model version only
     if isinstance(app.extensions["explain"], Explanations) and app.config["GRADCAM_PRELOAD"]:
         app.extensions["explain"].preload()
     app.extensions["examples"] = example_names(os.path.join(app.static_folder, "examples"))
     check_upload_folder(app.config["UPLOAD_FOLDER"])
     app.extensions["decoders"] = make_decoders(app.config)
+    app.before_request(refuse_unnamed_fields)  # before CSRFProtect's check, which cannot read such a form
     csrf.init_app(app)
     csrf.exempt(api.bp)  # no cookies or sessions behind the JSON API, so nothing for a forged post to ride on
     app.register_blueprint(api.bp)
     app.register_blueprint(views.bp)
     errors.register(app)
     register_hooks(app)
+    app.add_url_rule("/metrics", "metrics", scrape)
     return app
+
+
+def refuse_unnamed_fields():
+    """400 for a multipart body with a part that has no name (werkzeug keys it None)."""
+    if request.method == "POST" and request.mimetype == "multipart/form-data" and \
+            (None in request.form or None in request.files):
+        abort(400, "The form has a part without a name.")
+
+
+def scrape():
+    """Prometheus's text format, to the clients METRICS_ALLOW lets in (loopback by default), 403 for others."""
+    from flask import current_app
+
+    client = client_address(request.remote_addr, request.headers.get("X-Real-IP"))
+    if not allowed(current_app.config["METRICS_ALLOW"], client):
+        abort(403, "Metrics are served to the addresses in METRICS_ALLOW only (by default loopback).")
+    return current_app.extensions["metrics"].exposition(), 200, {"Content-Type": CONTENT_TYPE}
 
 
 def check_upload_folder(folder):
@@ -82,7 +111,33 @@ def check_upload_folder(folder):
                                    f"({exc.strerror or exc}).") from None
 
 
-def make_classifier(config):
+def make_servables(config, metrics, in_flight):
+    """The served models: every version folder under MODEL_DIR (polled for new ones), else MODEL_PATH's file or the
+    remote front as one model; each warmed up, behind a batcher when BATCH_WINDOW_MS is set."""
+    def batching(name, classifier):
+        if not config["BATCH_WINDOW_MS"] or config["INFERENCE_URL"]:
+            return None
+        return Batcher(classifier.predict, config["BATCH_WINDOW_MS"] / 1000, config["BATCH_MAX_IMAGES"], in_flight,
+                       observe=metrics.batch_size.labels(name).observe)
+
+    def load(path):
+        classifier = make_classifier(config, path)
+        classifier.warm_up()
+        return classifier
+
+    if config["MODEL_DIR"] and not config["INFERENCE_URL"]:
+        models = servables.Servables.from_folder(config["MODEL_DIR"], servables.default_name(config), load,
+                                                 batching, metrics.observe_model_load)
+        if config["MODEL_POLL_SECONDS"]:
+            models.start_polling(config["MODEL_POLL_SECONDS"])
+        return models
+    models = servables.Servables.fixed(config["SERVING_MODEL_NAME"], config["MODEL_PATH"],
+                                       load(config["MODEL_PATH"]), batching)
+    metrics.observe_model_load(config["SERVING_MODEL_NAME"], "loaded")
+    return models
+
+
+def make_classifier(config, model_path):
     """The remote front's client when INFERENCE_URL is set, else the model file loaded here (once per process)."""
     if config["INFERENCE_URL"]:
         return RemoteClassifier(
@@ -92,7 +147,7 @@ def make_classifier(config):
             breaker=CircuitBreaker(config["BREAKER_FAILURES"], config["BREAKER_COOLDOWN"]))
     from ..inference import Classifier  # TensorFlow only for a local .h5 (a .tflite needs just LiteRT)
 
-    return Classifier.from_path(config["MODEL_PATH"], unsure_threshold=config["UNSURE_THRESHOLD"],
+    return Classifier.from_path(model_path, unsure_threshold=config["UNSURE_THRESHOLD"],
                                 ood_threshold=config["OOD_THRESHOLD"])  # raises ModelFileError
 
 
@@ -117,6 +172,15 @@ def configure_logging(level):
     logger.setLevel(level.upper())
 
 
+def request_record(route, status, seconds):
+    """One request as the JSON log's object."""
+    model = g.get("model")
+    return {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
+            "request_id": g.request_id, "method": request.method, "route": route, "path": request.path,
+            "status": status, "ms": round(seconds * 1000, 2), "images": sum(g.verdicts.values()),
+            "verdicts": g.verdicts, "model": model[0] if model else None, "model_version": model[1] if model else None}
+
+
 def example_names(folder):
     """Class names with a bundled example image in the folder (read once, at start-up)."""
     return sorted(name[:-4] for name in os.listdir(folder) if name.endswith(".png")) if os.path.isdir(folder) else []
@@ -125,19 +189,39 @@ def example_names(folder):
 def register_hooks(app):
     """Request timing and logging, security headers, heap trimming, the model's sidecar in every template."""
 
+    metrics = app.extensions["metrics"]
+
     @app.before_request
     def start_timer():
         g.started = time.perf_counter()
         g.started_monotonic = time.monotonic()  # the request's decoding deadline counts from here
+        given = request.headers.get("X-Request-ID", "")
+        g.request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        g.verdicts = {}
+        metrics.in_flight.inc()
+        app.extensions["in_flight"].enter()
 
     @app.after_request
     def finish(response):
         response.headers.update(SECURITY_HEADERS)
         started = g.get("started")
-        if started is not None:
-            log.info("%s %s %s %.1fms", request.method, request.path, response.status_code,
-                     (time.perf_counter() - started) * 1000)
+        if started is None:  # answered before the request started (an untrusted host): nothing was counted
+            return response
+        response.headers["X-Request-ID"] = g.request_id
+        seconds = time.perf_counter() - started
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        metrics.observe_request(request.method, route, response.status_code, seconds)
+        if app.config["LOG_FORMAT"] == "json":
+            log.info("%s", json.dumps(request_record(route, response.status_code, seconds)))
+        else:
+            log.info("%s %s %s %.1fms", request.method, request.path, response.status_code, seconds * 1000)
         return response
+
+    @app.teardown_request
+    def leave(exc):
+        if g.get("started") is not None:
+            metrics.in_flight.dec()
+            app.extensions["in_flight"].leave()
 
     @app.after_request
     def drain_refused_body(response):
@@ -159,4 +243,6 @@ def register_hooks(app):
 
     @app.context_processor
     def model_info():
-        return {"model_meta": app.extensions["classifier"].meta}
+        name, served = api.served_or_default()
+        return {"model_meta": served.classifier.meta, "model_name": name,
+                "model_names": app.extensions["servables"].names()}

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import api, errors, explain, settings
+from . import api, errors, explain, servables, settings
 from .. import REPO, checkpoint
 
 TEMPLATE = REPO / "deploy" / "nginx.conf"
@@ -111,7 +111,7 @@ def checked_config():
     the full one (cifarlab.web.preflight, in a child process); one line and exit 2 when the app cannot start."""
     try:
         config = {**settings.defaults(), **settings.from_environ()}
-        meta = None if config["INFERENCE_URL"] else checkpoint.preflight(config["MODEL_PATH"])
+        meta = None if config["INFERENCE_URL"] else checkpoint.preflight(servables.first_model_path(config))
     except (settings.ConfigError, checkpoint.ModelFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -149,7 +149,8 @@ def prepare_run_dir(listen, upstream_port, config, meta):
 def start_explain_worker(config, meta, run_dir, env):
     """The server's one explain worker (None when the model is not explainable or EXPLAIN_SOCKET is set already),
     on a socket in a folder only this user can enter; env gets EXPLAIN_SOCKET for the web workers."""
-    if config["EXPLAIN_SOCKET"] or meta is None or explain.explainable(config, meta) is None:
+    if config["EXPLAIN_SOCKET"] or meta is None or \
+            explain.explainable(config, meta, servables.first_model_path(config)) is None:
         return None
     folder = run_dir / "explain"
     folder.mkdir(mode=0o700)
@@ -177,8 +178,9 @@ def main():
     upstream = free_port()
     run_dir = prepare_run_dir(listen, upstream, config, meta)
 
+    (run_dir / "metrics").mkdir()  # the workers' metric samples (prometheus-client multiprocess), removed with run_dir
     env = {**os.environ, "BIND": f"127.0.0.1:{upstream}", "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2"),
-           PREFLIGHT_DONE: "1"}
+           PREFLIGHT_DONE: "1", "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics")}
     explainer = start_explain_worker(config, meta, run_dir, env)
     # own sessions: a Ctrl-C or a signal to this process group reaches only this launcher, which stops them in order
     app_server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(REPO / "gunicorn.conf.py")],

@@ -1,4 +1,5 @@
 """The web app's settings: one typed table, every entry readable from the environment, bad values one clear line."""
+import ipaddress
 import os
 import re
 from dataclasses import dataclass
@@ -98,6 +99,14 @@ def seconds(value):
     return number_within(value, lambda n: 0 < n < 86400, "expected a number of seconds above 0 and below a day")
 
 
+def poll_seconds(value):
+    return number_within(value, lambda n: 0 <= n < 86400, "expected a number of seconds from 0 (never) to a day")
+
+
+def milliseconds(value):
+    return number_within(value, lambda n: 0 <= n <= 1000, "expected milliseconds from 0 (off) to 1000")
+
+
 def fraction(value):
     """A probability threshold; above 1 means always unsure."""
     return number_within(value, lambda n: 0 <= n <= 1.01, "expected a number between 0 and 1, e.g. 0.5")
@@ -136,6 +145,26 @@ def host_list(value):
     return None if hosts == ["*"] else hosts
 
 
+def address_list(value):
+    """Comma-separated addresses or networks (127.0.0.1, 10.0.0.0/8, ::1); '*' allows every client."""
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    if items == ["*"]:
+        return None
+    if not items:
+        raise ValueError("expected addresses or networks separated by commas (10.0.0.0/8,::1), or *")
+    try:
+        return [ipaddress.ip_network(item, strict=False) for item in items]
+    except ValueError:
+        raise ValueError("expected addresses or networks separated by commas (10.0.0.0/8,::1), or *") from None
+
+
+def log_format(value):
+    lowered = value.strip().lower()
+    if lowered not in ("text", "json"):
+        raise ValueError("expected text or json")
+    return lowered
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -150,6 +179,13 @@ SETTINGS = (
     Setting("WEB_THREADS", 4, between(1, 256), "threads per gunicorn worker"),
     Setting("MODEL_PATH", str(REPO / "model" / "cifar10_cnn_int8.tflite"), text,
             ".tflite or .h5 model file, with its .json sidecar beside it (default: the int8 export)"),
+    Setting("MODEL_DIR", None, text, "serve every model under this folder by name and version, as TF Serving lays "
+            "them out (MODEL_DIR/<name>/<version>/<file> + sidecar); MODEL_PATH is then not used"),
+    Setting("MODEL_POLL_SECONDS", 5.0, poll_seconds, "with MODEL_DIR: seconds between looks for new, changed or "
+            "removed versions and labels (0: only at start-up)"),
+    Setting("BATCH_WINDOW_MS", 2.0, milliseconds, "milliseconds a forward pass waits for the other requests in flight "
+            "in its worker to join it (one pass for all); a request alone never waits; 0: each request on its own"),
+    Setting("BATCH_MAX_IMAGES", 64, between(1, 4096), "images per shared forward pass at most"),
     Setting("UPLOAD_FOLDER", str(REPO / "uploads"), text, "where validated, re-encoded uploads are kept"),
     Setting("SECRET_KEY", None, text, "signs sessions and CSRF tokens; a random one per process when unset"),
     Setting("TRUSTED_HOSTS", ["localhost", "127.0.0.1"], host_list,
@@ -170,12 +206,17 @@ SETTINGS = (
     Setting("UPLOAD_MAX_BYTES", 200 * 1024 * 1024, byte_size, "... and bytes; the oldest are removed first ..."),
     Setting("UPLOAD_KEEP_SECONDS", 600.0, seconds, "... but none younger than this: past the caps, new results are "
             "shown inline (no stored copy, no explanation link) rather than break links just given out"),
-    Setting("SERVING_MODEL_NAME", "cifar10", text, "the NAME in /v1/models/NAME"),
+    Setting("SERVING_MODEL_NAME", "cifar10", text, "the NAME in /v1/models/NAME of MODEL_PATH's model; with "
+            "MODEL_DIR, the model served when a request names none (default: the first folder)"),
     Setting("SESSION_COOKIE_SECURE", False, boolean, "mark the session cookie Secure (set true behind TLS)"),
     Setting("UNSURE_THRESHOLD", None, fraction, "top probability below which a result says unsure; default: sidecar's"),
     Setting("OOD_THRESHOLD", None, finite, "ood_score above which a result says unknown (none of the classes); "
             "default: sidecar's"),
     Setting("LOG_LEVEL", "info", log_level, "app log on stderr: info = a line per request, warning = problems only"),
+    Setting("LOG_FORMAT", "text", log_format, "request log lines: text (method, path, status, ms) or json (one "
+            "object per request: time, route, status, ms, images, verdicts, model version, request id)"),
+    Setting("METRICS_ALLOW", address_list("127.0.0.0/8,::1"), address_list, "clients /metrics answers (comma-"
+            "separated addresses or networks, * for any); others get 403. Behind make serve's nginx: X-Real-IP"),
     Setting("GRADCAM", True, boolean, "offer Grad-CAM on result pages (needs TensorFlow and the .h5 the model came from)"),
     Setting("GRADCAM_PRELOAD", False, boolean, "prepare Grad-CAM at start-up, so the first explanation does not wait "
             "for TensorFlow and the .h5; costs TensorFlow's memory in every process (make run turns it on; make "
@@ -227,7 +268,7 @@ def markdown_table():
         if isinstance(default, str) and default.startswith(str(REPO)):
             default = os.path.relpath(default, REPO)
         elif isinstance(default, list):
-            default = ",".join(default)
+            default = ",".join(map(str, default))
         lines.append(f"| `{s.name}` | {'' if default is None else f'`{default}`'} | {s.help} |")
     return "\n".join(lines)
 

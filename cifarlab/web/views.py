@@ -7,7 +7,7 @@ from flask import Blueprint, abort, current_app, render_template, request, send_
 from .. import checkpoint, sidecar
 from ..checkpoint import ModelFileError
 from . import service, storage
-from .api import classifier, decode
+from .api import classifier, count_refused_request, decode, predictor, served
 from .explain import ExplanationUnavailable
 
 bp = Blueprint("views", __name__)
@@ -33,7 +33,8 @@ def render_results(items, stored_name=None):
     for item in items:
         if item.error is None:
             item.extras["src"] = save_upload(item, stored_name)
-    explainable = current_app.extensions["explain"] is not None
+    explainable = current_app.extensions["explain"] is not None and \
+        current_app.extensions["explained"] == (served()[0], served()[1].version)
     verdicts = dict(threshold=threshold, ood_threshold=classifier().detector.threshold, explainable=explainable)
     if len(items) == 1:
         return render_template("result.html", item=items[0], **verdicts)
@@ -63,14 +64,16 @@ def save_upload(item, stored_name=None):
 
 @bp.get("/")
 def index():
+    served()  # a ?model= that is not served is a 404, not the default model's form
     return render_form()
 
 
 @bp.post("/")
 def predict():
     try:
-        items = service.classify_uploads(request.files, current_app.config["MAX_BATCH_FILES"], decode, classifier())
+        items = service.classify_uploads(request.files, current_app.config["MAX_BATCH_FILES"], decode, predictor())
     except service.UploadRefused as exc:
+        count_refused_request(exc)
         return render_form(exc.message, exc.status)
     return render_results(items)
 
@@ -82,7 +85,7 @@ def example(name):
     with open(os.path.join(current_app.static_folder, "examples", f"{name}.png"), "rb") as f:
         data = f.read()
     items = decode([(f"{name}.png", data)])
-    service.classify_items(classifier(), items)
+    service.classify_items(predictor(), items)
     return render_results(items, stored_name=storage.content_name(data))
 
 
@@ -112,7 +115,7 @@ def explain(name):
 
 def plot_paths():
     """Evaluation plots of the served model; an export shows those of its source model, beside it."""
-    model_path = current_app.config["MODEL_PATH"]
+    model_path = served()[1].path
     return checkpoint.artefact_paths(checkpoint.source_model_path(model_path, classifier().meta) or model_path)
 
 

@@ -1,0 +1,84 @@
+"""Prometheus metrics of the web app, served at /metrics; correct across gunicorn workers in multiprocess mode.
+
+Under `make serve` each worker writes its samples to files in PROMETHEUS_MULTIPROC_DIR (set, created and removed by
+cifarlab.web.serve; gunicorn.conf.py's child_exit marks a dead worker's files), and /metrics in any worker sums them.
+Without that variable (flask run, tests) the app's own registry holds this process's samples.
+"""
+import ipaddress
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client import CONTENT_TYPE_LATEST
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+LATENCY_BUCKETS = (0.002, 0.004, 0.006, 0.008, 0.012, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)  # images per forward pass
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    """The app's metrics; one object per app, registered in its own registry (or shared files when multiprocess)."""
+
+    def __init__(self, multiproc_dir=None):
+        self.multiproc_dir = multiproc_dir if multiproc_dir is not None else os.environ.get(MULTIPROC_ENV)
+        self.registry = CollectorRegistry()
+        own = None if self.multiproc_dir else self.registry  # multiprocess: samples go to files, read at scrape time
+        self.requests = Counter("cifarlab_http_requests", "HTTP requests answered, by route and status",
+                                ["method", "route", "status"], registry=own)
+        self.latency = Histogram("cifarlab_http_request_duration_seconds", "Time from request to answer, by route",
+                                 ["route"], buckets=LATENCY_BUCKETS, registry=own)
+        self.in_flight = Gauge("cifarlab_http_requests_in_flight", "Requests being answered now",
+                               multiprocess_mode="livesum", registry=own)
+        self.images = Counter("cifarlab_images_classified", "Images classified, by model and version",
+                              ["model", "version"], registry=own)
+        self.verdicts = Counter("cifarlab_verdicts", "Predictions by verdict (known, unsure, unknown)",
+                                ["model", "verdict"], registry=own)
+        self.refused = Counter("cifarlab_refused_uploads", "Images or requests refused, by reason",
+                               ["reason"], registry=own)
+        self.model_loads = Counter("cifarlab_model_loads", "Model versions loaded or refused, by model and outcome",
+                                   ["model", "outcome"], registry=own)
+        self.batch_size = Histogram("cifarlab_batch_size", "Images per forward pass (requests batched together)",
+                                    ["model"], buckets=BATCH_BUCKETS, registry=own)
+        if self.multiproc_dir:
+            multiprocess.MultiProcessCollector(self.registry, path=self.multiproc_dir)
+
+    def observe_request(self, method, route, status, seconds):
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
+
+    def observe_predictions(self, model, version, predictions):
+        """Count a forward pass's images and their verdicts."""
+        self.images.labels(model, version).inc(len(predictions))
+        for prediction in predictions:
+            self.verdicts.labels(model, prediction.verdict).inc()
+
+    def observe_refused(self, reason, count=1):
+        self.refused.labels(reason).inc(count)
+
+    def observe_model_load(self, model, outcome):
+        self.model_loads.labels(model, outcome).inc()
+
+    def exposition(self):
+        """The metrics in Prometheus's text format."""
+        return generate_latest(self.registry)
+
+
+def client_address(remote_addr, real_ip):
+    """The client's address: nginx's X-Real-IP when the request came from a proxy on loopback, else the peer's."""
+    try:
+        peer = ipaddress.ip_address(remote_addr or "")
+    except ValueError:
+        return None
+    if peer.is_loopback and real_ip:
+        try:
+            return ipaddress.ip_address(real_ip.strip())
+        except ValueError:
+            return None
+    return peer
+
+
+def allowed(networks, address):
+    """True when address is in one of the networks (None: everyone)."""
+    if networks is None:
+        return True
+    return address is not None and any(address in network for network in networks)

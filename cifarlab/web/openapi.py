@@ -1,0 +1,138 @@
+"""The OpenAPI 3 description of every route, served at /openapi.json; tests check it against the URL map and
+fuzz the live app with it (schemathesis)."""
+
+ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+PROBABILITY = {"type": "number", "minimum": 0, "maximum": 1}
+PREDICTION = {
+    "type": "object",
+    "required": ["filename", "class", "index", "verdict", "unsure", "unknown", "ood_score", "probabilities", "top3"],
+    "properties": {
+        "filename": {"type": "string"}, "class": {"type": "string"}, "index": {"type": "integer", "minimum": 0},
+        "verdict": {"enum": ["known", "unsure", "unknown"]}, "unsure": {"type": "boolean"},
+        "unknown": {"type": "boolean"}, "ood_score": {"type": "number"},
+        "probabilities": {"type": "object", "additionalProperties": PROBABILITY},
+        "top3": {"type": "array", "maxItems": 3, "items": {
+            "type": "object", "required": ["class", "index", "probability"],
+            "properties": {"class": {"type": "string"}, "index": {"type": "integer"}, "probability": PROBABILITY}}},
+    },
+}
+FILE_ERROR = {"type": "object", "required": ["filename", "error", "status"],
+              "properties": {"filename": {"type": "string"}, "error": {"type": "string"},
+                             "status": {"type": "integer", "minimum": 400, "maximum": 599}}}
+PREDICTIONS = {"type": "object", "required": ["predictions", "model"], "properties": {
+    "predictions": {"type": "array", "items": {"oneOf": [PREDICTION, FILE_ERROR]}},
+    "model": {"type": "object", "required": ["name", "version", "class_names", "served_name", "served_version"]},
+    "error": {"type": "string"}}}
+VERSION_STATUS = {"type": "object", "required": ["model_version_status"], "properties": {
+    "model_version_status": {"type": "array", "items": {
+        "type": "object", "required": ["version", "state", "status"],
+        "properties": {"version": {"type": "string"}, "state": {"enum": ["LOADING", "AVAILABLE", "END"]},
+                       "status": {"type": "object", "required": ["error_code", "error_message"]}}}}}}
+SERVING_ANSWER = {"type": "object", "required": ["predictions"], "properties": {"predictions": {"type": "array", "items": {
+    "oneOf": [{"type": "array", "items": PROBABILITY},
+              {"type": "object", "required": ["probabilities", "ood_score", "unsure", "unknown"]}]}}}}
+INSTANCES = {"type": "object", "properties": {
+    "instances": {"type": "array", "minItems": 1, "items": {"oneOf": [
+        {"type": "array", "description": "32x32x3 pixel values 0..255"},
+        {"type": "object", "required": ["b64"], "properties": {"b64": {"type": "string", "format": "byte"}}}]}},
+    "inputs": {"type": "array", "description": "the same as instances"},
+    "signature_name": {"enum": ["serving_default", "verdicts"]}}}
+UPLOAD = {"multipart/form-data": {"schema": {"type": "object", "properties": {
+    "file": {"type": "array", "items": {"type": "string", "format": "binary"}},
+    "model": {"type": "string", "description": "a model name (several models served: MODEL_DIR)"}}}}}
+MODEL_QUERY = {"name": "model", "in": "query", "required": False, "schema": {"type": "string"},
+               "description": "the model to use, by name (default: the server's default model)"}
+
+
+def json_answer(schema, description):
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def errors(*codes):
+    """JSON error answers for these status codes."""
+    return {str(code): json_answer(ERROR, "error") for code in codes}
+
+
+def html(description, *codes, params=()):
+    """A GET of an HTML page."""
+    answers = {"200": {"description": description, "content": {"text/html": {}}}}
+    answers.update({str(code): {"description": "error page", "content": {"text/html": {}}} for code in codes})
+    return {"get": {"summary": description, "parameters": list(params), "responses": answers}}
+
+
+def path_param(name, kind="string"):
+    return {"name": name, "in": "path", "required": True, "schema": {"type": kind}}
+
+
+def serving_paths(suffix, params):
+    """TF Serving's status, metadata and :predict under one model prefix (latest, a version, a label)."""
+    return {
+        f"/v1/models/{{name}}{suffix}": {"get": {
+            "summary": "model_version_status of the model's versions", "parameters": params,
+            "responses": {"200": json_answer(VERSION_STATUS, "versions and states"), **errors(404)}}},
+        f"/v1/models/{{name}}{suffix}/metadata": {"get": {
+            "summary": "signatures and class names", "parameters": params,
+            "responses": {"200": json_answer({"type": "object", "required": ["model_spec", "metadata"]}, "metadata"),
+                          **errors(404)}}},
+        f"/v1/models/{{name}}{suffix}:predict": {"post": {
+            "summary": "TF Serving REST predict", "parameters": params,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": INSTANCES}}},
+            "responses": {"200": json_answer(SERVING_ANSWER, "one row per instance"),
+                          **errors(400, 404, 413, 415, 422, 503)}}},
+    }
+
+
+def spec(max_files):
+    """The OpenAPI 3.0 document."""
+    name = path_param("name")
+    paths = {
+        "/api/predict": {"post": {
+            "summary": "classify uploaded images (each refused or classified on its own)", "parameters": [MODEL_QUERY],
+            "requestBody": {"required": True, "content": UPLOAD,
+                            "description": f"one or up to {max_files} images in the field file"},
+            "responses": {"200": json_answer(PREDICTIONS, "a prediction or an error per file"),
+                          **{str(code): json_answer({"oneOf": [ERROR, PREDICTIONS]}, "refused")
+                             for code in (400, 404, 413, 415, 422, 503)}}}},
+        "/healthz": {"get": {"summary": "the process answers", "responses": {
+            "200": json_answer({"type": "object", "required": ["status"]}, "ok")}}},
+        "/readyz": {"get": {"summary": "every model is loaded and warmed up", "responses": {
+            "200": json_answer({"type": "object", "required": ["status", "detail"]}, "ready"),
+            "503": json_answer({"type": "object", "required": ["status", "detail"]}, "not ready")}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics (clients in METRICS_ALLOW only)", "responses": {
+            "200": {"description": "Prometheus text format", "content": {"text/plain": {}}},
+            "403": {"description": "not an allowed client", "content": {"text/html": {}}}}}},
+        "/openapi.json": {"get": {"summary": "this document", "responses": {
+            "200": json_answer({"type": "object", "required": ["openapi", "paths"]}, "OpenAPI 3")}}},
+        **serving_paths("", [name]),
+        **serving_paths("/versions/{version}", [name, path_param("version", "integer")]),
+        **serving_paths("/labels/{label}", [name, path_param("label")]),
+        "/": {**html("the upload form", 404, params=[MODEL_QUERY]), "post": {
+            "summary": "the upload form's post (needs the form's CSRF token)",
+            "requestBody": {"content": UPLOAD},
+            "responses": {code: {"description": "result page, or the form with a message",
+                                 "content": {"text/html": {}}} for code in ("200", "400", "404", "413", "415", "422",
+                                                                            "503")}}},
+        "/api": html("the API's documentation"),
+        "/model": html("the model card", 404, params=[MODEL_QUERY]),
+        "/model/{kind}.png": {"get": {"summary": "a model-card figure", "parameters": [path_param("kind")],
+                                      "responses": {"200": {"description": "PNG", "content": {"image/png": {}}},
+                                                    "404": {"description": "no such figure",
+                                                            "content": {"text/html": {}}}}}},
+        "/examples/{name}": html("a bundled example classified", 404, params=[path_param("name"), MODEL_QUERY]),
+        "/explain/{name}": html("Grad-CAM of a stored result", 404, 503, params=[
+            path_param("name"), {"name": "index", "in": "query", "required": True, "schema": {"type": "integer"}},
+            {"name": "fragment", "in": "query", "required": False, "schema": {"type": "string"}}]),
+        "/uploads/{name}": {"get": {"summary": "a stored upload's display copy", "parameters": [path_param("name")],
+                                    "responses": {"200": {"description": "PNG", "content": {"image/png": {}}},
+                                                  "404": {"description": "not stored", "content": {"text/html": {}}}}}},
+    }
+    return {"openapi": "3.0.3",
+            "info": {"title": "CIFAR-10 classifier", "version": "1",
+                     "description": "Upload images, get a class, calibrated probabilities and a verdict (known, "
+                                    "unsure, unknown); TF Serving's REST protocol beside it."},
+            "paths": paths}
+
+
+def flask_rule(path):
+    """/v1/models/{name}:predict -> the URL rule text without converters, for comparing with the app's URL map."""
+    return path.replace("{", "<").replace("}", ">")

@@ -1,0 +1,284 @@
+"""The models a server answers for, by name and version, as TF Serving lays them out and reloads them.
+
+    MODEL_DIR/<name>/<version>/<model file>.tflite|.h5 (+ its .json sidecar)
+    MODEL_DIR/<name>/labels.json             optional: {"stable": 3, "canary": 4}
+
+Each name serves its highest version that loaded; a labelled version stays loaded too. A poll (MODEL_POLL_SECONDS)
+picks up a new version folder (write it elsewhere, then rename it into place), loads and warms it up beside the one
+serving, and switches when it is ready: requests in flight finish on the old one. A version that fails to load is
+refused with a log line and the old one keeps serving; it is tried again when its files change. MODEL_PATH alone is
+one model (SERVING_MODEL_NAME), version 1, never polled.
+"""
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+
+from .. import checkpoint
+from .batching import Batcher
+
+log = logging.getLogger(__name__)
+MODEL_SUFFIXES = (".tflite", ".h5")
+LABELS_FILE = "labels.json"
+
+
+class NotServed(LookupError):
+    """No such model, version or label: message in TF Serving's words, answered 404."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass
+class Version:
+    """One version of a model: its state as TF Serving reports it (LOADING, AVAILABLE, END) and, when available,
+    the classifier and the batcher in front of it."""
+    number: int
+    path: str
+    state: str = "LOADING"
+    error: str = ""
+    classifier: object = None
+    batcher: object = None
+    stamp: tuple = ()
+
+    def served(self):
+        """What a request holds on to: requests in flight finish on it even if this version is unloaded meanwhile."""
+        return Served(self.number, self.path, self.classifier, self.batcher or self.classifier)
+
+    def unload(self):
+        if self.batcher is not None:
+            self.batcher.close()
+        self.classifier = self.batcher = None
+
+    def status(self):
+        """TF Serving's model_version_status entry."""
+        return {"version": str(self.number), "state": self.state,
+                "status": {"error_code": "UNKNOWN" if self.error else "OK", "error_message": self.error}}
+
+
+@dataclass(frozen=True)
+class Served:
+    """One request's model: the version number, its classifier, and what to call predict on (its batcher, if any)."""
+    version: int
+    path: str
+    classifier: object
+    predictor: object
+
+    def predict(self, images):
+        return self.predictor.predict(images)
+
+
+@dataclass
+class Servable:
+    """A model name: its versions and labels."""
+    name: str
+    folder: str = None  # None: one fixed file (MODEL_PATH or a remote backend), never polled
+    versions: dict = field(default_factory=dict)
+    labels: dict = field(default_factory=dict)
+
+    def served(self):
+        """The highest available version, or None."""
+        available = [v for v in list(self.versions.values()) if v.state == "AVAILABLE"]
+        return max(available, key=lambda v: v.number) if available else None
+
+
+def version_file(folder):
+    """The model file in a version folder (the one .tflite or .h5 with a sidecar), or None."""
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return None
+    models = [n for n in names if n.endswith(MODEL_SUFFIXES) and os.path.splitext(n)[0] + ".json" in names]
+    return os.path.join(folder, models[0]) if len(models) == 1 else None
+
+
+def stamp(folder):
+    """What changes when a version folder's files do: names, sizes, modification times."""
+    try:
+        return tuple(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(folder)))
+    except OSError:
+        return ()
+
+
+def version_folders(model_folder):
+    """{version number: folder} of the whole-number folders under a model's folder."""
+    try:
+        entries = list(os.scandir(model_folder))
+    except OSError:
+        return {}
+    return {int(e.name): e.path for e in entries if e.name.isdigit() and e.is_dir()}
+
+
+def read_labels(model_folder):
+    """{label: version} from the model's labels.json ({} when there is none); ValueError when unreadable."""
+    path = os.path.join(model_folder, LABELS_FILE)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        labels = json.load(f)
+    if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+                                               for k, v in labels.items()):
+        raise ValueError(f'{path}: expected {{"label": version number, ...}}, e.g. {{"stable": 1, "canary": 2}}')
+    return labels
+
+
+def first_model_path(config):
+    """The file the default model starts on: MODEL_PATH, or the highest version with a model file under MODEL_DIR."""
+    if not config.get("MODEL_DIR"):
+        return config["MODEL_PATH"]
+    folder = os.path.join(config["MODEL_DIR"], default_name(config))
+    for number, path in sorted(version_folders(folder).items(), reverse=True):
+        if (found := version_file(path)) is not None:
+            return found
+    raise checkpoint.ModelFileError(f"{folder}: no version folder (1, 2, ...) with a model file and its sidecar.")
+
+
+def model_names(model_dir):
+    """The model names under MODEL_DIR (folders, not hidden); ConfigError-worthy ValueError when none."""
+    try:
+        names = sorted(e.name for e in os.scandir(model_dir) if e.is_dir() and not e.name.startswith("."))
+    except OSError as exc:
+        raise checkpoint.ModelFileError(f"{model_dir}: cannot read the model folder ({exc.strerror or exc}).") from None
+    if not names:
+        raise checkpoint.ModelFileError(f"{model_dir}: no model folders (MODEL_DIR/<name>/<version>/).")
+    return names
+
+
+def default_name(config):
+    """SERVING_MODEL_NAME when MODEL_DIR has a folder of that name, else its first model."""
+    names = model_names(config["MODEL_DIR"])
+    return config["SERVING_MODEL_NAME"] if config["SERVING_MODEL_NAME"] in names else names[0]
+
+
+class Servables:
+    """The served models by name; `get` answers the version a request asked for; `poll` reloads from disk."""
+
+    def __init__(self, load, default, batching=None, observe_load=None):
+        """load: path -> warmed-up classifier (raises ModelFileError); batching: version -> Batcher or None."""
+        self.load, self.default = load, default
+        self.batching = batching or (lambda name, classifier: None)
+        self.observe_load = observe_load or (lambda name, outcome: None)
+        self.models, self.lock = {}, threading.Lock()
+        self.stopped = threading.Event()
+
+    @classmethod
+    def fixed(cls, name, path, classifier, batching=None):
+        """One model, one version, never polled (MODEL_PATH or a remote backend)."""
+        servables = cls(None, name, batching)
+        version = Version(1, path, "AVAILABLE", classifier=classifier)
+        version.batcher = servables.batching(name, classifier)
+        servables.models[name] = Servable(name, versions={1: version})
+        return servables
+
+    @classmethod
+    def from_folder(cls, model_dir, default, load, batching=None, observe_load=None):
+        """Every model under model_dir at its highest loadable version; ModelFileError when one has none."""
+        servables = cls(load, default, batching, observe_load)
+        for name in model_names(model_dir):
+            servables.models[name] = Servable(name, os.path.join(model_dir, name))
+        servables.poll()
+        for servable in servables.models.values():
+            if servable.served() is None:
+                errors = "; ".join(v.error for v in servable.versions.values() if v.error)
+                raise checkpoint.ModelFileError(f"model {servable.name!r}: no version could be loaded"
+                                                f"{': ' + errors if errors else ''}")
+        return servables
+
+    def names(self):
+        return sorted(self.models)
+
+    def servable(self, name):
+        try:
+            return self.models[name]
+        except KeyError:
+            raise NotServed(f"Servable not found for request: Latest({name})") from None
+
+    def get(self, name=None, version=None, label=None):
+        """(name, Served) for the request: the highest version, a version number, or a label's version."""
+        name = name or self.default
+        servable = self.servable(name)
+        if label is not None:
+            if label not in servable.labels:
+                raise NotServed(f"Unrecognized servable version label: {label}")
+            version = servable.labels[label]
+        if version is None:
+            chosen = servable.served()
+            if chosen is None:
+                raise NotServed(f"Servable not found for request: Latest({name})")
+        else:
+            chosen = servable.versions.get(int(version))
+            if chosen is None or chosen.state != "AVAILABLE":
+                raise NotServed(f"Servable not found for request: Specific({name}, {version})")
+        with self.lock:
+            served = chosen.served()
+        if served.classifier is None:  # unloaded between the two looks
+            raise NotServed(f"Servable not found for request: Specific({name}, {chosen.number})")
+        return name, served
+
+    def poll(self):
+        """Load new or changed versions, unload those gone or no longer wanted (each change logged)."""
+        for servable in list(self.models.values()):
+            if servable.folder is not None:
+                self._poll_model(servable)
+
+    def _poll_model(self, servable):
+        try:
+            labels = read_labels(servable.folder)
+        except (OSError, ValueError) as exc:
+            log.warning("model %s: labels not read, keeping the previous ones: %s", servable.name, exc)
+            labels = servable.labels
+        folders = version_folders(servable.folder)
+        highest_loaded = False
+        for number in sorted(folders, reverse=True):
+            known, current = servable.versions.get(number), stamp(folders[number])
+            if known is not None and known.state == "AVAILABLE":
+                highest_loaded = True
+                continue
+            if known is not None and known.error and known.stamp == current:
+                continue  # refused before and unchanged since
+            if not highest_loaded or number in labels.values():
+                highest_loaded = self._load_version(servable, number, folders[number], current) or highest_loaded
+        on_disk = [n for n, v in list(servable.versions.items()) if v.state == "AVAILABLE" and n in folders]
+        wanted = set(labels.values()) | {max(on_disk, default=None)}
+        with self.lock:
+            servable.labels = labels
+            for number, version in list(servable.versions.items()):
+                if version.state == "AVAILABLE" and (number not in wanted or number not in folders):
+                    version.state = "END"
+                    version.unload()
+                    log.info("model %s: version %d unloaded", servable.name, number)
+
+    def _load_version(self, servable, number, folder, current):
+        """Load one version beside the serving one; True when it is now available."""
+        path = version_file(folder)
+        version = Version(number, path or folder, stamp=current)
+        try:
+            if path is None:
+                raise checkpoint.ModelFileError(f"{folder}: expected one .tflite or .h5 file with its .json sidecar")
+            version.classifier = self.load(path)
+            version.batcher = self.batching(servable.name, version.classifier)
+        except (checkpoint.ModelFileError, OSError, ValueError) as exc:
+            version.state, version.error = "END", str(exc)
+            with self.lock:
+                servable.versions[number] = version
+            log.warning("model %s: version %d refused, the serving version stays: %s", servable.name, number, exc)
+            self.observe_load(servable.name, "refused")
+            return False
+        version.state = "AVAILABLE"
+        with self.lock:
+            servable.versions[number] = version
+        log.info("model %s: version %d loaded from %s", servable.name, number, path)
+        self.observe_load(servable.name, "loaded")
+        return True
+
+    def start_polling(self, every):
+        """Poll in a daemon thread every `every` seconds until stop()."""
+        def loop():
+            while not self.stopped.wait(every):
+                self.poll()
+        threading.Thread(target=loop, name="model-poll", daemon=True).start()
+
+    def stop(self):
+        self.stopped.set()

@@ -1,0 +1,166 @@
+"""Model versions (TF Serving's layout): highest served, hot reload, refused broken versions, labels, several models."""
+import io
+import json
+import logging
+import os
+import shutil
+
+import pytest
+
+from cifarlab import REPO
+from cifarlab.checkpoint import ModelFileError
+from cifarlab.web import servables
+from tests.conftest import image_bytes
+
+INT8 = REPO / "model" / "cifar10_cnn_int8.tflite"
+
+
+def add_version(root, name, number, source=INT8, broken=False):
+    """A version folder written beside its place, then renamed into it (as an operator rolls one out)."""
+    staging = root / f".staging-{name}-{number}"
+    staging.mkdir(parents=True)
+    shutil.copy(source, staging / source.name)
+    shutil.copy(source.with_suffix(".json"), staging / source.with_suffix(".json").name)
+    if broken:
+        (staging / source.name).write_bytes(b"not a model at all" * 100)
+    (root / name).mkdir(exist_ok=True)
+    os.rename(staging, root / name / str(number))
+    return root / name / str(number)
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    root = tmp_path / "models"
+    add_version(root, "cnn", 1)
+    return root
+
+
+@pytest.fixture
+def dir_app(make_app, model_dir):
+    return make_app(MODEL_DIR=str(model_dir), MODEL_POLL_SECONDS=0, SERVING_MODEL_NAME="cnn")
+
+
+def served_version(client, path="/api/predict"):
+    reply = client.post(path, data={"file": (io.BytesIO(image_bytes()), "a.png")}, content_type="multipart/form-data")
+    assert reply.status_code == 200, reply.get_json()
+    return reply.get_json()["model"]["served_version"]
+
+
+def test_the_highest_version_is_served_and_a_new_one_is_picked_up(dir_app, model_dir):
+    client = dir_app.test_client()
+    assert served_version(client) == 1
+    add_version(model_dir, "cnn", 2)
+    dir_app.extensions["servables"].poll()
+    assert served_version(client) == 2
+    status = client.get("/v1/models/cnn").get_json()["model_version_status"]
+    assert [(s["version"], s["state"]) for s in status] == [("2", "AVAILABLE"), ("1", "END")]
+    assert client.post("/v1/models/cnn/versions/1:predict", json={"instances": [[[[0, 0, 0]] * 32] * 32]}
+                       ).status_code == 404  # unloaded: no label keeps it
+
+
+def test_a_broken_version_is_refused_and_the_old_one_keeps_serving(dir_app, model_dir, caplog):
+    client = dir_app.test_client()
+    add_version(model_dir, "cnn", 2, broken=True)
+    with caplog.at_level(logging.WARNING, logger="cifarlab.web.servables"):
+        dir_app.extensions["servables"].poll()
+    assert any("version 2 refused" in r.getMessage() for r in caplog.records)
+    assert served_version(client) == 1
+    status = {s["version"]: s for s in client.get("/v1/models/cnn").get_json()["model_version_status"]}
+    assert status["2"]["state"] == "END" and status["2"]["status"]["error_message"]
+    assert status["1"]["state"] == "AVAILABLE"
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'cifarlab_model_loads_total{model="cnn",outcome="refused"} 1.0' in metrics
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="cifarlab.web.servables"):
+        dir_app.extensions["servables"].poll()  # unchanged: not tried again
+    assert not caplog.records
+
+
+def test_labels_pick_versions_and_keep_them_loaded(dir_app, model_dir):
+    client = dir_app.test_client()
+    add_version(model_dir, "cnn", 2)
+    (model_dir / "cnn" / "labels.json").write_text(json.dumps({"stable": 1, "canary": 2}))
+    dir_app.extensions["servables"].poll()
+    pixels = {"instances": [[[[0, 0, 0]] * 32] * 32]}
+    for path in ("/v1/models/cnn/labels/stable:predict", "/v1/models/cnn/labels/canary:predict",
+                 "/v1/models/cnn/versions/1:predict", "/v1/models/cnn:predict"):
+        assert client.post(path, json=pixels).status_code == 200, path
+    assert client.get("/v1/models/cnn/labels/stable").get_json()["model_version_status"][0]["version"] == "1"
+    assert client.get("/v1/models/cnn/labels/canary/metadata").get_json()["model_spec"]["version"] == "2"
+    missing = client.post("/v1/models/cnn/labels/beta:predict", json=pixels)
+    assert missing.status_code == 404 and "beta" in missing.get_json()["error"]
+    (model_dir / "cnn" / "labels.json").write_text(json.dumps({"stable": 2}))  # roll stable forward
+    dir_app.extensions["servables"].poll()
+    assert client.get("/v1/models/cnn/labels/stable").get_json()["model_version_status"][0]["version"] == "2"
+    assert client.post("/v1/models/cnn/versions/1:predict", json=pixels).status_code == 404
+
+
+def test_removing_the_served_version_rolls_back_to_the_one_before(dir_app, model_dir):
+    client = dir_app.test_client()
+    newest = add_version(model_dir, "cnn", 2)
+    dir_app.extensions["servables"].poll()
+    assert served_version(client) == 2
+    shutil.move(newest, model_dir / "cnn" / ".rolled-back-2")
+    dir_app.extensions["servables"].poll()
+    assert served_version(client) == 1
+
+
+def test_two_models_answer_by_name_on_every_surface(make_app, model_dir, tiny_model_path):
+    tiny = add_version(model_dir, "tiny", 1, source=tiny_model_path)
+    assert tiny.exists()
+    app = make_app(MODEL_DIR=str(model_dir), MODEL_POLL_SECONDS=0, SERVING_MODEL_NAME="cnn")
+    client = app.test_client()
+    cnn = client.post("/api/predict", data={"file": (io.BytesIO(image_bytes()), "a.png")})
+    small = client.post("/api/predict?model=tiny", data={"file": (io.BytesIO(image_bytes()), "a.png")})
+    assert cnn.get_json()["model"]["served_name"] == "cnn" and small.get_json()["model"]["served_name"] == "tiny"
+    assert cnn.get_json()["model"]["name"] != small.get_json()["model"]["name"]
+    form = client.post("/", data={"file": (io.BytesIO(image_bytes()), "a.png"), "model": "tiny"})
+    assert form.status_code == 200 and b"tiny" in form.data
+    page = client.get("/").get_data(as_text=True)
+    assert '<select id="model" name="model">' in page and '<option value="tiny">' in page
+    assert client.get("/model?model=tiny").status_code == 200
+    assert client.post("/v1/models/tiny:predict", json={"instances": [[[[0, 0, 0]] * 32] * 32]}).status_code == 200
+    assert client.get("/readyz").status_code == 200
+
+
+@pytest.mark.parametrize("path,method", [("/?model=nope", "get"), ("/model?model=nope", "get"),
+                                         ("/api/predict?model=nope", "post"), ("/v1/models/nope", "get"),
+                                         ("/v1/models/nope:predict", "post"), ("/v1/models/cnn/versions/9", "get")])
+def test_a_model_or_version_that_is_not_served_is_a_404(dir_app, path, method):
+    reply = getattr(dir_app.test_client(), method)(path, data={"file": (io.BytesIO(image_bytes()), "a.png")}
+                                                   if method == "post" else None)
+    assert reply.status_code == 404
+    assert b"Traceback" not in reply.data
+
+
+def test_a_form_post_for_a_model_that_is_not_served_shows_the_form(dir_app):
+    reply = dir_app.test_client().post("/", data={"file": (io.BytesIO(image_bytes()), "a.png"), "model": "nope"})
+    assert reply.status_code == 404 and b'id="upload-form"' in reply.data and b"No such model" in reply.data
+
+
+def test_start_up_refuses_a_model_with_no_loadable_version(make_app, model_dir):
+    add_version(model_dir, "bad", 1, broken=True)
+    with pytest.raises(ModelFileError, match="model 'bad': no version could be loaded"):
+        make_app(MODEL_DIR=str(model_dir), MODEL_POLL_SECONDS=0)
+
+
+def test_model_path_alone_is_one_model_at_version_1(client):
+    assert client.get("/v1/models/cifar10").get_json()["model_version_status"][0]["version"] == "1"
+
+
+@pytest.mark.parametrize("text", ['{"stable": "1"}', "[1]", "not json", '{"stable": true}'])
+def test_bad_labels_are_refused_and_the_old_ones_kept(dir_app, model_dir, text, caplog):
+    (model_dir / "cnn" / "labels.json").write_text(json.dumps({"stable": 1}))
+    dir_app.extensions["servables"].poll()
+    (model_dir / "cnn" / "labels.json").write_text(text)
+    with caplog.at_level(logging.WARNING, logger="cifarlab.web.servables"):
+        dir_app.extensions["servables"].poll()
+    assert any("labels not read" in r.getMessage() for r in caplog.records)
+    assert dir_app.extensions["servables"].servable("cnn").labels == {"stable": 1}
+
+
+def test_version_file_needs_one_model_with_its_sidecar(tmp_path):
+    (tmp_path / "m.tflite").write_bytes(b"x")
+    assert servables.version_file(tmp_path) is None
+    (tmp_path / "m.json").write_text("{}")
+    assert servables.version_file(tmp_path) == str(tmp_path / "m.tflite")

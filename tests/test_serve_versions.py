@@ -1,0 +1,111 @@
+"""Under make serve with 2 workers: /metrics sums the workers, versions roll out under load without a failed request,
+a broken version is refused, two models answer by name, request ids pass through nginx."""
+import http.client
+import json
+import re
+import threading
+import time
+
+import pytest
+
+from benchmarks import loadtest
+from tests.conftest import image_bytes
+from tests.test_serve import start_stack
+from tests.test_servables import INT8, add_version
+from tests.test_web_metrics import sample
+
+pytestmark = pytest.mark.slow
+POLL = 1.0  # seconds between the workers' looks at the model folder
+
+
+@pytest.fixture(scope="module")
+def versions_stack(tmp_path_factory, tiny_model_path):
+    root = tmp_path_factory.mktemp("models")
+    add_version(root, "cnn", 1)
+    add_version(root, "tiny", 1, source=tiny_model_path)
+    server, port = start_stack(tmp_path_factory, MODEL_DIR=str(root), MODEL_POLL_SECONDS=str(POLL),
+                               SERVING_MODEL_NAME="cnn", WEB_WORKERS="2", WEB_THREADS="4", LOG_FORMAT="json")
+    yield root, port
+    loadtest.stop_server(server)
+
+
+def predict(port, path="/api/predict", headers=None):
+    """(status, JSON answer, headers) of one upload."""
+    body, content_type = loadtest.multipart({}, [("file", "a.png", image_bytes())])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", path, body=body, headers={"Content-Type": content_type, "Host": "localhost",
+                                                        **(headers or {})})
+        reply = conn.getresponse()
+        data = reply.read()
+        return reply.status, json.loads(data) if data.startswith(b"{") else data, dict(reply.getheaders())
+    finally:
+        conn.close()
+
+
+def scrape(port):
+    status, text = loadtest.request("GET", port, "/metrics", b"", {"Host": "localhost"})
+    assert status == 200
+    return text.decode()
+
+
+def test_metrics_count_every_request_across_both_workers(versions_stack):
+    _, port = versions_stack
+    before = sample(scrape(port), "cifarlab_http_requests_total", method="POST", route="/api/predict", status="200")
+    for _ in range(30):
+        assert predict(port)[0] == 200
+    text = scrape(port)
+    assert sample(text, "cifarlab_http_requests_total", method="POST", route="/api/predict", status="200") == before + 30
+    assert sample(text, "cifarlab_model_loads_total", model="cnn", outcome="loaded") >= 2  # each worker loaded it
+
+
+def test_request_ids_pass_through_nginx_and_are_made_when_missing(versions_stack):
+    _, port = versions_stack
+    assert predict(port, headers={"X-Request-ID": "trace-42"})[2]["X-Request-ID"] == "trace-42"
+    assert re.fullmatch(r"[0-9a-f]{32}", predict(port)[2]["X-Request-ID"])
+
+
+def test_two_models_answer_by_name(versions_stack):
+    _, port = versions_stack
+    assert predict(port)[1]["model"]["served_name"] == "cnn"
+    assert predict(port, "/api/predict?model=tiny")[1]["model"]["served_name"] == "tiny"
+    assert predict(port, "/api/predict?model=none")[0] == 404
+
+
+def test_a_new_version_rolls_out_under_load_without_a_failed_request(versions_stack):
+    root, port = versions_stack
+    answers, stop = [], threading.Event()
+
+    def client():
+        while not stop.is_set():
+            started = time.monotonic()
+            status, body, _ = predict(port)
+            answers.append((started, status, body["model"]["served_version"] if status == 200 else body,
+                            time.monotonic() - started))
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    [t.start() for t in threads]
+    time.sleep(5)
+    dropped = time.monotonic()
+    add_version(root, "cnn", 2)
+    time.sleep(15)
+    stop.set()
+    [t.join(30) for t in threads]
+    assert len(answers) > 100 and all(a[1] == 200 for a in answers), [a for a in answers if a[1] != 200][:3]
+    late = [version for started, _, version, _ in answers if started > dropped + POLL + 2]
+    assert late and set(late) == {2}  # both workers switched within the poll interval (and the load's slack)
+    assert max(seconds for *_, seconds in answers) < 2.0  # no request stalled while a worker loaded the new version
+
+
+def test_a_broken_version_is_refused_and_the_old_one_keeps_serving(versions_stack):
+    """After the roll-out above (version 2 serving)."""
+    root, port = versions_stack
+    add_version(root, "cnn", 3, broken=True)
+    time.sleep(POLL * 3)
+    status, body, _ = predict(port)
+    assert status == 200 and body["model"]["served_version"] == 2
+    _, answer = loadtest.request("GET", port, "/v1/models/cnn", b"", {"Host": "localhost"})
+    states = {v["version"]: v for v in json.loads(answer)["model_version_status"]}
+    assert states["3"]["state"] == "END" and states["3"]["status"]["error_message"]
+    assert states["2"]["state"] == "AVAILABLE"
+    assert sample(scrape(port), "cifarlab_model_loads_total", model="cnn", outcome="refused") == 2  # one per worker
