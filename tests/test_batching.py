@@ -45,13 +45,15 @@ def test_concurrent_requests_share_a_forward_pass_and_get_their_own_answers():
     batcher.close()
 
 
-def test_a_request_alone_does_not_wait_for_the_window():
+def test_a_request_alone_runs_at_once_in_its_own_thread():
+    threads = []
     recorder, in_flight = Recorder(), InFlight()
-    batcher = Batcher(recorder, window=2.0, max_images=64, in_flight=in_flight)
+    batcher = Batcher(lambda x: threads.append(threading.current_thread()) or recorder(x), window=2.0,
+                      max_images=64, in_flight=in_flight)
     in_flight.enter()
     started = time.monotonic()
     assert batcher.predict(images(7)) == [7]
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 1.0 and threads == [threading.current_thread()]
     batcher.close()
 
 
@@ -68,7 +70,10 @@ def test_the_window_bounds_the_wait_for_requests_that_never_come():
 
 def test_a_failed_pass_fails_each_of_its_requests_and_the_batcher_goes_on():
     recorder = Recorder(fail=True)
-    batcher = Batcher(recorder, window=0.0, max_images=64, in_flight=InFlight())
+    in_flight = InFlight()
+    in_flight.enter()
+    in_flight.enter()  # another request in flight: this one goes through the batching thread
+    batcher = Batcher(recorder, window=0.0, max_images=64, in_flight=in_flight)
     with pytest.raises(RuntimeError, match="forward pass failed"):
         batcher.predict(images(1))
     recorder.fail = False
@@ -77,8 +82,10 @@ def test_a_failed_pass_fails_each_of_its_requests_and_the_batcher_goes_on():
 
 
 def test_a_closed_batcher_still_answers_requests_that_held_it():
-    recorder, seen = Recorder(), []
-    batcher = Batcher(recorder, window=0.0, max_images=64, in_flight=InFlight(), observe=seen.append)
+    recorder, seen, in_flight = Recorder(), [], InFlight()
+    in_flight.enter()
+    in_flight.enter()
+    batcher = Batcher(recorder, window=0.0, max_images=64, in_flight=in_flight, observe=seen.append)
     batcher.close()
     batcher.thread.join(2)
     assert not batcher.thread.is_alive()

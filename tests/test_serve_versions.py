@@ -11,7 +11,7 @@ import pytest
 from benchmarks import loadtest
 from tests.conftest import image_bytes
 from tests.test_serve import start_stack
-from tests.test_servables import INT8, add_version
+from tests.test_servables import add_version
 from tests.test_web_metrics import sample
 
 pytestmark = pytest.mark.slow
@@ -101,11 +101,14 @@ def test_a_broken_version_is_refused_and_the_old_one_keeps_serving(versions_stac
     """After the roll-out above (version 2 serving)."""
     root, port = versions_stack
     add_version(root, "cnn", 3, broken=True)
-    time.sleep(POLL * 3)
+    deadline = time.monotonic() + 30  # a worker recycled by max_requests during the load may still be starting
+    while time.monotonic() < deadline and sample(scrape(port), "cifarlab_model_loads_total", model="cnn",
+                                                 outcome="refused") < 2:
+        time.sleep(POLL)
     status, body, _ = predict(port)
     assert status == 200 and body["model"]["served_version"] == 2
     _, answer = loadtest.request("GET", port, "/v1/models/cnn", b"", {"Host": "localhost"})
     states = {v["version"]: v for v in json.loads(answer)["model_version_status"]}
     assert states["3"]["state"] == "END" and states["3"]["status"]["error_message"]
     assert states["2"]["state"] == "AVAILABLE"
-    assert sample(scrape(port), "cifarlab_model_loads_total", model="cnn", outcome="refused") == 2  # one per worker
+    assert sample(scrape(port), "cifarlab_model_loads_total", model="cnn", outcome="refused") >= 2  # each worker

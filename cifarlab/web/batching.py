@@ -1,8 +1,8 @@
 """Batching across requests: the images of concurrent requests in one worker run as one forward pass.
 
-A request's images join a queue; one thread per model version takes what is queued, waits at most `window`
-seconds for the requests in flight in this worker to add theirs (not at all when the request is alone), and runs
-them together. Each request gets its own predictions back, or the forward pass's error.
+A request alone in its worker runs its own pass at once, in its own thread. Otherwise its images join a queue; one
+thread per model version takes what is queued, waits at most `window` seconds for the other requests in flight in
+this worker to add theirs, and runs them together. Each request gets its own predictions back, or the forward pass's error.
 """
 import queue
 import threading
@@ -43,6 +43,9 @@ class Batcher:
     def predict(self, images):
         """[Prediction] for these images, computed with whatever else is queued now."""
         job = (np.asarray(images), Future())
+        if self.in_flight() <= 1:  # alone in the worker: nobody to share a pass with, and no hand-over to pay
+            self.observe(len(job[0]))
+            return self._predict(job[0])
         with self.lock:
             closed = self.closed
             if not closed:

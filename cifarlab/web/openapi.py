@@ -91,7 +91,7 @@ def spec(max_files):
             "requestBody": {"required": True, "content": UPLOAD,
                             "description": f"one or up to {max_files} images in the field file"},
             "responses": {"200": json_answer(PREDICTIONS, "a prediction or an error per file"),
-                          **{str(code): json_answer({"oneOf": [ERROR, PREDICTIONS]}, "refused")
+                          **{str(code): json_answer({"anyOf": [ERROR, PREDICTIONS]}, "refused")
                              for code in (400, 404, 413, 415, 422, 503)}}}},
         "/healthz": {"get": {"summary": "the process answers", "responses": {
             "200": json_answer({"type": "object", "required": ["status"]}, "ok")}}},

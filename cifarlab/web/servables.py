@@ -16,7 +16,6 @@ import threading
 from dataclasses import dataclass, field
 
 from .. import checkpoint
-from .batching import Batcher
 
 log = logging.getLogger(__name__)
 MODEL_SUFFIXES = (".tflite", ".h5")
@@ -277,7 +276,10 @@ class Servables:
         """Poll in a daemon thread every `every` seconds until stop()."""
         def loop():
             while not self.stopped.wait(every):
-                self.poll()
+                try:
+                    self.poll()
+                except Exception:  # noqa: BLE001  a surprise on disk must not end polling for the worker's life
+                    log.exception("model poll failed; trying again in %g s", every)
         threading.Thread(target=loop, name="model-poll", daemon=True).start()
 
     def stop(self):
