@@ -127,7 +127,9 @@ def test_the_quick_documented_commands_run_as_written_in_a_fresh_copy_and_change
             result = subprocess.run(["bash", "-c", command.replace("127.0.0.1:5000", f"127.0.0.1:{port}")],
                                     cwd=clone, capture_output=True, text=True, timeout=300)
             assert result.returncode == 0, (command, result.stderr[-2000:])
-            if words(command)[0] == "curl":
+            if words(command)[0] == "curl" and words(command)[-1].endswith("/metrics"):  # Prometheus text, not JSON
+                assert "cifarlab_http_requests_total" in result.stdout, (command, result.stdout[:500])
+            elif words(command)[0] == "curl":
                 assert "error" not in json.loads(result.stdout), (command, result.stdout)  # JSON, not an error
     finally:
         loadtest.stop_server(server)
