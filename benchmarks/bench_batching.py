@@ -12,12 +12,9 @@ import os
 import re
 import sys
 import tempfile
-import time
-
-import numpy as np
 
 import loadtest  # beside this script: its folder is on sys.path when it runs
-from bench_serve import load
+from bench_serve import in_process_images_per_second, load
 from loadtest import image_bytes
 
 CONFIGS = {  # label: settings of the server
@@ -37,16 +34,7 @@ def passes(port):
 
 def forward_ms(model_path, batch, seconds=3.0):
     """Milliseconds per image of Classifier.predict on `batch` images at once, in this process."""
-    from cifarlab.inference import Classifier
-
-    clf = Classifier.from_path(model_path)
-    x = np.random.default_rng(0).integers(0, 256, (batch, clf.input_size, clf.input_size, 3), dtype=np.uint8)
-    clf.predict(x)
-    done, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        clf.predict(x)
-        done += batch
-    return (time.perf_counter() - started) / done * 1000
+    return 1000 / in_process_images_per_second(model_path, batch, seconds, call="predict")
 
 
 def main(argv=None):

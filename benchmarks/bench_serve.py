@@ -34,18 +34,20 @@ def conv_peak_gflops(seconds=5.0):
     return flops * runs / (time.perf_counter() - started) / 1e9
 
 
-def in_process_images_per_second(model_path, batch=256, seconds=10.0):
-    """Images/s of Classifier.probabilities on batches of random images (the compiled inference path)."""
+def in_process_images_per_second(model_path, batch=256, seconds=10.0, call="probabilities"):
+    """Images/s of a Classifier method (`call`: probabilities, the compiled inference path; or predict, with the
+    verdicts) on batches of random images."""
     import numpy as np
 
     from cifarlab.inference import Classifier
 
     clf = Classifier.from_path(model_path)
     x = np.random.default_rng(0).integers(0, 256, (batch, clf.input_size, clf.input_size, 3), dtype=np.uint8)
-    clf.probabilities(x)
+    method = getattr(clf, call)
+    method(x)
     done, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
-        clf.probabilities(x)
+        method(x)
         done += batch
     return done / (time.perf_counter() - started)
 

@@ -43,17 +43,19 @@ class Batcher:
     def predict(self, images):
         """[Prediction] for these images, computed with whatever else is queued now."""
         job = (np.asarray(images), Future())
-        if self.in_flight() <= 1:  # alone in the worker: nobody to share a pass with, and no hand-over to pay
-            self.observe(len(job[0]))
-            return self._predict(job[0])
-        with self.lock:
-            closed = self.closed
-            if not closed:
-                self.jobs.put(job)
-        if closed:  # the version was unloaded while this request held it: finish on it alone
+        # alone in the worker (nobody to share a pass with, no hand-over to pay), or the version was unloaded while
+        # this request held it: its own pass, here
+        if self.in_flight() <= 1 or not self._enqueue(job):
             self.observe(len(job[0]))
             return self._predict(job[0])
         return job[1].result()
+
+    def _enqueue(self, job):
+        """Queue a job for the batching thread; False once closed."""
+        with self.lock:
+            if not self.closed:
+                self.jobs.put(job)
+            return not self.closed
 
     def close(self):
         """Stop the thread once the queued work is done (None, the stop mark, comes after every queued job)."""

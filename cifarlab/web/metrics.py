@@ -52,8 +52,8 @@ class Metrics:
         for prediction in predictions:
             self.verdicts.labels(model, prediction.verdict).inc()
 
-    def observe_refused(self, reason, count=1):
-        self.refused.labels(reason).inc(count)
+    def observe_refused(self, reason):
+        self.refused.labels(reason).inc()
 
     def observe_model_load(self, model, outcome):
         self.model_loads.labels(model, outcome).inc()

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 
 from .. import checkpoint
@@ -77,7 +78,7 @@ class Servable:
     versions: dict = field(default_factory=dict)
     labels: dict = field(default_factory=dict)
 
-    def served(self):
+    def highest(self):
         """The highest available version, or None."""
         available = [v for v in list(self.versions.values()) if v.state == "AVAILABLE"]
         return max(available, key=lambda v: v.number) if available else None
@@ -160,7 +161,6 @@ class Servables:
         self.batching = batching or (lambda name, classifier: None)
         self.observe_load = observe_load or (lambda name, outcome: None)
         self.models, self.lock = {}, threading.Lock()
-        self.stopped = threading.Event()
 
     @classmethod
     def fixed(cls, name, path, classifier, batching=None):
@@ -179,7 +179,7 @@ class Servables:
             servables.models[name] = Servable(name, os.path.join(model_dir, name))
         servables.poll()
         for servable in servables.models.values():
-            if servable.served() is None:
+            if servable.highest() is None:
                 errors = "; ".join(v.error for v in servable.versions.values() if v.error)
                 raise checkpoint.ModelFileError(f"model {servable.name!r}: no version could be loaded"
                                                 f"{': ' + errors if errors else ''}")
@@ -203,7 +203,7 @@ class Servables:
                 raise NotServed(f"Unrecognized servable version label: {label}")
             version = servable.labels[label]
         if version is None:
-            chosen = servable.served()
+            chosen = servable.highest()
             if chosen is None:
                 raise NotServed(f"Servable not found for request: Latest({name})")
         else:
@@ -273,14 +273,12 @@ class Servables:
         return True
 
     def start_polling(self, every):
-        """Poll in a daemon thread every `every` seconds until stop()."""
+        """Poll in a daemon thread every `every` seconds for the life of the process."""
         def loop():
-            while not self.stopped.wait(every):
+            while True:
+                time.sleep(every)
                 try:
                     self.poll()
                 except Exception:  # noqa: BLE001  a surprise on disk must not end polling for the worker's life
                     log.exception("model poll failed; trying again in %g s", every)
         threading.Thread(target=loop, name="model-poll", daemon=True).start()
-
-    def stop(self):
-        self.stopped.set()
