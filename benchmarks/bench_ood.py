@@ -28,7 +28,7 @@ from cifarlab import atomic, checkpoint, corruptions, ood, outliers  # noqa: E40
 from cifarlab.inference import Classifier  # noqa: E402
 from cifarlab.report import card  # noqa: E402
 
-CORRUPTED = 1000  # test images per corruption
+CORRUPTED = 1000  # test images per corruption, drawn at random (Dataset.test_sample)
 OPEN_SET_SPLITS = ((0, 1, 2, 3, 4, 5), (4, 5, 6, 7, 8, 9), (0, 2, 4, 6, 8, 9))  # known classes of each split
 
 
@@ -201,10 +201,10 @@ def main(argv=None):
     rows = [row(f"far OOD: {name}", verdicts, inlier) for name, verdicts in per_family.items()]
     rows.append(row("far OOD: all families", sum(per_family.values(), Verdicts([])), inlier))
     print(f"  far OOD done ({time.perf_counter() - started:.0f} s)", flush=True)
-    mild = []
+    mild, (x_mild, y_mild) = [], data.test_sample(CORRUPTED)
     for name in corruptions.MILD:
-        corrupted = Verdicts.of(classifier, corruptions.corrupt(name, data.x_test[:CORRUPTED]))
-        right = corrupted.predicted == data.y_test[:CORRUPTED]
+        corrupted = Verdicts.of(classifier, corruptions.corrupt(name, x_mild))
+        right = corrupted.predicted == y_mild
         mild.append({"corruption": name, "accuracy": float(right.mean()),
                      "unknown_when_right": float(corrupted.unknown[right].mean()),
                      "flagged_when_right": float((corrupted.unknown | corrupted.unsure)[right].mean())})

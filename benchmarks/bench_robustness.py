@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/bench_robustness.py --model model/cifar10_cnn_int8.tflite \
         --data ../shared/data/cifar10-jpeg.tar.gz [--images 1000] [--write]
 
-The first --images test images, each under the 15 benchmark corruptions and the 4 held-out ones of CIFAR-10-C at
+--images test images drawn at random (Dataset.test_sample, seed --seed: all classes, not the first images of a
+folder's class-ordered split), each under the 15 benchmark corruptions and the 4 held-out ones of CIFAR-10-C at
 severities 1 to 5 (cifarlab.corruptions, its CIFAR parameters, seed --seed), through the model as the app serves it
 (calibrated probabilities, verdicts). Prints a table of accuracy per corruption and severity, then the summary: clean
 accuracy, mean corrupted accuracy over the 15 x 5 (CIFAR-10-C's headline number) and over the 4 x 5 held-out sets,
@@ -71,9 +72,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="model/cifar10_cnn_int8.tflite", help="any model file the app serves")
     p.add_argument("--data", default="../shared/data/cifar10-jpeg.tar.gz", help="dataset with the test split")
-    p.add_argument("--images", type=int, default=1000, help="test images, the first of the split")
+    p.add_argument("--images", type=int, default=1000, help="test images, drawn at random by --seed")
     p.add_argument("--corruptions", default=",".join(corruptions.ALL), help="comma-separated subset to run")
-    p.add_argument("--seed", type=int, default=0, help="seed of the corruptions' randomness")
+    p.add_argument("--seed", type=int, default=0, help="seed of the test images drawn and of the corruptions' randomness")
     p.add_argument("--write", action="store_true", help="store the table in the model's sidecar")
     args = p.parse_args(argv)
     names = [n for n in args.corruptions.split(",") if n]
@@ -83,7 +84,7 @@ def main(argv=None):
 
     classifier = Classifier.from_path(args.model, chunk_images=100)
     data = load_dataset(args.data)
-    x, y = data.x_test[:args.images], data.y_test[:args.images]
+    x, y = data.test_sample(args.images, args.seed)
     print(f"{args.model}: {len(names)} corruptions x 5 severities on {len(x):,} test images of {data.source}", flush=True)
     result = benchmark(classifier, x, y, names, args.seed, progress=lambda line: print(line, flush=True))
     print_tables(result, len(x))

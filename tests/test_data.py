@@ -69,6 +69,16 @@ def test_split_validation_is_disjoint_and_deterministic(tmp_path):
     np.testing.assert_array_equal(xv, xv2)
 
 
+def test_a_test_sample_draws_from_every_class_of_a_class_ordered_folder(tmp_path):
+    data = load_image_folder(write_folder(tmp_path / "ds", ["a", "b", "c"], per_class=10))
+    assert list(data.y_test) == sorted(data.y_test)  # a folder lists its test split class by class
+    x, y = data.test_sample(len(data.y_test) // 2, seed=3)
+    assert len(x) == len(y) == len(data.y_test) // 2 and set(y) == {0, 1, 2}
+    np.testing.assert_array_equal(data.test_sample(len(y), seed=3)[0], x)
+    assert not np.array_equal(data.test_sample(len(y), seed=4)[0], x)
+    assert data.test_sample(10 ** 6)[0] is data.x_test
+
+
 @pytest.mark.parametrize("layout,message", [
     ("missing", "not found"),
     ("no-test", "no images under test"),

@@ -43,6 +43,14 @@ class Dataset:
         val_idx, train_idx = np.sort(order[:size]), np.sort(order[size:])
         return (self.x_train[train_idx], self.y_train[train_idx]), (self.x_train[val_idx], self.y_train[val_idx])
 
+    def test_sample(self, count, seed=0):
+        """(x, y) of `count` test images drawn at random by seed, in split order: an image folder lists its test split
+        class by class, so its first `count` images would be one class."""
+        if count >= len(self.y_test):
+            return self.x_test, self.y_test
+        picked = np.sort(np.random.default_rng([seed, 11]).permutation(len(self.y_test))[:count])
+        return self.x_test[picked], self.y_test[picked]
+
 
 def load_dataset(source=None):
     """Load the official CIFAR-10 when source is None, else the image-folder dataset at `source`."""
