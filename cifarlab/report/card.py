@@ -204,7 +204,7 @@ def robustness_section(meta):
     if not bench:
         return ""
     lines = ["## Robustness to corruptions",
-             f"`{bench['command']}` ({bench['date']}): the first {bench['images']:,} test images under CIFAR-10-C's "
+             f"`{bench['command']}` ({bench['date']}): {bench['images']:,} test images drawn at random under CIFAR-10-C's "
              f"corruptions (its CIFAR parameters, severities 1-5; `cifarlab/corruptions.py` says where it differs).", "",
              *robustness_tables(bench)]
     return "\n".join(lines) + "\n\n"
