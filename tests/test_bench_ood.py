@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from benchmarks import bench_ood
 from cifarlab.ml.data import CIFAR10_CLASSES, load_image_folder
@@ -28,3 +29,14 @@ def test_posthoc_scores_grow_away_from_the_training_features():
     for name, score in scores.items():
         if name in ("KNN (k=50)", "Mahalanobis", "ViM"):
             assert (score(far, far @ centres.T / 10) > score(near, near @ centres.T / 10).max()).all(), name
+
+
+@pytest.mark.slow
+def test_the_open_set_protocol_compares_both_fine_tunes_on_every_split(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench_ood, "OPEN_SET_SPLITS", ((0, 1, 2, 3, 4, 5),))
+    data = load_image_folder(write_folder(tmp_path / "data", list(CIFAR10_CLASSES), per_class=4, noise=60))
+    rows = bench_ood.open_set_rows(data, epochs=1, fine_tune_epochs=1)
+    assert [r["set"] for r in rows] == ["open set: known 012345"]
+    assert rows[0]["images"] == int(np.isin(data.y_test, (6, 7, 8, 9)).sum()) > 0
+    for key in ("baseline_auroc", "baseline_fpr95", "auroc", "fpr95"):
+        assert 0 <= rows[0][key] <= 1, key
