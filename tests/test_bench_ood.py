@@ -35,8 +35,10 @@ def test_posthoc_scores_grow_away_from_the_training_features():
 def test_the_open_set_protocol_compares_both_fine_tunes_on_every_split(tmp_path, monkeypatch):
     monkeypatch.setattr(bench_ood, "OPEN_SET_SPLITS", ((0, 1, 2, 3, 4, 5),))
     data = load_image_folder(write_folder(tmp_path / "data", list(CIFAR10_CLASSES), per_class=4, noise=60))
-    rows = bench_ood.open_set_rows(data, epochs=1, fine_tune_epochs=1)
-    assert [r["set"] for r in rows] == ["open set: known 012345"]
+    rows = bench_ood.open_set_rows(data, epochs=1, fine_tune_epochs=1, seeds=(0, 1))
+    assert [r["set"] for r in rows] == ["open set: known 012345, seed 0", "open set: known 012345, seed 1",
+                                        "open set: mean of 2"]
     assert rows[0]["images"] == int(np.isin(data.y_test, (6, 7, 8, 9)).sum()) > 0
     for key in ("baseline_auroc", "baseline_fpr95", "auroc", "fpr95"):
-        assert 0 <= rows[0][key] <= 1, key
+        assert all(0 <= r[key] <= 1 for r in rows), key
+        assert rows[2][key] == pytest.approx((rows[0][key] + rows[1][key]) / 2), key
