@@ -24,3 +24,13 @@ def test_the_committed_card_is_the_one_the_sidecar_renders():
     meta = json.loads(checkpoint.sidecar_path(SHIPPED).read_text())
     committed = open(checkpoint.artefact_paths(SHIPPED)["card"]).read()
     assert committed == card.model_card(meta, checkpoint.artefact_paths(SHIPPED))
+
+
+def test_the_card_shows_the_ood_benchmark_with_its_mild_corruptions():
+    meta = json.loads(checkpoint.sidecar_path(SHIPPED).read_text())
+    text = card.model_card(meta, checkpoint.artefact_paths(SHIPPED))
+    bench = meta["ood_benchmark"]
+    assert f"`{bench['command']}`" in text
+    assert all(f"| {r['set']} | {r['baseline_auroc']:.3f} |" in text for r in bench["rows"])
+    assert all(f"| {m['corruption']} | {m['accuracy']:.1%} | {m['unknown_when_right']:.1%} |" in text
+               for m in bench["corruptions"])

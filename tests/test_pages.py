@@ -1,5 +1,6 @@
 """Every page answers 200 for every kind of model the repo ships or exports, and for a remote front."""
 import io
+import json
 import threading
 from pathlib import Path
 
@@ -51,3 +52,12 @@ def test_every_page_answers_200_for_every_model_kind(make_app, model_settings):
     api = client.post("/api/predict", data={"file": (io.BytesIO(image_bytes()), "a.png")},
                       content_type="multipart/form-data")
     assert api.status_code == 200 and api.get_json()["predictions"][0]["class"]
+
+
+def test_the_default_model_page_shows_its_ood_benchmark_and_mild_corruptions(make_app):
+    meta = json.loads((ROOT / "model" / "cifar10_cnn_int8.json").read_text())
+    page = make_app(MODEL_PATH=str(ROOT / "model" / "cifar10_cnn_int8.tflite")).test_client().get("/model")
+    html = page.get_data(as_text=True)
+    assert all(f"<td>{r['set']}</td>" in html for r in meta["ood_benchmark"]["rows"])
+    mild = meta["ood_benchmark"]["corruptions"][0]
+    assert f"<td>{mild['corruption'].replace('_', ' ')}</td><td>{100 * mild['accuracy']:.1f}%</td>" in html

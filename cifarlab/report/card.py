@@ -175,6 +175,11 @@ def ood_section(meta):
         pct = lambda v: "–" if v is None else f"{v:.1%}"  # noqa: E731  (None: not measured for that set)
         lines += [f"| {r['set']} | {r['baseline_auroc']:.3f} | {r['baseline_fpr95']:.1%} | {pct(r['baseline_flagged'])} "
                   f"| {r['auroc']:.3f} | {r['fpr95']:.1%} | {pct(r['flagged'])} |" for r in bench["rows"]]
+    if bench and bench.get("corruptions"):
+        lines += ["", "Mild corruptions (CIFAR-10-C severity 1), where right answers should stay known:", "",
+                  "| corruption | accuracy | unknown when right | flagged when right |", "|---|---:|---:|---:|"]
+        lines += [f"| {m['corruption']} | {m['accuracy']:.1%} | {m['unknown_when_right']:.1%} | "
+                  f"{m['flagged_when_right']:.1%} |" for m in bench["corruptions"]]
     return "\n".join(lines) + "\n\n"
 
 
