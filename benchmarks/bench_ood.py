@@ -100,11 +100,11 @@ def open_set_rows(data, epochs, fine_tune_epochs, seeds=(0,)):
         onehot = np.eye(len(known), dtype=np.float32)[relabel[data.y_train[mask_train]]]
         weights = open_set_net(plain, x, onehot, seed).get_weights()
         scores = {}
-        for name, hp, score in (("baseline", fine_tune, ood.msp_score), ("served", served, ood.energy_score)):
+        for side, hp, score in (("baseline", fine_tune, ood.msp_score), ("served", served, ood.energy_score)):
             net = open_set_net(hp, x, onehot, seed, weights)
             logits = np.concatenate([np.asarray(net(data.x_test[i:i + 500].astype(np.float32), training=False))
                                      for i in range(0, len(data.x_test), 500)])
-            scores[name] = (score(logits)[~mask_test], score(logits)[mask_test])
+            scores[side] = score(logits)[~mask_test], score(logits)[mask_test]
         (base_out, base_in), (oe_out, oe_in) = scores["baseline"], scores["served"]
         name = f"open set: known {''.join(map(str, known))}" + (f", seed {seed}" if len(seeds) > 1 else "")
         rows.append({"set": name, "images": int((~mask_test).sum()),
