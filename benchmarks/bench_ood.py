@@ -104,7 +104,8 @@ def open_set_rows(data, epochs, fine_tune_epochs, seeds=(0,)):
             net = open_set_net(hp, x, onehot, seed, weights)
             logits = np.concatenate([np.asarray(net(data.x_test[i:i + 500].astype(np.float32), training=False))
                                      for i in range(0, len(data.x_test), 500)])
-            scores[side] = score(logits)[~mask_test], score(logits)[mask_test]
+            test_scores = score(logits)
+            scores[side] = test_scores[~mask_test], test_scores[mask_test]
         (base_out, base_in), (oe_out, oe_in) = scores["baseline"], scores["served"]
         name = f"open set: known {''.join(map(str, known))}" + (f", seed {seed}" if len(seeds) > 1 else "")
         rows.append({"set": name, "images": int((~mask_test).sum()),
@@ -113,8 +114,10 @@ def open_set_rows(data, epochs, fine_tune_epochs, seeds=(0,)):
                      "fpr95": ood.fpr_at_95_tpr(oe_out, oe_in), "flagged": None, "unknown": None})
         print(f"  {rows[-1]['set']}: max softmax {rows[-1]['baseline_auroc']:.3f}, "
               f"outlier exposure + AugMix + energy {rows[-1]['auroc']:.3f}", flush=True)
-    mean = {key: float(np.mean([r[key] for r in rows])) for key in ("baseline_auroc", "baseline_fpr95", "auroc", "fpr95")}
-    return rows + [{**rows[0], **mean, "set": f"open set: mean of {len(rows)}", "images": sum(r["images"] for r in rows)}]
+    mean = {key: float(np.mean([r[key] for r in rows]))
+            for key in ("baseline_auroc", "baseline_fpr95", "auroc", "fpr95")}
+    return rows + [{**rows[0], **mean, "set": f"open set: mean of {len(rows)}",
+                    "images": sum(r["images"] for r in rows)}]
 
 
 def features_and_logits(model_path):
