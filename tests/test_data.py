@@ -69,6 +69,25 @@ def test_split_validation_is_disjoint_and_deterministic(tmp_path):
     np.testing.assert_array_equal(xv, xv2)
 
 
+def test_split_validation_keeps_each_class_share(tmp_path):
+    data = load_image_folder(write_folder(tmp_path / "ds", ["a", "b", "c"], per_class=10))
+    (_, y_train), (_, y_val) = data.split_validation(6, seed=0)
+    assert np.bincount(y_val).tolist() == [2, 2, 2] and np.bincount(y_train).tolist() == [8, 8, 8]
+
+
+def test_a_small_dataset_keeps_most_images_for_training(tmp_path):
+    data = load_image_folder(write_folder(tmp_path / "ds", ["a", "b"], per_class=15))
+    assert data.default_val_size(2000) == 3 and data.default_val_size(2) == 2
+    with pytest.raises(DataError, match="leaves too few of the 30 training images: give --val-size 3 or less"):
+        data.split_validation(16)
+
+
+def test_a_class_with_too_few_images_is_refused_by_name(tmp_path):
+    data = load_image_folder(write_folder(tmp_path / "ds", ["a", "b"], per_class=4))
+    with pytest.raises(DataError, match="Too small to train: class 'a' has 4 training images"):
+        data.check_trainable()
+
+
 def test_a_test_sample_draws_from_every_class_of_a_class_ordered_folder(tmp_path):
     data = load_image_folder(write_folder(tmp_path / "ds", ["a", "b", "c"], per_class=10))
     assert list(data.y_test) == sorted(data.y_test)  # a folder lists its test split class by class

@@ -49,6 +49,21 @@ def test_train_writes_model_sidecar_and_curves(tmp_path, tiny_dataset, arch):
     assert meta["test_accuracy"] == pytest.approx(independent, abs=1e-6)
 
 
+def test_a_small_dataset_trains_with_the_presets_validation_scaled_down(tmp_path, capsys):
+    small = write_folder(tmp_path / "small", ["red", "blue"], per_class=30, noise=40)  # 60 images: preset wants 2,000
+    assert train.main(["--data", str(small), "--arch", "fast", "--epochs", "1", "--batch-size", "16",
+                       "--out", str(tmp_path / "m")]) == 0
+    assert "54 train, 6 val" in capsys.readouterr().out
+    assert json.loads((tmp_path / "m.json").read_text())["val_images"] == 6
+
+
+def test_a_dataset_too_small_to_train_is_one_line(tmp_path, capsys):
+    tiny = write_folder(tmp_path / "tiny", ["red", "blue"], per_class=3)
+    assert train.main(["--data", str(tiny), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0 and "Too small to train: class 'blue' has 3 training images" in err
+
+
 def test_diverging_run_saves_nothing(tmp_path, capsys):
     flat = write_folder(tmp_path / "flat", ["red", "blue"], per_class=12)  # zero-variance channels
     out = tmp_path / "out" / "m"

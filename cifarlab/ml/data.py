@@ -16,6 +16,7 @@ from ..sidecar import CIFAR10_CLASSES
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 SPLITS = ("train", "test")
+MIN_IMAGES_PER_CLASS = 5  # fewer training images in a class than this: refused, there is nothing to learn from
 CACHE_VERSION = "1"  # bump when decoding changes, so stale caches are not reused
 
 
@@ -35,13 +36,35 @@ class Dataset:
     source: str
 
     def split_validation(self, size, seed=0):
-        """Hold out `size` stratified-random training images; returns (train, val) as (x, y) pairs."""
+        """Hold out about `size` training images, each class in its share (stratified); returns (train, val) as
+        (x, y) pairs, val None when nothing is held out. DataError when it would leave fewer than half for training."""
+        if size * 2 > len(self.y_train):
+            raise DataError(f"A validation split of {size} leaves too few of the {len(self.y_train)} training images: "
+                            f"give --val-size {len(self.y_train) // 10} or less.")
         if size <= 0:
             return (self.x_train, self.y_train), None
-        rng = np.random.default_rng(seed)
-        order = rng.permutation(len(self.y_train))
-        val_idx, train_idx = np.sort(order[:size]), np.sort(order[size:])
+        order = np.random.default_rng(seed).permutation(len(self.y_train))
+        by_class = order[np.argsort(self.y_train[order], kind="stable")]  # each class's images, still in random order
+        counts = np.bincount(self.y_train, minlength=len(self.class_names))
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        shares = counts * size / len(self.y_train)
+        quotas = np.floor(shares).astype(int)
+        quotas[np.argsort(quotas - shares, kind="stable")[:size - quotas.sum()]] += 1  # largest remainders: `size` in all
+        val_idx = np.sort(np.concatenate([by_class[s:s + q] for s, q in zip(starts, quotas)]))
+        train_idx = np.setdiff1d(np.arange(len(self.y_train)), val_idx)
         return (self.x_train[train_idx], self.y_train[train_idx]), (self.x_train[val_idx], self.y_train[val_idx])
+
+    def default_val_size(self, preset_size):
+        """The preset's validation size, at most a tenth of the training images (a small dataset keeps most)."""
+        return min(preset_size, len(self.y_train) // 10)
+
+    def check_trainable(self, min_per_class=MIN_IMAGES_PER_CLASS):
+        """DataError naming the smallest class when some class has too few training images to learn from."""
+        counts = np.bincount(self.y_train, minlength=len(self.class_names))
+        if counts.min() < min_per_class:
+            smallest = self.class_names[int(counts.argmin())]
+            raise DataError(f"Too small to train: class '{smallest}' has {counts.min()} training images; "
+                            f"give every class at least {min_per_class}.")
 
     def test_sample(self, count, seed=0):
         """(x, y) of `count` test images drawn at random by seed, in split order: an image folder lists its test split

@@ -116,9 +116,11 @@ def load_data(run):
     started = time.perf_counter()
     try:
         data = load_dataset(args.data)
+        data.check_trainable()
+        val_size = hp.val_size if args.val_size is not None else data.default_val_size(hp.val_size)
+        (x_train, y_train), val = data.split_validation(val_size, seed=args.seed)
     except DataError as exc:
         raise RunError(exc) from None
-    (x_train, y_train), val = data.split_validation(hp.val_size, seed=args.seed)
     if args.early_stop and val is None:
         raise RunError("--early-stop watches the validation loss: give --val-size 1 or more.")
     one_hot = np.eye(len(data.class_names), dtype=np.float32)
