@@ -1,5 +1,7 @@
 """Saving and loading a model file together with its JSON sidecar (labels, recipe, metrics)."""
 import json
+import os
+import stat
 from pathlib import Path
 
 from . import quiet, sidecar
@@ -50,6 +52,28 @@ def read_meta(model_path):
         raise ModelFileError(f"{path}: sidecar is not valid JSON ({exc}).") from None
     except sidecar.SidecarError as exc:
         raise ModelFileError(f"{path}: {exc}") from None
+
+
+MAX_MODEL_BYTES = 1 << 30  # a model file larger than this is refused unread (the shipped ones are 2-51 MB)
+
+
+def read_model_bytes(model_path):
+    """The whole model file in memory, so replacing or truncating it later cannot reach a reader (TFLite would map
+    it); ModelFileError for anything but a regular file of at most MAX_MODEL_BYTES."""
+    try:
+        with open(model_path, "rb") as f:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise ModelFileError(f"{model_path}: not a regular file.")
+            if info.st_size > MAX_MODEL_BYTES:
+                raise ModelFileError(f"{model_path}: {info.st_size / 2**20:,.0f} MiB is larger than a model file "
+                                     f"may be ({MAX_MODEL_BYTES >> 20} MiB).")
+            content = f.read(MAX_MODEL_BYTES + 1)
+    except OSError as exc:
+        raise ModelFileError(f"{model_path}: cannot read the model file ({exc.strerror or exc}).") from None
+    if len(content) > MAX_MODEL_BYTES:
+        raise ModelFileError(f"{model_path}: grew past {MAX_MODEL_BYTES >> 20} MiB while being read.")
+    return content
 
 
 def preflight(model_path):

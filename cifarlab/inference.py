@@ -38,14 +38,15 @@ class Classifier:
         """
         if not os.path.isfile(model_path):
             raise checkpoint.ModelFileError(f"{model_path}: model file not found.")
-        with open(model_path, "rb") as f:
-            version = hashlib.sha256(f.read()).hexdigest()[:12]  # changes whenever the weights do
         if str(model_path).endswith(".tflite"):
+            content = checkpoint.read_model_bytes(model_path)  # served from memory: a copy over the file is harmless
+            version = hashlib.sha256(content).hexdigest()[:12]  # changes whenever the weights do
             threads = int(os.environ.get("TF_NUM_INTRAOP_THREADS") or os.cpu_count())  # gunicorn's post_fork sets it
             forward, meta = PerThreadTFLite.load(model_path, threads, borrow_idle_core=threads < (os.cpu_count() or 1),
-                                                 chunk_images=chunk_images)
+                                                 chunk_images=chunk_images, content=content)
             return cls(None, meta, version, forward, **thresholds)
-        model, meta = checkpoint.load(model_path)
+        version = hashlib.sha256(checkpoint.read_model_bytes(model_path)).hexdigest()[:12]
+        model, meta = checkpoint.load(model_path)  # Keras reads every weight now and keeps no file open
         return cls(model, meta, version, **thresholds)
 
     @staticmethod
@@ -106,8 +107,10 @@ class Classifier:
 class TFLiteRunner:
     """Batched predictions from a .tflite file (uint8 or float input, quantised or float output)."""
 
-    def __init__(self, path, threads=None):
-        self.interpreter = interpreter_class()(model_path=str(path), num_threads=threads or os.cpu_count())
+    def __init__(self, path, threads=None, content=None):
+        """The file at path, or its bytes in `content` (then the file is never opened: replacing it is harmless)."""
+        source = {"model_content": content} if content is not None else {"model_path": str(path)}
+        self.interpreter = interpreter_class()(**source, num_threads=threads or os.cpu_count())
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self.batch = None
@@ -147,18 +150,19 @@ class PerThreadTFLite:
     of its chunks on a helper thread at the same time (invoke releases the GIL): a request alone gets two cores.
     """
 
-    def __init__(self, path, threads, chunk=1, borrow_idle_core=False):
-        self.path, self.threads, self.chunk = path, threads, chunk
+    def __init__(self, path, threads, chunk=1, borrow_idle_core=False, content=None):
+        self.path, self.threads, self.chunk, self.content = path, threads, chunk, content
         self.local = threading.local()
         self.helper = ThreadPoolExecutor(1, thread_name_prefix="tflite-helper") if borrow_idle_core else None
         self.lock, self.in_flight = threading.Lock(), 0
 
     @classmethod
-    def load(cls, path, threads=1, borrow_idle_core=False, chunk_images=None):
-        """(forward, sidecar) after checking the file opens and its shapes match the sidecar."""
+    def load(cls, path, threads=1, borrow_idle_core=False, chunk_images=None, content=None):
+        """(forward, sidecar) after checking the file (or its bytes, `content`) opens and its shapes match the
+        sidecar."""
         meta = checkpoint.read_meta(path)
         try:
-            probe = TFLiteRunner(path, threads)
+            probe = TFLiteRunner(path, threads, content)
         except (ValueError, RuntimeError) as exc:
             raise checkpoint.ModelFileError(f"{path}: cannot load TFLite model ({' '.join(str(exc).split())[:200]}).") from None
         checkpoint.check_shapes(path, tuple(probe.input["shape"]), tuple(probe.output["shape"]), meta)
@@ -167,7 +171,7 @@ class PerThreadTFLite:
         rows_per_image = len(views) if views else 1
         chunk = rows_per_image * chunk_images if chunk_images else (
             rows_per_image // 2 if rows_per_image % 2 == 0 else rows_per_image)
-        forward = cls(path, threads, chunk, borrow_idle_core)
+        forward = cls(path, threads, chunk, borrow_idle_core, content)
         forward.local.runner = probe
         return (ViewAverage(forward, views) if views else Composed(forward, log_probabilities)), meta
 
@@ -175,7 +179,7 @@ class PerThreadTFLite:
         """This thread's interpreter applied to each chunk."""
         runner = getattr(self.local, "runner", None)
         if runner is None:
-            runner = self.local.runner = TFLiteRunner(self.path, self.threads)
+            runner = self.local.runner = TFLiteRunner(self.path, self.threads, self.content)
         return [runner(chunk) for chunk in chunks]
 
     def __call__(self, rows):

@@ -69,6 +69,7 @@ def check_serving_fields(meta):
     if "unsure_threshold" in calibration and not (_number(calibration["unsure_threshold"])
                                                   and 0 <= calibration["unsure_threshold"] <= 1):
         raise SidecarError("sidecar calibration.unsure_threshold must be a number from 0 to 1.")
+    check_detector(meta.get("ood"))
     views = meta.get("tta_views")
     if views is None:
         return
@@ -78,6 +79,20 @@ def check_serving_fields(meta):
             and all(isinstance(d, int) and not isinstance(d, bool) and abs(d) < limit for d in v[1:3])
             and _number(v[3]) and v[3] >= 0 for v in views) or sum(v[3] for v in views) <= 0:
         raise SidecarError("sidecar tta_views must be a list of [mirror, dx, dy, weight] (weights >= 0, not all 0).")
+
+
+def check_detector(fitted):
+    """SidecarError unless the ood section names a known score and a finite threshold (or none: never unknown)."""
+    from .ood import SCORES
+
+    if fitted is None:
+        return
+    if not isinstance(fitted, dict):
+        raise SidecarError("sidecar ood must be an object.")
+    if fitted.get("score", "msp") not in SCORES:
+        raise SidecarError(f"sidecar ood.score {fitted.get('score')!r} is not one of {', '.join(sorted(SCORES))}.")
+    if fitted.get("threshold") is not None and not _number(fitted["threshold"]):
+        raise SidecarError(f"sidecar ood.threshold {fitted['threshold']!r} must be a finite number.")
 
 
 def for_training(**fields):

@@ -138,10 +138,80 @@ def test_a_form_post_for_a_model_that_is_not_served_shows_the_form(dir_app):
     assert reply.status_code == 404 and b'id="upload-form"' in reply.data and b"No such model" in reply.data
 
 
-def test_start_up_refuses_a_model_with_no_loadable_version(make_app, model_dir):
+def test_a_model_with_no_loadable_version_boots_not_ready_and_the_others_serve(make_app, model_dir):
     add_version(model_dir, "bad", 1, broken=True)
-    with pytest.raises(ModelFileError, match="model 'bad': no version could be loaded"):
-        make_app(MODEL_DIR=str(model_dir), MODEL_POLL_SECONDS=0)
+    app = make_app(MODEL_DIR=str(model_dir), MODEL_POLL_SECONDS=0, SERVING_MODEL_NAME="cnn")
+    assert "model 'bad': no version could be loaded" in app.extensions["servables"].unloadable()[0]
+    client = app.test_client()
+    assert served_version(client) == 1
+    reply = client.post("/api/predict?model=bad", data={"file": (io.BytesIO(image_bytes()), "a.png")})
+    assert reply.status_code == 503 and "no version loaded" in reply.get_json()["error"]
+    assert client.get("/readyz").status_code == 503
+
+
+def test_a_worker_with_every_version_moved_away_boots_and_recovers(make_app, model_dir, tmp_path):
+    os.rename(model_dir / "cnn" / "1", tmp_path / "away")
+    app = make_app(MODEL_DIR=str(model_dir), MODEL_POLL_SECONDS=0, SERVING_MODEL_NAME="cnn")
+    client = app.test_client()
+    assert client.get("/healthz").status_code == 200
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.get_json()["status"] == "not ready"
+    for page, status in (("/", 200), ("/api", 200), ("/no-such-page", 404), ("/model", 503)):
+        assert client.get(page).status_code == status, page
+    reply = client.post("/api/predict", data={"file": (io.BytesIO(image_bytes()), "a.png")})
+    assert reply.status_code == 503 and b"Traceback" not in reply.data
+    os.rename(tmp_path / "away", model_dir / "cnn" / "1")
+    app.extensions["servables"].poll()
+    assert served_version(client) == 1 and client.get("/readyz").status_code == 200
+
+
+def test_an_empty_model_dir_boots_and_serves_a_model_folder_added_later(make_app, tmp_path):
+    root = tmp_path / "empty"
+    root.mkdir()
+    app = make_app(MODEL_DIR=str(root), MODEL_POLL_SECONDS=0, SERVING_MODEL_NAME="cnn")
+    assert app.test_client().get("/readyz").status_code == 503
+    add_version(root, "cnn", 1)
+    app.extensions["servables"].poll()
+    assert served_version(app.test_client()) == 1
+
+
+@pytest.mark.parametrize("name", ["\u00b2", "01", "\u0661", "1.0", "99999999999999999999999"])
+def test_folders_that_are_not_plain_version_numbers_are_ignored(model_dir, name):
+    (model_dir / "cnn" / name).mkdir()
+    assert servables.version_folders(model_dir / "cnn") == {1: str(model_dir / "cnn" / "1")}
+
+
+def test_a_model_file_too_large_is_refused_unread_and_the_old_version_serves(dir_app, model_dir, monkeypatch):
+    folder = add_version(model_dir, "cnn", 2)
+    monkeypatch.setattr("cifarlab.checkpoint.MAX_MODEL_BYTES", 1000)
+    dir_app.extensions["servables"].poll()
+    version = dir_app.extensions["servables"].servable("cnn").versions[2]
+    assert version.state == "END" and "larger than a model file may be" in version.error
+    assert served_version(dir_app.test_client()) == 1 and folder.exists()
+
+
+@pytest.mark.parametrize("field, value", [("threshold", "high"), ("threshold", float("nan")), ("score", "guess")])
+def test_a_version_with_a_bad_detector_in_its_sidecar_is_refused(dir_app, model_dir, field, value):
+    folder = add_version(model_dir, "cnn", 2)
+    sidecar = folder / INT8.with_suffix(".json").name
+    meta = json.loads(sidecar.read_text())
+    meta["ood"][field] = value
+    sidecar.write_text(json.dumps(meta))
+    dir_app.extensions["servables"].poll()
+    assert f"ood.{field}" in dir_app.extensions["servables"].servable("cnn").versions[2].error
+    assert served_version(dir_app.test_client()) == 1
+
+
+def test_the_served_file_overwritten_in_place_does_not_reach_the_workers(make_app, tmp_path):
+    path = tmp_path / INT8.name
+    shutil.copy(INT8, path)
+    shutil.copy(INT8.with_suffix(".json"), path.with_suffix(".json"))
+    app = make_app(MODEL_PATH=str(path))
+    path.write_bytes(b"")  # truncated in place, as cp does before it writes
+    client = app.test_client()
+    assert served_version(client) == 1
+    path.write_bytes(INT8.read_bytes()[:1000])
+    assert served_version(client) == 1
 
 
 def test_model_path_alone_is_one_model_at_version_1(client):

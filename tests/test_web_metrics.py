@@ -51,6 +51,14 @@ def test_unmatched_paths_share_one_route_label(client):
     assert "/no/such/page" not in text
 
 
+def test_unknown_methods_share_one_label(client):
+    for n in range(5):
+        client.open("/", method=f"BREW{n}")
+    text = client.get("/metrics").get_data(as_text=True)
+    assert sample(text, "cifarlab_http_requests_total", method="other", route="unmatched", status="405") == 5
+    assert "BREW" not in text
+
+
 @pytest.mark.parametrize("remote,real_ip,allow,status", [
     ("127.0.0.1", None, None, 200),
     ("::1", None, None, 200),

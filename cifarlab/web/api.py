@@ -69,15 +69,19 @@ def served():
 
 
 def served_or_default():
-    """For templates and error pages: the request's model when it was looked up, or ?model='s, else the default.
-    Never reads the body (an error page may be answering for a body that could not be read)."""
+    """For templates and error pages: the request's model when it was looked up, or ?model='s, else the default;
+    (name, None) when none is loaded. Never reads the body (an error page may be answering for a body that could not
+    be read)."""
     if "served" in g:
         return g.served
     models = current_app.extensions["servables"]
     try:
         return models.get(request.args.get("model") or None)
     except NotServed:
-        return models.get()
+        try:
+            return models.get()
+        except NotServed:
+            return models.default, None
 
 
 def classifier():
@@ -140,11 +144,20 @@ def healthz():
 @bp.get("/readyz")
 def readyz():
     models = current_app.extensions["servables"]
-    answers = {name: models.get(name)[1].classifier.ready() for name in models.names()}
+    answers = {name: model_ready(models, name) for name in models.names()} or \
+        {"": (False, "no model is loaded (MODEL_DIR has no model folders)")}
     ready = all(ok for ok, _ in answers.values())
     detail = "; ".join(f"{name}: {text}" for name, (_, text) in answers.items()) if len(answers) > 1 else \
         next(iter(answers.values()))[1]
     return jsonify(status="ready" if ready else "not ready", detail=detail), 200 if ready else 503
+
+
+def model_ready(models, name):
+    """(ready, detail) of one model: its serving version's, or not ready when none is loaded."""
+    try:
+        return models.get(name)[1].classifier.ready()
+    except NotServed as exc:
+        return False, exc.message
 
 
 @bp.post("/api/predict")
@@ -163,7 +176,7 @@ def predictions_json(items):
 
 @bp.errorhandler(NotServed)
 def not_served(exc):
-    return error_json(exc.message, 404)
+    return error_json(exc.message, exc.status)
 
 
 @bp.get("/v1/models/<name>")

@@ -73,6 +73,8 @@ def register(app):
 
     @app.errorhandler(NotServed)
     def not_served(exc):
+        if exc.status == 503:
+            return reply(exc.message, 503, "Service unavailable")
         return reply(f"No such model here: {exc.message}", 404, None if request.method == "POST" else "Not found")
 
     @app.errorhandler(CSRFError)

@@ -64,9 +64,13 @@ def create_app(test_config=None):
     app.extensions["in_flight"] = InFlight()
     models = app.extensions["servables"] = make_servables(app.config, app.extensions["metrics"],
                                                           app.extensions["in_flight"])
-    name, first = models.get()
-    app.extensions["explain"] = Explanations.for_classifier(app.config, first.classifier, first.path)
-    app.extensions["explained"] = (name, first.version)  # heatmaps are offered for this model version only
+    try:
+        name, first = models.get()
+    except servables.NotServed:  # nothing loaded yet: the worker boots, says not ready, and offers no heatmaps
+        app.extensions["explain"], app.extensions["explained"] = None, None
+    else:
+        app.extensions["explain"] = Explanations.for_classifier(app.config, first.classifier, first.path)
+        app.extensions["explained"] = (name, first.version)  # heatmaps are offered for this model version only
     if isinstance(app.extensions["explain"], Explanations) and app.config["GRADCAM_PRELOAD"]:
         app.extensions["explain"].preload()
     app.extensions["examples"] = example_names(os.path.join(app.static_folder, "examples"))
@@ -244,5 +248,5 @@ def register_hooks(app):
     @app.context_processor
     def model_info():
         name, served = api.served_or_default()
-        return {"model_meta": served.classifier.meta, "model_name": name,
+        return {"model_meta": served.classifier.meta if served else None, "model_name": name,
                 "model_names": app.extensions["servables"].names()}

@@ -14,6 +14,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.002, 0.004, 0.006, 0.008, 0.012, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)  # images per forward pass
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})  # any other counts as "other"
 
 
 class Metrics:
@@ -43,7 +44,8 @@ class Metrics:
             multiprocess.MultiProcessCollector(self.registry, path=self.multiproc_dir)
 
     def observe_request(self, method, route, status, seconds):
-        self.requests.labels(method, route, str(status)).inc()
+        """Count one answered request; a method outside METHODS is "other", so clients cannot add series."""
+        self.requests.labels(method if method in METHODS else "other", route, str(status)).inc()
         self.latency.labels(route).observe(seconds)
 
     def observe_predictions(self, model, version, predictions):

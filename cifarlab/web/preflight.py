@@ -14,9 +14,13 @@ def main():
     from .factory import create_app
 
     try:
-        create_app({"GRADCAM_PRELOAD": False})
+        app = create_app({"GRADCAM_PRELOAD": False})
     except (settings.ConfigError, ModelFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    unloadable = app.extensions["servables"].unloadable()  # a worker boots without them; a first start refuses
+    if unloadable:
+        print(f"error: {unloadable[0]}", file=sys.stderr)
         return 2
     return 0
 

@@ -12,6 +12,7 @@ one model (SERVING_MODEL_NAME), version 1, never polled.
 import json
 import logging
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,14 +22,21 @@ from .. import checkpoint
 log = logging.getLogger(__name__)
 MODEL_SUFFIXES = (".tflite", ".h5")
 LABELS_FILE = "labels.json"
+VERSION_NAME = re.compile(r"[1-9][0-9]{0,17}", re.ASCII)  # 1, 2, ...: no Unicode digits, no leading zeros
 
 
 class NotServed(LookupError):
     """No such model, version or label: message in TF Serving's words, answered 404."""
+    status = 404
 
     def __init__(self, message):
         super().__init__(message)
         self.message = message
+
+
+class NotReady(NotServed):
+    """The model exists but no version of it is loaded (all refused or moved away): answered 503 until one is."""
+    status = 503
 
 
 @dataclass
@@ -108,7 +116,15 @@ def version_folders(model_folder):
         entries = list(os.scandir(model_folder))
     except OSError:
         return {}
-    return {int(e.name): e.path for e in entries if e.name.isdigit() and e.is_dir()}
+    return {int(e.name): e.path for e in entries if VERSION_NAME.fullmatch(e.name) and is_folder(e)}
+
+
+def is_folder(entry):
+    """A directory entry that is a folder (False when it vanished or cannot be looked at)."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def read_labels(model_folder):
@@ -147,17 +163,20 @@ def model_names(model_dir):
 
 
 def default_name(config):
-    """SERVING_MODEL_NAME when MODEL_DIR has a folder of that name, else its first model."""
-    names = model_names(config["MODEL_DIR"])
+    """SERVING_MODEL_NAME when MODEL_DIR has a folder of that name (or none at all), else its first model."""
+    try:
+        names = model_names(config["MODEL_DIR"])
+    except checkpoint.ModelFileError:
+        return config["SERVING_MODEL_NAME"]
     return config["SERVING_MODEL_NAME"] if config["SERVING_MODEL_NAME"] in names else names[0]
 
 
 class Servables:
     """The served models by name; `get` answers the version a request asked for; `poll` reloads from disk."""
 
-    def __init__(self, load, default, batching=None, observe_load=None):
+    def __init__(self, load, default, batching=None, observe_load=None, model_dir=None):
         """load: path -> warmed-up classifier (raises ModelFileError); batching: version -> Batcher or None."""
-        self.load, self.default = load, default
+        self.load, self.default, self.model_dir = load, default, model_dir
         self.batching = batching or (lambda name, classifier: None)
         self.observe_load = observe_load or (lambda name, outcome: None)
         self.models, self.lock = {}, threading.Lock()
@@ -173,17 +192,25 @@ class Servables:
 
     @classmethod
     def from_folder(cls, model_dir, default, load, batching=None, observe_load=None):
-        """Every model under model_dir at its highest loadable version; ModelFileError when one has none."""
-        servables = cls(load, default, batching, observe_load)
-        for name in model_names(model_dir):
-            servables.models[name] = Servable(name, os.path.join(model_dir, name))
+        """Every model under model_dir at its highest loadable version. A model with none is logged, not raised: the
+        worker still boots, says not ready, and serves it once a version loads (start-up preflight calls
+        `unloadable` to refuse such a folder before the server starts)."""
+        servables = cls(load, default, batching, observe_load, model_dir)
         servables.poll()
-        for servable in servables.models.values():
-            if servable.highest() is None:
-                errors = "; ".join(v.error for v in servable.versions.values() if v.error)
-                raise checkpoint.ModelFileError(f"model {servable.name!r}: no version could be loaded"
-                                                f"{': ' + errors if errors else ''}")
+        for message in servables.unloadable():
+            log.error("%s; answering 503 for it until a version loads", message)
         return servables
+
+    def unloadable(self):
+        """A line per model that has no version loaded (empty when every model serves)."""
+        if not self.models:
+            return [f"{self.model_dir}: no model folders (MODEL_DIR/<name>/<version>/)"]
+        lines = []
+        for servable in self.models.values():
+            if servable.highest() is None:
+                errors = "; ".join(v.error for v in list(servable.versions.values()) if v.error)
+                lines.append(f"model {servable.name!r}: no version could be loaded{': ' + errors if errors else ''}")
+        return lines
 
     def names(self):
         return sorted(self.models)
@@ -192,6 +219,8 @@ class Servables:
         try:
             return self.models[name]
         except KeyError:
+            if not self.models:
+                raise NotReady("No model is loaded right now; try again shortly.") from None
             raise NotServed(f"Servable not found for request: Latest({name})") from None
 
     def get(self, name=None, version=None, label=None):
@@ -205,7 +234,7 @@ class Servables:
         if version is None:
             chosen = servable.highest()
             if chosen is None:
-                raise NotServed(f"Servable not found for request: Latest({name})")
+                raise NotReady(f"Model {name} has no version loaded right now; try again shortly.")
         else:
             chosen = servable.versions.get(int(version))
             if chosen is None or chosen.state != "AVAILABLE":
@@ -217,7 +246,17 @@ class Servables:
         return name, served
 
     def poll(self):
-        """Load new or changed versions, unload those gone or no longer wanted (each change logged)."""
+        """Find new model folders, load new or changed versions, unload those gone or no longer wanted (each change
+        logged)."""
+        if self.model_dir is not None:
+            try:
+                names = model_names(self.model_dir)
+            except checkpoint.ModelFileError as exc:
+                log.warning("%s", exc)
+                names = []
+            for name in names:
+                if name not in self.models:
+                    self.models[name] = Servable(name, os.path.join(self.model_dir, name))
         for servable in list(self.models.values()):
             if servable.folder is not None:
                 self._poll_model(servable)
@@ -258,8 +297,8 @@ class Servables:
                 raise checkpoint.ModelFileError(f"{folder}: expected one .tflite or .h5 file with its .json sidecar")
             version.classifier = self.load(path)
             version.batcher = self.batching(servable.name, version.classifier)
-        except (checkpoint.ModelFileError, OSError, ValueError) as exc:
-            version.state, version.error = "END", str(exc)
+        except (checkpoint.ModelFileError, OSError, ValueError, MemoryError) as exc:
+            version.state, version.error = "END", str(exc) or type(exc).__name__
             with self.lock:
                 servable.versions[number] = version
             log.warning("model %s: version %d refused, the serving version stays: %s", servable.name, number, exc)

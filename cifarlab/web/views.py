@@ -9,6 +9,7 @@ from ..checkpoint import ModelFileError
 from . import service, storage
 from .api import classifier, count_refused_request, decode, predictor, served
 from .explain import ExplanationUnavailable
+from .servables import NotReady
 
 bp = Blueprint("views", __name__)
 bp.add_app_template_filter(sidecar.display_name)  # templates name the model as users would, not by its run
@@ -64,7 +65,10 @@ def save_upload(item, stored_name=None):
 
 @bp.get("/")
 def index():
-    served()  # a ?model= that is not served is a 404, not the default model's form
+    try:
+        served()  # a ?model= that is not served is a 404, not the default model's form
+    except NotReady as exc:  # the page still works; an upload is answered 503 until a version loads
+        return render_form(exc.message, 200)
     return render_form()
 
 
