@@ -6,8 +6,10 @@ Subcommands (each has its own --help):
     python train.py evaluate --model runs/fast.h5 --data ../shared/data/cifar10-jpeg.tar.gz
     python train.py export --model runs/fast.h5 --data ../shared/data/cifar10-jpeg.tar.gz   # beside the .h5
     python train.py predict my_photos/ --out predictions.csv        # a folder, archive or list of paths
+    python train.py feedback export --out feedback_data/            # what users flagged, as an image folder
 """
 import argparse
+import collections
 import os
 import shlex
 import sys
@@ -216,7 +218,36 @@ def predict_main(argv):
     return 0
 
 
-SUBCOMMANDS = {"evaluate": evaluate_main, "export": export_main, "predict": predict_main}
+def feedback_main(argv):
+    """python train.py feedback export --out DIR [--reviewed]: what users flagged (and review kept) as an image-folder
+    dataset, DIR/train/<class>/*.png and DIR/outliers/*.png for "none of these", with DIR/manifest.json."""
+    from cifarlab.feedback.store import Store
+    from cifarlab.web import settings
+
+    p = argparse.ArgumentParser(prog="train.py feedback", description=feedback_main.__doc__)
+    actions = p.add_subparsers(dest="action", required=True)
+    export = actions.add_parser("export", help="write the flagged answers as an image-folder dataset")
+    export.add_argument("--out", required=True, help="output folder (must not exist yet)")
+    export.add_argument("--reviewed", action="store_true", help="only what review accepted or relabelled")
+    export.add_argument("--database", help="DATABASE_URL (default: the app's setting)")
+    args = p.parse_args(argv)
+    if os.path.exists(args.out):
+        print(f"error: {args.out} exists: give a new folder.", file=sys.stderr)
+        return 2
+    try:
+        config = {**settings.defaults(), **settings.from_environ()}
+        url = settings.database_url(args.database) if args.database else config["DATABASE_URL"]
+    except (settings.ConfigError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    manifest = Store.open(url, config["FEEDBACK_FOLDER"]).export(args.out, args.reviewed)
+    labels = collections.Counter(item["label"] for item in manifest["items"])
+    print(f"Wrote {len(manifest['items'])} images to {args.out}: " +
+          (", ".join(f"{label} {count}" for label, count in sorted(labels.items())) or "nothing flagged yet"))
+    return 0
+
+
+SUBCOMMANDS = {"evaluate": evaluate_main, "export": export_main, "predict": predict_main, "feedback": feedback_main}
 
 if __name__ == "__main__":
     sys.exit(SUBCOMMANDS[sys.argv[1]](sys.argv[2:]) if sys.argv[1:2] and sys.argv[1] in SUBCOMMANDS else main())

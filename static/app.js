@@ -85,3 +85,27 @@
     }, "image/png");
   });
 })();
+
+// "Is this right?": sent in place through POST /api/feedback; without this script the form posts and a page thanks.
+(function () {
+  "use strict";
+  for (const form of document.querySelectorAll("form.feedback")) {
+    form.addEventListener("submit", async (e) => {
+      const button = e.submitter;
+      if (!button) return;
+      e.preventDefault();
+      const label = button.value === "other" ? form.elements["class"].value : button.value;
+      const status = form.querySelector(".feedback-status");
+      try {
+        const response = await fetch("/api/feedback", {
+          method: "POST", headers: {"Content-Type": "application/json"},
+          body: JSON.stringify({id: form.dataset.answer, label: label}),
+        });
+        const answer = await response.json();
+        status.textContent = response.ok ? "Thank you: recorded." : answer.error;
+      } catch (err) {
+        form.submit();  // the plain post still works
+      }
+    });
+  }
+})();

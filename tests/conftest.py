@@ -21,6 +21,39 @@ from cifarlab.ml.presets import FastRecipe
 from tests.test_data import write_folder
 
 
+@pytest.fixture(scope="session", autouse=True)
+def feedback_instance(tmp_path_factory):
+    """Apps and servers the tests start keep their feedback in a folder of the run, never the repository's instance/."""
+    folder = tmp_path_factory.mktemp("instance")
+    saved = {name: os.environ.get(name) for name in ("DATABASE_URL", "FEEDBACK_FOLDER")}
+    os.environ["DATABASE_URL"] = f"sqlite:///{folder / 'feedback.db'}"
+    os.environ["FEEDBACK_FOLDER"] = str(folder / "feedback")
+    yield folder
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One throwaway PostgreSQL server for the run (skipped where Debian's postgresql is missing, unless CI)."""
+    from tests.databases import Postgres
+
+    server = Postgres()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """Every database test runs on SQLite and on PostgreSQL, each time on an empty database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'feedback.db'}"
+    return request.getfixturevalue("postgres").database()
+
+
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory):
     """An untrained baseline CNN saved with a sidecar, as train.py would save it."""
@@ -43,6 +76,8 @@ def make_app(tiny_model_path, tmp_path):
             "TESTING": True,
             "MODEL_PATH": str(tiny_model_path),
             "UPLOAD_FOLDER": str(tmp_path / "uploads"),
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'instance' / 'feedback.db'}",
+            "FEEDBACK_FOLDER": str(tmp_path / "instance" / "feedback"),
             "WTF_CSRF_ENABLED": False,
             "SECRET_KEY": "test-only",
             **overrides,

@@ -28,7 +28,7 @@ def test_a_new_architecture_trains_saves_serves_explains_and_is_refused_for_expo
                                                                                                  capsys):
     data = write_folder(tmp_path / "data", ["red", "blue"], per_class=12, size=(40, 40), noise=40)
     out = tmp_path / "runs" / "dummy"
-    assert train.main(["--data", str(data), "--arch", "dummy", "--out", str(out)]) == 0
+    assert train.main(["--data", str(data), "--arch", "dummy", "--val-size", "4", "--out", str(out)]) == 0
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["arch"] == "dummy" and meta["architecture"] == "dummy" and meta["parameters"] < 200
 

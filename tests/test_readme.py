@@ -70,7 +70,7 @@ def test_every_documented_command_names_things_that_exist(doc, command):
             assert importlib.util.find_spec(args[1]), f"{doc}: no module {args[1]}"
         else:
             assert (REPO / args[0]).is_file(), f"{doc}: no script {args[0]}"
-        if args[0] == "train.py" and args[1:2] not in (["evaluate"], ["export"], ["predict"]):
+        if args[0] == "train.py" and args[1:2] not in (["evaluate"], ["export"], ["predict"], ["feedback"]):
             train.parse_args(args[1:])  # exits 2 on an option train.py does not take
     elif program.startswith(".venv/bin/"):
         assert re.search(rf"^{program.split('/')[-1]}==", (REPO / "requirements.txt").read_text(), re.M), \
@@ -135,7 +135,7 @@ def test_the_quick_documented_commands_run_as_written_in_a_fresh_copy_and_change
         loadtest.stop_server(server)
     settings_table = subprocess.run([sys.executable, "-m", "cifarlab.web.settings"], cwd=clone, capture_output=True,
                                     text=True, timeout=60)
-    assert settings_table.returncode == 0 and settings_table.stdout.strip() in (clone / "README.md").read_text()
+    assert settings_table.returncode == 0 and settings_table.stdout.strip() in (clone / "docs" / "configuration.md").read_text()
     after = contents(clone)
     assert {name: after.get(name) for name in before} == before  # tracked files untouched
     assert (clone / "runs" / "examples.csv").is_file()

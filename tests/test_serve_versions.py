@@ -2,7 +2,9 @@
 a broken version is refused, two models answer by name, request ids pass through nginx."""
 import http.client
 import json
+import os
 import re
+import signal
 import threading
 import time
 
@@ -25,7 +27,7 @@ def versions_stack(tmp_path_factory, tiny_model_path):
     add_version(root, "tiny", 1, source=tiny_model_path)
     server, port = start_stack(tmp_path_factory, MODEL_DIR=str(root), MODEL_POLL_SECONDS=str(POLL),
                                SERVING_MODEL_NAME="cnn", WEB_WORKERS="2", WEB_THREADS="4", LOG_FORMAT="json")
-    yield root, port
+    yield root, port, server
     loadtest.stop_server(server)
 
 
@@ -50,7 +52,7 @@ def scrape(port):
 
 
 def test_metrics_count_every_request_across_both_workers(versions_stack):
-    _, port = versions_stack
+    _, port, _ = versions_stack
     before = sample(scrape(port), "cifarlab_http_requests_total", method="POST", route="/api/predict", status="200")
     for _ in range(30):
         assert predict(port)[0] == 200
@@ -60,20 +62,20 @@ def test_metrics_count_every_request_across_both_workers(versions_stack):
 
 
 def test_request_ids_pass_through_nginx_and_are_made_when_missing(versions_stack):
-    _, port = versions_stack
+    _, port, _ = versions_stack
     assert predict(port, headers={"X-Request-ID": "trace-42"})[2]["X-Request-ID"] == "trace-42"
     assert re.fullmatch(r"[0-9a-f]{32}", predict(port)[2]["X-Request-ID"])
 
 
 def test_two_models_answer_by_name(versions_stack):
-    _, port = versions_stack
+    _, port, _ = versions_stack
     assert predict(port)[1]["model"]["served_name"] == "cnn"
     assert predict(port, "/api/predict?model=tiny")[1]["model"]["served_name"] == "tiny"
     assert predict(port, "/api/predict?model=none")[0] == 404
 
 
 def test_a_new_version_rolls_out_under_load_without_a_failed_request(versions_stack):
-    root, port = versions_stack
+    root, port, _ = versions_stack
     answers, stop = [], threading.Event()
 
     def client():
@@ -94,7 +96,7 @@ def test_a_new_version_rolls_out_under_load_without_a_failed_request(versions_st
 
 def test_a_broken_version_is_refused_and_the_old_one_keeps_serving(versions_stack):
     """After the roll-out above (version 2 serving)."""
-    root, port = versions_stack
+    root, port, _ = versions_stack
     add_version(root, "cnn", 3, broken=True)
     deadline = time.monotonic() + 30  # a worker recycled by max_requests during the load may still be starting
     while time.monotonic() < deadline and sample(scrape(port), "cifarlab_model_loads_total", model="cnn",
@@ -107,3 +109,40 @@ def test_a_broken_version_is_refused_and_the_old_one_keeps_serving(versions_stac
     assert states["3"]["state"] == "END" and states["3"]["status"]["error_message"]
     assert states["2"]["state"] == "AVAILABLE"
     assert sample(scrape(port), "cifarlab_model_loads_total", model="cnn", outcome="refused") >= 2  # each worker
+
+
+def children(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(c) for c in f.read().split()]
+
+
+def wait_until_serving(port, seconds=90):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if predict(port)[0] == 200:
+                return True
+        except OSError:
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def test_a_recycled_worker_boots_beside_odd_version_folders(versions_stack):
+    root, port, server = versions_stack
+    for name in ("\u00b2", "01", "\u0663"):  # isdigit() accepts these; int() refuses or misreads them
+        (root / "cnn" / name).mkdir()
+    gunicorn = next(pid for pid in children(server.pid) if b"gunicorn" in open(f"/proc/{pid}/cmdline", "rb").read())
+    for worker in children(gunicorn):
+        os.kill(worker, signal.SIGKILL)  # gunicorn boots new ones, as after max_requests
+    time.sleep(2)
+    assert wait_until_serving(port) and server.poll() is None
+    assert all(predict(port)[0] == 200 for _ in range(10))
+
+
+def test_the_launcher_starts_gunicorn_again_when_it_halts(versions_stack):
+    _, port, server = versions_stack
+    gunicorn = next(pid for pid in children(server.pid) if b"gunicorn" in open(f"/proc/{pid}/cmdline", "rb").read())
+    os.kill(gunicorn, signal.SIGKILL)
+    time.sleep(1)
+    assert wait_until_serving(port) and server.poll() is None

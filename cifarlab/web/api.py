@@ -6,7 +6,7 @@ import json
 import numpy as np
 from flask import Blueprint, current_app, g, jsonify, request
 
-from . import decoding, openapi, service
+from . import decoding, feedback, openapi, service
 from .servables import NotServed
 
 bp = Blueprint("api", __name__)
@@ -164,6 +164,8 @@ def model_ready(models, name):
 def predict():
     """Each file classified or refused on its own, like the form; 200 when at least one was classified."""
     items = service.classify_uploads(request.files, current_app.config["MAX_BATCH_FILES"], decode, predictor())
+    name, model = served()
+    feedback.record(items, name, model.version)
     return jsonify(predictions_json(items))
 
 

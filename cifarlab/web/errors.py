@@ -7,9 +7,12 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, SecurityError
 
 from .. import REPO
+from ..feedback.store import FeedbackError
 from . import api, views
 from .remote import BackendUnavailable
 from .servables import NotServed
+
+FEEDBACK_TITLES = {404: "Not found", 507: "Feedback store full"}
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +79,10 @@ def register(app):
         if exc.status == 503:
             return reply(exc.message, 503, "Service unavailable")
         return reply(f"No such model here: {exc.message}", 404, None if request.method == "POST" else "Not found")
+
+    @app.errorhandler(FeedbackError)
+    def feedback_refused(exc):
+        return reply(exc.message, exc.status, FEEDBACK_TITLES.get(exc.status, "Bad request"))
 
     @app.errorhandler(CSRFError)
     def csrf_failed(exc):

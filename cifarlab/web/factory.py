@@ -14,7 +14,7 @@ from flask import Flask, Request, abort, g, request
 from flask_wtf.csrf import CSRFProtect
 
 from .. import REPO, memory
-from . import api, errors, servables, settings, views
+from . import api, errors, feedback, servables, settings, views
 from .batching import Batcher, InFlight
 from .decoding import DecoderPool
 from .explain import Explanations
@@ -79,6 +79,8 @@ def create_app(test_config=None):
     app.before_request(refuse_unnamed_fields)  # before CSRFProtect's check, which cannot read such a form
     csrf.init_app(app)
     csrf.exempt(api.bp)  # no cookies or sessions behind the JSON API, so nothing for a forged post to ride on
+    csrf.exempt(feedback.api_bp)
+    feedback.init_app(app, served_class_names(models))
     app.register_blueprint(api.bp)
     app.register_blueprint(views.bp)
     errors.register(app)
@@ -139,6 +141,18 @@ def make_servables(config, metrics, in_flight):
                                        load(config["MODEL_PATH"]), batching)
     metrics.observe_model_load(config["SERVING_MODEL_NAME"], "loaded")
     return models
+
+
+def served_class_names(models):
+    """Every class name of the models loaded now, in their order, each once."""
+    names = []
+    for name in models.names():
+        try:
+            classes = models.get(name)[1].classifier.class_names
+        except servables.NotServed:
+            continue
+        names += [c for c in classes if c not in names]
+    return names
 
 
 def make_classifier(config, model_path):

@@ -7,7 +7,9 @@ PREDICTION = {
     "type": "object",
     "required": ["filename", "class", "index", "verdict", "unsure", "unknown", "ood_score", "probabilities", "top3"],
     "properties": {
-        "filename": {"type": "string"}, "class": {"type": "string"}, "index": {"type": "integer", "minimum": 0},
+        "filename": {"type": "string"}, "id": {"type": "string", "description": "the answer's id, for /api/feedback "
+                                                                                  "(absent when FEEDBACK is off)"},
+        "class": {"type": "string"}, "index": {"type": "integer", "minimum": 0},
         "verdict": {"enum": ["known", "unsure", "unknown"]}, "unsure": {"type": "boolean"},
         "unknown": {"type": "boolean"}, "ood_score": {"type": "number"},
         "probabilities": {"type": "object", "additionalProperties": PROBABILITY},
@@ -40,6 +42,11 @@ INSTANCES = {"type": "object", "properties": {
 UPLOAD = {"multipart/form-data": {"schema": {"type": "object", "properties": {
     "file": {"type": "array", "items": {"type": "string", "format": "binary"}},
     "model": {"type": "string", "description": "a model name (several models served: MODEL_DIR)"}}}}}
+FLAG = {"type": "object", "required": ["id", "label"], "properties": {
+    "id": {"type": "string", "description": "the id a prediction came with"},
+    "label": {"type": "string", "description": "a class name, \"none\" (none of the classes) or \"correct\""}}}
+FLAGGED = {"type": "object", "required": ["id", "label", "replaced"], "properties": {
+    "id": {"type": "string"}, "label": {"type": "string"}, "replaced": {"type": "boolean"}}}
 MODEL_QUERY = {"name": "model", "in": "query", "required": False, "schema": {"type": "string"},
                "description": "the model to use, by name (default: the server's default model)"}
 
@@ -93,6 +100,33 @@ def spec(max_files):
             "responses": {"200": json_answer(PREDICTIONS, "a prediction or an error per file"),
                           **{str(code): json_answer({"anyOf": [ERROR, PREDICTIONS]}, "refused")
                              for code in (400, 404, 413, 415, 422, 503)}}}},
+        "/api/feedback": {"post": {
+            "summary": "flag an answer: right, another class, or none of the classes",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": FLAG}}},
+            "responses": {"201": json_answer(FLAGGED, "flag recorded"),
+                          "200": json_answer(FLAGGED, "an earlier flag on this answer replaced"),
+                          **errors(400, 404, 507)}}},
+        "/feedback": {"post": {
+            "summary": "the result page's \"Is this right?\" form (needs the form's CSRF token)",
+            "requestBody": {"content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}}},
+            "responses": {code: {"description": "thanks page, or an error page", "content": {"text/html": {}}}
+                          for code in ("200", "201", "400", "404", "507")}}},
+        "/review": {"get": {"summary": "the operators' review queue (HTTP Basic, REVIEW_CREDENTIALS)", "responses": {
+            "200": {"description": "the queue", "content": {"text/html": {}}},
+            **{code: {"description": "refused", "content": {"text/plain": {}, "text/html": {}}}
+               for code in ("401", "403", "429")}}}},
+        "/review/{answer_id}": {"post": {
+            "summary": "an operator's decision on one answer (accept, relabel, reject)",
+            "parameters": [path_param("answer_id")],
+            "requestBody": {"content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}}},
+            "responses": {code: {"description": "back to the queue, or refused",
+                                 "content": {"text/plain": {}, "text/html": {}}}
+                          for code in ("303", "400", "401", "403", "404", "429")}}},
+        "/review/image/{answer_id}": {"get": {
+            "summary": "an answer's stored 32x32 image (operators)", "parameters": [path_param("answer_id")],
+            "responses": {"200": {"description": "PNG", "content": {"image/png": {}}},
+                          **{code: {"description": "refused", "content": {"text/plain": {}, "text/html": {}}}
+                             for code in ("401", "403", "404", "429")}}}},
         "/healthz": {"get": {"summary": "the process answers", "responses": {
             "200": json_answer({"type": "object", "required": ["status"]}, "ok")}}},
         "/readyz": {"get": {"summary": "every model is loaded and warmed up", "responses": {

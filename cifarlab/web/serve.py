@@ -168,6 +168,28 @@ def wait_for_explanations(explainer, socket_path, timeout):
         time.sleep(0.1)
 
 
+def start_gunicorn(env):
+    """gunicorn in its own session: a Ctrl-C or a signal to this process group reaches only this launcher, which stops
+    everything in order."""
+    return subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(REPO / "gunicorn.conf.py")],
+                            env=env, cwd=REPO, start_new_session=True)
+
+
+class Backoff:
+    """Seconds to wait before the next restart: doubling from `first` up to `longest`, back to `first` after
+    `calm` seconds without one."""
+
+    def __init__(self, first=1.0, longest=30.0, calm=60.0):
+        self.first, self.longest, self.calm = first, longest, calm
+        self.wait, self.last = 0.0, None
+
+    def next(self, now):
+        calm = self.last is None or now - self.last > self.calm
+        self.wait = self.first if calm else min(self.longest, self.wait * 2)
+        self.last = now
+        return self.wait
+
+
 def main():
     config, meta = checked_config()
     nginx = find_nginx()
@@ -182,9 +204,7 @@ def main():
     env = {**os.environ, "BIND": f"127.0.0.1:{upstream}", "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2"),
            PREFLIGHT_DONE: "1", "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics")}
     explainer = start_explain_worker(config, meta, run_dir, env)
-    # own sessions: a Ctrl-C or a signal to this process group reaches only this launcher, which stops them in order
-    app_server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(REPO / "gunicorn.conf.py")],
-                                  env=env, cwd=REPO, start_new_session=True)
+    app_server = start_gunicorn(env)
     proxy = None
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwinds through the finally below
     try:
@@ -194,9 +214,16 @@ def main():
         proxy = subprocess.Popen([nginx, "-p", str(run_dir), "-c", str(run_dir / "nginx.conf"), "-e", "stderr"],
                                  start_new_session=True)
         print(f"serving on http://{listen} (nginx -> gunicorn on 127.0.0.1:{upstream})", file=sys.stderr, flush=True)
-        while app_server.poll() is None and proxy.poll() is None:
+        backoff = Backoff()
+        while proxy.poll() is None:
+            if app_server.poll() is not None:  # gunicorn halts when a new worker cannot boot: start it again
+                wait = backoff.next(time.monotonic())
+                print(f"warning: gunicorn exited ({app_server.returncode}); starting it again in {wait:g} s",
+                      file=sys.stderr, flush=True)
+                time.sleep(wait)
+                app_server = start_gunicorn(env)
             time.sleep(0.5)
-        return (app_server.poll() if app_server.poll() is not None else proxy.poll()) or 1
+        return proxy.poll() or 1
     except KeyboardInterrupt:
         return 0
     finally:

@@ -69,7 +69,8 @@ def prediction_json(item):
     """The API's description of one item: its prediction, or its error and HTTP status."""
     if item.error is not None:
         return {"filename": item.filename, "error": item.error.message, "status": status_of(item.error)}
-    return {"filename": item.filename, **item.prediction.to_json()}
+    answer_id = {"id": item.extras["id"]} if "id" in item.extras else {}  # for POST /api/feedback
+    return {"filename": item.filename, **answer_id, **item.prediction.to_json()}
 
 
 def model_summary(classifier):

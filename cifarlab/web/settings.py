@@ -103,6 +103,25 @@ def poll_seconds(value):
     return number_within(value, lambda n: 0 <= n < 86400, "expected a number of seconds from 0 (never) to a day")
 
 
+def duration(value):
+    return number_within(value, lambda n: 0 < n <= 90 * 86400, "expected a number of seconds above 0, at most 90 days")
+
+
+def database_url(value):
+    """An SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user@host/db."""
+    if not re.match(r"(sqlite|postgresql(\+psycopg)?)://", value.strip()):
+        raise ValueError("expected sqlite:///path/to/file.db or postgresql+psycopg://user:password@host/database")
+    return value.strip().replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+def credentials(value):
+    """user:password, the password at least 12 characters."""
+    user, _, password = value.partition(":")
+    if not user or len(password) < 12:
+        raise ValueError("expected user:password with a password of at least 12 characters")
+    return value
+
+
 def milliseconds(value):
     return number_within(value, lambda n: 0 <= n <= 1000, "expected milliseconds from 0 (off) to 1000")
 
@@ -206,6 +225,22 @@ SETTINGS = (
     Setting("UPLOAD_MAX_BYTES", 200 * 1024 * 1024, byte_size, "... and bytes; the oldest are removed first ..."),
     Setting("UPLOAD_KEEP_SECONDS", 600.0, seconds, "... but none younger than this: past the caps, new results are "
             "shown inline (no stored copy, no explanation link) rather than break links just given out"),
+    Setting("FEEDBACK", True, boolean, "keep each answer for a while under an id, so users can flag it (form and "
+            "POST /api/feedback) and operators review it; false: no ids, nothing stored"),
+    Setting("DATABASE_URL", f"sqlite:///{REPO / 'instance' / 'feedback.db'}", database_url, "where answers, flags "
+            "and reviews live: SQLite (one machine) or postgresql+psycopg://... (several workers or machines); "
+            "migrated at start-up"),
+    Setting("FEEDBACK_FOLDER", str(REPO / "instance" / "feedback"), text, "the answers' 32x32 images, one PNG per "
+            "content hash"),
+    Setting("FEEDBACK_KEEP_SECONDS", 86400.0, duration, "an answer nobody flagged is removed after this long"),
+    Setting("FEEDBACK_MAX_ANSWERS", 200_000, positive, "... and the oldest unflagged answers past this count"),
+    Setting("FEEDBACK_MAX_ITEMS", 100_000, positive, "flagged or sampled answers kept for review; past it a new "
+            "flag is refused (507) until an operator reviews or exports"),
+    Setting("FEEDBACK_MAX_BYTES", 2**30, byte_size, "... and bytes of their images"),
+    Setting("FEEDBACK_SAMPLE_RATE", 0.1, fraction, "share of unsure and unknown answers kept for review unasked"),
+    Setting("FEEDBACK_SAMPLE_PER_HOUR", 100, whole, "... at most this many an hour (0: no sampling)"),
+    Setting("REVIEW_CREDENTIALS", None, credentials, "user:password of the operators' review queue at /review (HTTP "
+            "Basic; use TLS beyond loopback); unset: /review answers 403"),
     Setting("SERVING_MODEL_NAME", "cifar10", text, "the NAME in /v1/models/NAME of MODEL_PATH's model; with "
             "MODEL_DIR, the model served when a request names none (default: the first folder)"),
     Setting("SESSION_COOKIE_SECURE", False, boolean, "mark the session cookie Secure (set true behind TLS)"),
@@ -255,7 +290,7 @@ def from_environ(environ=None):
             values[setting.name] = setting.parse(raw)
         except ValueError as exc:
             shown = (raw if len(raw) <= 40 else f"{raw[:20]}...({len(raw)} characters)") \
-                if setting.name != "SECRET_KEY" else "..."
+                if setting.name not in ("SECRET_KEY", "REVIEW_CREDENTIALS") else "..."
             raise ConfigError(f"setting {setting.name}={shown!r}: {exc}") from None
     return values
 

@@ -6,7 +6,7 @@ from flask import Blueprint, abort, current_app, render_template, request, send_
 
 from .. import checkpoint, sidecar
 from ..checkpoint import ModelFileError
-from . import service, storage
+from . import feedback, service, storage
 from .api import classifier, count_refused_request, decode, predictor, served
 from .explain import ExplanationUnavailable
 from .servables import NotReady
@@ -79,6 +79,8 @@ def predict():
     except service.UploadRefused as exc:
         count_refused_request(exc)
         return render_form(exc.message, exc.status)
+    name, model = served()
+    feedback.record(items, name, model.version)
     return render_results(items)
 
 

@@ -1,0 +1,27 @@
+"""The feedback database's tables (SQLAlchemy Core); the migrations in migrations/versions build them step by step."""
+from sqlalchemy import Boolean, Column, DateTime, Float, Index, Integer, MetaData, String, Table, Text
+
+metadata = MetaData()
+
+answers = Table(
+    "answers", metadata,
+    Column("id", String(32), primary_key=True),           # unguessable (secrets.token_urlsafe), given to the user
+    Column("created_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("image_sha256", String(64), nullable=False),   # the 32x32 model input, stored once as <sha256>.png
+    Column("image_bytes", Integer, nullable=False),
+    Column("model_name", String(128), nullable=False),
+    Column("model_version", String(64), nullable=False),
+    Column("label", String(64), nullable=False),          # the predicted class
+    Column("class_index", Integer, nullable=False),
+    Column("confidence", Float, nullable=False),          # calibrated top probability
+    Column("probabilities", Text, nullable=False),        # JSON list, in class order
+    Column("ood_score", Float, nullable=False),
+    Column("verdict", String(16), nullable=False),        # known, unsure or unknown
+    Column("sampled", Boolean, nullable=False, default=False),  # kept for review by the sampling rule
+    Column("flag", String(64)),                           # "correct", "none" or a class name; None: no flag
+    Column("flagged_at", DateTime(timezone=True)),
+    Column("review", String(16)),                         # accepted, relabelled or rejected; None: not reviewed
+    Column("review_label", String(64)),                   # the label review settled on ("none": no class)
+    Column("reviewed_at", DateTime(timezone=True)),
+    Index("ix_answers_queue", "review", "confidence"),
+)
