@@ -6,14 +6,20 @@ HOST   ?= 127.0.0.1
 PORT   ?= 5000
 DATA   ?= ../shared/data/cifar10-jpeg.tar.gz
 
-.PHONY: run serve test test-fast notebook train train-baseline venv beam-venv clean
+.PHONY: run serve test test-fast test-venv notebook train train-baseline venv beam-venv clean
 
-venv: $(BIN)/.installed
+venv: $(BIN)/.installed        ## what the app and training need
 $(BIN)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt
-	$(BIN)/pip install --quiet --no-deps -e .    # cifarlab, app and train importable from anywhere (tools, notebook)
+	@# cifarlab, app and train importable from anywhere; setuptools' banner kept in a log, shown only on failure
+	$(BIN)/pip install --quiet --no-deps -e . > $(VENV)/install-e.log 2>&1 || (cat $(VENV)/install-e.log; false)
+	touch $@
+
+test-venv: $(BIN)/.installed-test   ## ... plus the test tools (pytest, selenium, schemathesis, hypothesis, nbclient)
+$(BIN)/.installed-test: $(BIN)/.installed requirements-test.txt
+	$(BIN)/pip install --quiet -r requirements-test.txt
 	touch $@
 
 beam-venv: .venv-beam/.installed   ## the Apache Beam pipeline's own venv (Beam's pins and TensorFlow's do not fit together)
@@ -30,17 +36,17 @@ run: venv           ## one process: Grad-CAM prepared at start-up, so the first 
 serve: venv         ## production stack: nginx (deploy/nginx.conf) in front of gunicorn, on BIND (default 127.0.0.1:8000)
 	$(BIN)/python -m cifarlab.web.serve
 
-test: venv
+test: test-venv
 	$(BIN)/python -m pytest -q
 
-test-fast: venv      ## everything but the tests marked slow (multi-process, notebook, browser, full stack, resume)
+test-fast: test-venv     ## everything but the tests marked slow (multi-process, notebook, browser, full stack, resume)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 NOTEBOOK_PORT ?= 8888
 # root (containers, CI) needs --allow-root; a machine without a display gets no browser, just the URL to open
 NOTEBOOK_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root) $(if $(DISPLAY)$(WAYLAND_DISPLAY),,--no-browser)
 
-notebook: venv       ## JupyterLab on notebooks/explore.ipynb (installs requirements-dev.txt once)
+notebook: test-venv  ## JupyterLab on notebooks/explore.ipynb (installs requirements-dev.txt once)
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	@echo "JupyterLab on notebooks/explore.ipynb: open the http://$(HOST):$(NOTEBOOK_PORT)/lab?token=... URL it prints below"
 	$(BIN)/jupyter lab notebooks/explore.ipynb --ip $(HOST) --port $(NOTEBOOK_PORT) $(NOTEBOOK_FLAGS)

@@ -73,8 +73,9 @@ def test_every_documented_command_names_things_that_exist(doc, command):
         if args[0] == "train.py" and args[1:2] not in (["evaluate"], ["export"], ["predict"], ["feedback"]):
             train.parse_args(args[1:])  # exits 2 on an option train.py does not take
     elif program.startswith(".venv/bin/"):
-        assert re.search(rf"^{program.split('/')[-1]}==", (REPO / "requirements.txt").read_text(), re.M), \
-            f"{doc}: {program} is not installed by requirements.txt"
+        pinned = (REPO / "requirements.txt").read_text() + (REPO / "requirements-test.txt").read_text()
+        assert re.search(rf"^{program.split('/')[-1]}==", pinned, re.M), \
+            f"{doc}: {program} is not installed by requirements.txt or requirements-test.txt"
     else:
         assert program in EXTERNAL, f"{doc}: {command!r} runs {program}: bare python or an unknown program"
     for attached in re.findall(r"@([\w./-]+)", command):

@@ -309,4 +309,7 @@ def markdown_table():
 
 
 if __name__ == "__main__":
-    print(markdown_table())
+    try:
+        print(markdown_table(), flush=True)
+    except BrokenPipeError:  # piped into head: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
