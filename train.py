@@ -99,6 +99,12 @@ def main(argv=None):
         run.train_run(args, argv, hp, command_line([], argv), state)
     except run.RunError as exc:
         return fail(exc.message, exc.code)
+    except KeyboardInterrupt:
+        if resume.checkpoint_path(args.out).exists():
+            return fail(f"interrupted: continue where the last finished epoch left off with "
+                        f"python train.py --resume {args.out}", 130)
+        return fail("interrupted before the first epoch finished: nothing to resume; run the same command again",
+                    130)
     return 0
 
 

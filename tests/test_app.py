@@ -247,6 +247,7 @@ def test_batch_upload_gives_one_row_per_file(client, app):
     html = response.get_data(as_text=True)
     assert html.count('<tr class="classified">') == 3 and html.count('<tr class="refused">') == 1
     assert "Refused: " in html and "img2.png" in html
+    assert "<h1>3 images classified, 1 file refused</h1>" in html  # refused files are not counted as images
     assert html.count("<details><summary>Full result for") == 3
     assert len(os.listdir(app.config["UPLOAD_FOLDER"])) == 2 * 3  # only the valid images were kept (copy + input)
 

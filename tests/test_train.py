@@ -64,6 +64,22 @@ def test_a_dataset_too_small_to_train_is_one_line(tmp_path, capsys):
     assert err.strip().count("\n") == 0 and "Too small to train: class 'blue' has 3 training images" in err
 
 
+@pytest.mark.parametrize("after_an_epoch", [True, False])
+def test_ctrl_c_is_one_line_that_says_how_to_continue(tmp_path, monkeypatch, capsys, tiny_dataset, after_an_epoch):
+    from cifarlab.ml import resume, run
+
+    def interrupted(args, *rest):
+        if after_an_epoch:
+            resume.checkpoint_path(args.out).write_bytes(b"a finished epoch")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(run, "train_run", interrupted)
+    out = tmp_path / "m"
+    assert train.main(["--data", str(tiny_dataset), "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: interrupted")
+    assert (f"python train.py --resume {out}" in err) == after_an_epoch
+
+
 def test_diverging_run_saves_nothing(tmp_path, capsys):
     flat = write_folder(tmp_path / "flat", ["red", "blue"], per_class=12)  # zero-variance channels
     out = tmp_path / "out" / "m"
