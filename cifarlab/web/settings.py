@@ -300,8 +300,8 @@ def markdown_table():
     lines = ["| setting | default | what |", "|---|---|---|"]
     for s in SETTINGS:
         default = s.default
-        if isinstance(default, str) and default.startswith(str(REPO)):
-            default = os.path.relpath(default, REPO)
+        if isinstance(default, str) and str(REPO) in default:  # paths in the repository, as a clone anywhere says
+            default = default.replace(str(REPO) + os.sep, "")
         elif isinstance(default, list):
             default = ",".join(map(str, default))
         lines.append(f"| `{s.name}` | {'' if default is None else f'`{default}`'} | {s.help} |")
