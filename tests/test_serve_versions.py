@@ -116,6 +116,11 @@ def children(pid):
         return [int(c) for c in f.read().split()]
 
 
+def gunicorn_pid(launcher):
+    """The gunicorn master the make serve launcher started."""
+    return next(pid for pid in children(launcher.pid) if b"gunicorn" in open(f"/proc/{pid}/cmdline", "rb").read())
+
+
 def wait_until_serving(port, seconds=90):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -132,7 +137,7 @@ def test_a_recycled_worker_boots_beside_odd_version_folders(versions_stack):
     root, port, server = versions_stack
     for name in ("\u00b2", "01", "\u0663"):  # isdigit() accepts these; int() refuses or misreads them
         (root / "cnn" / name).mkdir()
-    gunicorn = next(pid for pid in children(server.pid) if b"gunicorn" in open(f"/proc/{pid}/cmdline", "rb").read())
+    gunicorn = gunicorn_pid(server)
     for worker in children(gunicorn):
         os.kill(worker, signal.SIGKILL)  # gunicorn boots new ones, as after max_requests
     time.sleep(2)
@@ -142,7 +147,7 @@ def test_a_recycled_worker_boots_beside_odd_version_folders(versions_stack):
 
 def test_the_launcher_starts_gunicorn_again_when_it_halts(versions_stack):
     _, port, server = versions_stack
-    gunicorn = next(pid for pid in children(server.pid) if b"gunicorn" in open(f"/proc/{pid}/cmdline", "rb").read())
+    gunicorn = gunicorn_pid(server)
     os.kill(gunicorn, signal.SIGKILL)
     time.sleep(1)
     assert wait_until_serving(port) and server.poll() is None

@@ -24,7 +24,11 @@ from .schema import answers
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 FLAG_WORDS = ("correct", "none")  # besides a class name: "the answer is right", "it is none of the classes"
-DECISIONS = ("accept", "relabel", "reject")
+REVIEWS = {"accept": "accepted", "relabel": "relabelled", "reject": "rejected"}  # decision -> what the row records
+DECISIONS = tuple(REVIEWS)
+KEPT = answers.c.flag.is_not(None) | answers.c.sampled  # flagged or sampled: kept for review, never pruned
+WAITING = answers.c.review.is_(None) & KEPT              # ... and not reviewed yet
+SETTLED = answers.c.review.in_(("accepted", "relabelled"))  # what review kept, with its label
 PRUNE_EVERY = 200  # answers recorded between two looks for expired ones (per process)
 
 
@@ -118,11 +122,10 @@ class Store:
         self.recorded = 0
 
     @classmethod
-    def open(cls, url, folder, limits=Limits(), migrate=True, classes=()):
-        """The store at DATABASE_URL, migrated to the current schema first unless migrate is False."""
+    def open(cls, url, folder, limits=Limits(), classes=()):
+        """The store at DATABASE_URL, migrated to the current schema first."""
         engine = engine_for(url)
-        if migrate:
-            upgrade(engine)
+        upgrade(engine)
         return cls(engine, folder, limits, classes=classes)
 
     def image_path(self, sha256):
@@ -181,8 +184,7 @@ class Store:
         if not isinstance(answer_id, str) or not 0 < len(answer_id) <= 32:
             raise FeedbackError("No such answer: give the id the prediction came with.", 404)
         with self.engine.begin() as connection:
-            row = connection.execute(select(answers.c.probabilities, answers.c.flag, answers.c.sampled,
-                                            answers.c.model_name, answers.c.model_version)
+            row = connection.execute(select(answers.c.flag, answers.c.sampled)
                                      .where(answers.c.id == answer_id)).first()
             if row is None:
                 raise FeedbackError("No such answer (or it is older than the store keeps unflagged answers).", 404)
@@ -208,9 +210,8 @@ class Store:
 
     def check_room(self, connection):
         """FeedbackError 507 when the flagged and sampled answers fill the store's count or bytes."""
-        kept = answers.c.flag.is_not(None) | answers.c.sampled
         count, size = connection.execute(select(func.count(), func.coalesce(func.sum(answers.c.image_bytes), 0))
-                                         .where(kept)).one()
+                                         .where(KEPT)).one()
         if count >= self.limits.max_items or size >= self.limits.max_bytes:
             raise FeedbackError(f"The feedback store is full ({count:,} items kept for review); an operator must "
                                 "review or export some first.", 507)
@@ -218,7 +219,7 @@ class Store:
     def prune(self):
         """Remove unflagged, unsampled answers past keep_seconds or past max_answers (oldest first), and images no
         answer refers to any more; returns how many answers went."""
-        waiting = answers.c.flag.is_(None) & ~answers.c.sampled
+        waiting = ~KEPT
         cutoff = now() - datetime.timedelta(seconds=self.limits.keep_seconds)
         with self.engine.begin() as connection:
             extra = connection.execute(select(func.count()).select_from(answers).where(waiting)).scalar_one() \
@@ -242,7 +243,7 @@ class Store:
         """Flagged or sampled answers not yet reviewed, the least sure first."""
         with self.engine.connect() as connection:
             return connection.execute(
-                select(answers).where(answers.c.review.is_(None), answers.c.flag.is_not(None) | answers.c.sampled)
+                select(answers).where(WAITING)
                 .order_by(answers.c.confidence, answers.c.created_at).limit(limit)).mappings().all()
 
     def get(self, answer_id):
@@ -262,15 +263,14 @@ class Store:
         settled = {"accept": accepted_label(row), "relabel": label, "reject": None}[decision]
         with self.engine.begin() as connection:
             connection.execute(update(answers).where(answers.c.id == answer_id).values(
-                review={"accept": "accepted", "relabel": "relabelled", "reject": "rejected"}[decision],
+                review=REVIEWS[decision],
                 review_label=settled, reviewed_at=now()))
 
     def counts(self):
         """What review sees at a glance: waiting items, flags per class, and per model version answers, flags and the
         flag rate."""
         with self.engine.connect() as connection:
-            waiting = connection.execute(select(func.count()).where(
-                answers.c.review.is_(None), answers.c.flag.is_not(None) | answers.c.sampled)).scalar_one()
+            waiting = connection.execute(select(func.count()).where(WAITING)).scalar_one()
             per_class = connection.execute(select(answers.c.label, func.count()).where(answers.c.flag.is_not(None))
                                            .group_by(answers.c.label).order_by(answers.c.label)).all()
             per_version = connection.execute(
@@ -278,24 +278,20 @@ class Store:
                 .group_by(answers.c.model_name, answers.c.model_version)
                 .order_by(answers.c.model_name, answers.c.model_version)).all()
         return {"waiting": waiting, "flags_per_class": [tuple(r) for r in per_class],
-                "per_version": [(name, version, total, int(flags or 0), (flags or 0) / total)
+                "per_version": [(name, version, total, flags, flags / total)
                                 for name, version, total, flags in per_version]}
 
     def export(self, out, reviewed_only=False):
         """Write out/train/<class>/<id>.png for class labels and out/outliers/<id>.png for "none", leaving out what
         review rejected (and, with reviewed_only, what it has not accepted), plus out/manifest.json; returns the
         manifest."""
-        condition = answers.c.review.in_(("accepted", "relabelled")) if reviewed_only else (
-            (answers.c.review.is_(None) & answers.c.flag.is_not(None)) | answers.c.review.in_(("accepted",
-                                                                                                 "relabelled")))
+        condition = SETTLED if reviewed_only else SETTLED | (answers.c.review.is_(None) & answers.c.flag.is_not(None))
         with self.engine.connect() as connection:
             rows = connection.execute(select(answers).where(condition).order_by(answers.c.created_at)).mappings().all()
         out = Path(out)
         items = []
         for row in rows:
             label = row["review_label"] if row["review"] else accepted_label(row)
-            if label is None:
-                continue
             target = out / "outliers" if label == "none" else out / "train" / label
             target.mkdir(parents=True, exist_ok=True)
             data = self.image_path(row["image_sha256"]).read_bytes()

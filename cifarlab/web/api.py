@@ -110,6 +110,12 @@ def count_refused_request(exc):
         current_app.extensions["metrics"].observe_refused("request")
 
 
+def record_answers(items):
+    """Store this request's classified items under ids, by the model that answered (FEEDBACK)."""
+    name, model = served()
+    feedback.record(items, name, model.version)
+
+
 def predictor():
     return RecordedPredictor()
 
@@ -164,8 +170,7 @@ def model_ready(models, name):
 def predict():
     """Each file classified or refused on its own, like the form; 200 when at least one was classified."""
     items = service.classify_uploads(request.files, current_app.config["MAX_BATCH_FILES"], decode, predictor())
-    name, model = served()
-    feedback.record(items, name, model.version)
+    record_answers(items)
     return jsonify(predictions_json(items))
 
 

@@ -130,7 +130,8 @@ def decide(answer_id):
 
 @bp.get("/review/image/<answer_id>")
 def image(answer_id):
-    row = store().get(answer_id)
+    found = store()
+    row = found.get(answer_id)
     if row is None:
         abort(404, "No such answer.")
-    return send_file(store().image_path(row["image_sha256"]), mimetype="image/png", max_age=0)
+    return send_file(found.image_path(row["image_sha256"]), mimetype="image/png", max_age=0)

@@ -6,8 +6,8 @@ from flask import Blueprint, abort, current_app, render_template, request, send_
 
 from .. import checkpoint, sidecar
 from ..checkpoint import ModelFileError
-from . import feedback, service, storage
-from .api import classifier, count_refused_request, decode, predictor, served
+from . import service, storage
+from .api import classifier, count_refused_request, decode, predictor, record_answers, served
 from .explain import ExplanationUnavailable
 from .servables import NotReady
 
@@ -39,7 +39,8 @@ def render_results(items, stored_name=None):
     verdicts = dict(threshold=threshold, ood_threshold=classifier().detector.threshold, explainable=explainable)
     if len(items) == 1:
         return render_template("result.html", item=items[0], **verdicts)
-    return render_template("batch.html", items=items, **verdicts)
+    refused = sum(item.error is not None for item in items)
+    return render_template("batch.html", items=items, classified=len(items) - refused, refused=refused, **verdicts)
 
 
 def save_upload(item, stored_name=None):
@@ -79,8 +80,7 @@ def predict():
     except service.UploadRefused as exc:
         count_refused_request(exc)
         return render_form(exc.message, exc.status)
-    name, model = served()
-    feedback.record(items, name, model.version)
+    record_answers(items)
     return render_results(items)
 
 
