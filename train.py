@@ -13,6 +13,7 @@ import collections
 import os
 import shlex
 import sys
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the console
 
@@ -218,8 +219,12 @@ def predict_main(argv):
         summary = batch.predict_folder(source, args.out, classifier, args.workers, args.part_size, args.resume,
                                        args.force, args.batch)
     except (batch.BatchError, ModelFileError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc)
+    except KeyboardInterrupt:
+        if batch.parts_folder(Path(args.out)).exists():
+            again = command_line(["predict"], [a for a in argv if a != "--resume"] + ["--resume"])
+            return fail(f"interrupted: the finished parts are kept; continue with {again}", 130)
+        return fail("interrupted before anything was written: run the same command again", 130)
     print(f"Wrote {args.out}: " + "\n  ".join(summary.lines()))
     return 0
 

@@ -2,26 +2,33 @@
 
     .venv/bin/python benchmarks/bench_predict.py --data ../shared/data/cifar10-jpeg.tar.gz
     .venv/bin/python benchmarks/bench_predict.py --data ../shared/data/cifar10-jpeg.tar.gz --synthetic 100000 --beam
+    .venv/bin/python benchmarks/bench_predict.py --hostile      # memory on archives of large members, no --data
 
 Extracts the JPEG copy's test split (10,000 files) into a temporary folder, measures the in-process peak
 (Classifier.predict on decoded batches: the model alone), then the predict command end to end (listing, reading,
 decoding in worker processes, the model, the output) on that folder, checks its accuracy against the folder names,
 optionally on a synthetic folder of N files (the test files copied over and over) and on the Beam DirectRunner
-(needs make beam-venv). Prints one Markdown table.
+(needs make beam-venv). Prints one Markdown table. With --hostile: the peak memory of the command's whole process
+tree on archives of 40 members of 60 MB of zeros each (a .zip and a .tar.gz of about 2 MB), and on a list naming
+/dev/zero, against the IN_FLIGHT_BYTES bound.
 """
 import argparse
 import csv
+import io
+import os
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from cifarlab import REPO, batch
+from cifarlab.children import descendants
 from cifarlab.images import preprocess_bytes
 from cifarlab.inference import Classifier
 
@@ -95,14 +102,67 @@ def beam_rate(folder, out, model):
     return len(rows) / seconds, acc, len(rows)
 
 
+def rss_bytes(pid):
+    """Resident memory of one process, 0 once it has ended."""
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, IndexError):
+        return 0
+
+
+def peak_tree_rss(command):
+    """(exit code, seconds, peak of the summed resident memory of the command and its descendants), sampled 20/s."""
+    started = time.perf_counter()
+    run = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    peak = 0
+    while run.poll() is None:
+        peak = max(peak, sum(rss_bytes(pid) for pid in [run.pid, *descendants(run.pid)]))
+        time.sleep(0.05)
+    return run.returncode, time.perf_counter() - started, peak
+
+
+def hostile_inputs(tmp, members=40, member_mb=60):
+    """[(description, path)]: a .zip and a .tar.gz of `members` files of zeros, a list naming /dev/zero."""
+    zeros = bytes(member_mb * 2**20)
+    with zipfile.ZipFile(tmp / "zeros.zip", "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        for k in range(members):
+            archive.writestr(f"{k:03d}.png", zeros)
+    with tarfile.open(tmp / "zeros.tar.gz", "w:gz") as archive:
+        for k in range(members):
+            info = tarfile.TarInfo(f"{k:03d}.png")
+            info.size = len(zeros)
+            archive.addfile(info, io.BytesIO(zeros))
+    (tmp / "devices.txt").write_text("/dev/zero\n/dev/urandom\n")
+    return [(f".zip, {members} x {member_mb} MB of zeros", tmp / "zeros.zip"),
+            (f".tar.gz, {members} x {member_mb} MB of zeros", tmp / "zeros.tar.gz"),
+            ("list naming /dev/zero and /dev/urandom", tmp / "devices.txt")]
+
+
+def hostile(model):
+    """Print the peak memory of the predict command on hostile inputs."""
+    print(f"Batch prediction on hostile inputs with {model} (`{' '.join(sys.argv)}`); in-flight bound "
+          f"{batch.IN_FLIGHT_BYTES // 2**20} MB\n")
+    print("| input | size MB | exit | seconds | peak RSS of the process tree MB |\n|---|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, path in hostile_inputs(Path(tmp)):
+            code, seconds, peak = peak_tree_rss([sys.executable, "train.py", "predict", str(path), "--out",
+                                                 f"{path}.csv", "--model", model])
+            print(f"| {name} | {path.stat().st_size / 2**20:.1f} | {code} | {seconds:.1f} | {peak / 2**20:,.0f} |")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="the JPEG copy (.tar.gz with test/<class>/*)")
+    p.add_argument("--data", help="the JPEG copy (.tar.gz with test/<class>/*)")
+    p.add_argument("--hostile", action="store_true", help="only the memory table on hostile inputs")
     p.add_argument("--model", default="model/cifar10_cnn_int8.tflite")
     p.add_argument("--workers", type=int, help="decoding processes for the command (default: its own)")
     p.add_argument("--synthetic", type=int, default=0, help="also a synthetic folder of this many files")
     p.add_argument("--beam", action="store_true", help="also the Beam DirectRunner (needs make beam-venv)")
     args = p.parse_args()
+    if args.hostile:
+        return hostile(args.model)
+    if not args.data:
+        p.error("--data is needed (or --hostile)")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

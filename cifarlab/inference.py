@@ -161,13 +161,15 @@ class PerThreadTFLite:
         """(forward, sidecar) after checking the file (or its bytes, `content`) opens and its shapes match the
         sidecar."""
         meta = checkpoint.read_meta(path)
-        try:
-            probe = TFLiteRunner(path, threads, content)
-        except (ValueError, RuntimeError) as exc:
-            raise checkpoint.ModelFileError(f"{path}: cannot load TFLite model ({' '.join(str(exc).split())[:200]}).") from None
-        checkpoint.check_shapes(path, tuple(probe.input["shape"]), tuple(probe.output["shape"]), meta)
-        views = meta.get("tta_views")
-        check_output_kind(path, probe, views)
+        with quiet.filtered_stderr(quiet.LITERT_NOISE):  # the first forward pass is where LiteRT announces XNNPACK
+            try:
+                probe = TFLiteRunner(path, threads, content)
+            except (ValueError, RuntimeError) as exc:
+                raise checkpoint.ModelFileError(f"{path}: cannot load TFLite model "
+                                                f"({' '.join(str(exc).split())[:200]}).") from None
+            checkpoint.check_shapes(path, tuple(probe.input["shape"]), tuple(probe.output["shape"]), meta)
+            views = meta.get("tta_views")
+            check_output_kind(path, probe, views)
         rows_per_image = len(views) if views else 1
         chunk = rows_per_image * chunk_images if chunk_images else (
             rows_per_image // 2 if rows_per_image % 2 == 0 else rows_per_image)

@@ -7,6 +7,9 @@ import os
 import re
 import sys
 import tempfile
+import threading
+
+_REDIRECTING = threading.RLock()  # file descriptor 2 is the process's: one capture at a time, whichever thread asks
 
 # what TensorFlow prints at import and device set-up on a machine without CUDA: none of it asks the user to act
 STARTUP_NOISE = re.compile(
@@ -14,6 +17,8 @@ STARTUP_NOISE = re.compile(
     r"|computation_placer|TF-TRT Warning|oneDNN custom operations|TF_ENABLE_ONEDNN_OPTS"
     r"|This TensorFlow binary is optimized|rebuild TensorFlow with the appropriate compiler flags"
     r"|Could not find cuda drivers")
+# LiteRT's announcement of its default CPU delegate, once per process; it asks nothing of the user
+LITERT_NOISE = re.compile(r"Created TensorFlow Lite XNNPACK delegate for CPU")
 # Keras's advice to leave .h5; the design card fixes .h5 as the saved format (README, "Model files")
 LEGACY_H5 = "This file format is considered legacy"
 
@@ -21,6 +26,12 @@ LEGACY_H5 = "This file format is considered legacy"
 @contextlib.contextmanager
 def filtered_stderr(noise=STARTUP_NOISE):
     """Capture file descriptor 2 (C++ logging writes there, not to sys.stderr) and replay the lines noise misses."""
+    with _REDIRECTING, _captured_stderr(noise):
+        yield
+
+
+@contextlib.contextmanager
+def _captured_stderr(noise):
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:

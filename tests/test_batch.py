@@ -1,6 +1,8 @@
 import csv
 import json
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,9 +15,11 @@ import pytest
 
 import train
 from cifarlab import REPO, batch
+from cifarlab.children import descendants
 from cifarlab.images import preprocess_bytes
 from cifarlab.inference import Classifier
 from tests.conftest import image_bytes
+from tests.processes import wait_gone
 
 
 @pytest.fixture
@@ -147,25 +151,155 @@ def test_the_command_writes_json_lines_and_a_summary(photos, tmp_path, exported,
     assert "never overwritten" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_a_killed_command_resumes_to_the_output_of_an_uninterrupted_run(tmp_path, exported):
+@pytest.fixture
+def predict_command(tmp_path, exported):
+    """train.py predict over 400 small images in parts of 4, without its --out."""
     folder = tmp_path / "many"
     folder.mkdir()
     for k in range(400):
         (folder / f"{k:04d}.png").write_bytes(image_bytes(size=(32, 32), seed=k))
     model = str(exported[0] / "tiny_int8.tflite")
-    command = [sys.executable, "train.py", "predict", str(folder), "--model", model, "--workers", "1",
-               "--part-size", "4", "--batch", "4"]
+    return [sys.executable, "train.py", "predict", str(folder), "--model", model, "--workers", "1",
+            "--part-size", "4", "--batch", "4"]
+
+
+def wait_for_parts(parts, count, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and len(list(parts.glob("part-*"))) < count:
+        time.sleep(0.01)
+
+
+@pytest.mark.slow
+def test_a_killed_command_resumes_to_the_output_of_an_uninterrupted_run(tmp_path, predict_command):
+    command = predict_command
     subprocess.run([*command, "--out", str(tmp_path / "whole.csv")], cwd=REPO, check=True, capture_output=True)
     out = tmp_path / "preds.csv"
     run = subprocess.Popen([*command, "--out", str(out)], cwd=REPO, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
     parts = batch.parts_folder(out)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(list(parts.glob("part-*"))) < 3:
-        time.sleep(0.01)
+    wait_for_parts(parts, 3)
+    helpers = descendants(run.pid)
+    assert helpers  # the decoding worker and multiprocessing's resource tracker
     run.send_signal(signal.SIGKILL)
     run.wait()
     assert not out.exists() and 3 <= len(list(parts.glob("part-*"))) < 100  # killed halfway
+    assert wait_gone(helpers) == []  # they die with the command, kill -9 included
     subprocess.run([*command, "--out", str(out), "--resume"], cwd=REPO, check=True, capture_output=True)
     assert out.read_bytes() == (tmp_path / "whole.csv").read_bytes() and not parts.exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_command_with_one_line_that_says_how_to_continue(tmp_path, predict_command):
+    out = tmp_path / "preds.csv"
+    run = subprocess.Popen([*predict_command, "--out", str(out)], cwd=REPO, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, start_new_session=True)
+    wait_for_parts(batch.parts_folder(out), 3)
+    helpers = descendants(run.pid)
+    os.killpg(run.pid, signal.SIGINT)  # as a terminal's Ctrl-C does: to the whole process group
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 130 and "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: interrupted: the finished parts are kept; continue with python train.py predict")
+    assert last.endswith("--resume") and wait_gone(helpers) == []
+    again = subprocess.run([sys.executable, *shlex.split(last.split("continue with ", 1)[1])[1:]], cwd=REPO,
+                           capture_output=True, text=True)
+    assert again.returncode == 0 and "resuming:" in again.stderr and len(read_rows(out)) == 400
+
+
+def test_a_list_naming_a_device_or_a_pipe_gives_error_rows_without_reading_or_waiting(photos, tmp_path, classifier):
+    os.mkfifo(tmp_path / "pipe")  # nobody ever writes to it
+    (tmp_path / "list.txt").write_text(f"/dev/zero\n{tmp_path / 'pipe'}\n{photos / 'a' / '01.png'}\n")
+    rows = read_rows(predict(batch.open_source(tmp_path / "list.txt"), tmp_path / "out.csv", classifier))
+    assert [r["error"] for r in rows[:2]] == ["not a regular file (a device, pipe or folder): not read"] * 2
+    assert rows[2]["class"] and not rows[2]["error"]
+
+
+def test_file_names_that_a_spreadsheet_would_run_as_formulas_are_written_as_text(tmp_path, classifier):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("=HYPERLINK(x).png", "+1.png", "@SUM(A1).png", "plain.png"):
+        (folder / name).write_bytes(image_bytes())
+    (folder / "=bad.txt").write_text("not a picture")
+    rows = read_rows(predict(batch.open_source(folder), tmp_path / "out.csv", classifier))
+    assert [r["path"] for r in rows] == ["'+1.png", "'=HYPERLINK(x).png", "'=bad.txt", "'@SUM(A1).png", "plain.png"]
+    assert "not an image" in rows[2]["error"]
+    jsonl = read_rows(predict(batch.open_source(folder), tmp_path / "out.jsonl", classifier))
+    assert jsonl[1]["path"] == "=HYPERLINK(x).png"  # JSON is no spreadsheet: names stay as they are
+
+
+def interrupted_run(source, out, classifier, monkeypatch, parts_done=2):
+    """Start a run in parts of 4 and stop it once parts_done parts are finished."""
+    calls, real = [0], classifier.predict
+
+    def interrupted(images):
+        calls[0] += 1
+        if calls[0] > parts_done * 2:
+            raise KeyboardInterrupt
+        return real(images)
+
+    monkeypatch.setattr(classifier, "predict", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        predict(source, out, classifier, part_size=4, batch=2)
+    monkeypatch.setattr(classifier, "predict", real)
+    return batch.parts_folder(out)
+
+
+@pytest.mark.parametrize("tamper", ["forge", "symlink"])
+def test_resume_classifies_again_a_part_it_did_not_write(photos, tmp_path, classifier, monkeypatch, tamper):
+    source = batch.open_source(photos)
+    whole = predict(source, tmp_path / "whole.csv", classifier, part_size=4, batch=2).read_text()
+    out = tmp_path / "preds.csv"
+    parts = interrupted_run(source, out, classifier, monkeypatch)
+    secret = tmp_path / "secret"
+    secret.write_text("root:SECRET:19000:0:99999:7:::\n")
+    first = parts / "part-000000.csv"
+    first.unlink()
+    if tamper == "forge":
+        first.write_text("a/01.png,airplane,0,known,False,False,0,airplane:1.0,1,0,0,0,0,0,0,0,0,0,\n")
+    else:
+        first.symlink_to(secret)
+    predict(source, out, classifier, part_size=4, batch=2, resume=True)
+    assert out.read_text() == whole and "SECRET" not in out.read_text()
+
+
+@pytest.mark.parametrize("spoil,message", [
+    (lambda parts: (parts / "manifest.json").write_text("{not json"), "manifest.json cannot be read"),
+    (lambda parts: (parts / "manifest.json").write_text("[1, 2]"), "not this command's manifest"),
+    (lambda parts: shutil.rmtree(parts) or parts.symlink_to(parts.parent), "a symlink or a file"),
+])
+def test_resume_refuses_a_parts_folder_it_cannot_trust_in_one_line(photos, tmp_path, classifier, monkeypatch, spoil,
+                                                                   message):
+    source = batch.open_source(photos)
+    out = tmp_path / "preds.csv"
+    spoil(interrupted_run(source, out, classifier, monkeypatch))
+    with pytest.raises(batch.BatchError, match=message):
+        predict(source, out, classifier, part_size=4, batch=2, resume=True)
+
+
+class RecordingPool:
+    """A stand-in for the process pool that runs each job when its result is asked for, tracking bytes in flight."""
+
+    def __init__(self):
+        self.in_flight, self.most = 0, 0
+
+    def submit(self, fn, chunk):
+        size = sum(len(payload) for _, payload in chunk)
+        self.in_flight += size
+        self.most = max(self.most, self.in_flight)
+        pool = self
+
+        class Job:
+            def result(self):
+                pool.in_flight -= size
+                return [(name, None, "x") for name, _ in chunk]
+        return Job()
+
+
+def test_archive_members_in_flight_stay_within_the_byte_budget(monkeypatch):
+    monkeypatch.setattr(batch, "IN_FLIGHT_BYTES", 10_000)
+    monkeypatch.setattr(batch, "CHUNK_BYTES", 3_000)
+    pool = RecordingPool()
+    members = ((f"m{k}", bytes(1_000 + 37 * k)) for k in range(200))  # 200 members, 4.5 MB in all
+    names = [name for name, _, _ in batch.decoded(pool, members)]
+    assert names == [f"m{k}" for k in range(200)]  # every member, in order
+    assert pool.most <= 10_000 + 3_000 + 1_000 + 37 * 200  # the budget, one chunk and one member over at most

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import archives, quiet
+from .. import archives, children, quiet
 from ..atomic import replace_atomically
 from ..images import INPUT_SIZE, ImageError, preprocess_bytes
 from ..sidecar import CIFAR10_CLASSES
@@ -144,7 +144,7 @@ def _decode_all(blobs, workers):
     if len(blobs) < 2000 or workers <= 1:
         return _decode_chunk(blobs)
     chunks = [blobs[i:i + 2500] for i in range(0, len(blobs), 2500)]
-    with ProcessPoolExecutor(workers) as pool:
+    with ProcessPoolExecutor(workers, initializer=children.die_with_parent, initargs=(os.getpid(),)) as pool:
         return np.concatenate(list(pool.map(_decode_chunk, chunks)))
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import images, memory
+from .. import children, images, memory
 from ..images import ImageError
 from .storage import display_copy
 
@@ -124,6 +124,7 @@ def decode_items(named_payloads, input_size, budget, started=None, pool=None):
 def _decoder_main(conn, memory_limit):
     """A decoder process: for each request, send ("opened",), then ("item", index, Item) per image, then ("done",);
     ("over", pixels, limit) instead when the request is over its budget. Ends when the web process closes the pipe."""
+    children.die_with_parent()  # its parent is the fork server, which ends with the web process
     memory.limit_address_space(memory_limit)
     while True:
         try:
