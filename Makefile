@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 5000
 DATA   ?= ../shared/data/cifar10-jpeg.tar.gz
 
-.PHONY: run serve test test-fast test-venv notebook train train-baseline venv beam-venv clean
+.PHONY: run serve test test-fast test-venv notebook explore train train-baseline venv beam-venv clean
 
 venv: $(BIN)/.installed        ## what the app and training need
 $(BIN)/.installed: requirements.txt pyproject.toml
@@ -50,6 +50,9 @@ notebook: test-venv  ## JupyterLab on notebooks/explore.ipynb (installs requirem
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	@echo "JupyterLab on notebooks/explore.ipynb: open the http://$(HOST):$(NOTEBOOK_PORT)/lab?token=... URL it prints below"
 	$(BIN)/jupyter lab notebooks/explore.ipynb --ip $(HOST) --port $(NOTEBOOK_PORT) $(NOTEBOOK_FLAGS)
+
+explore: test-venv   ## the notebook run headless, saved with its outputs as runs/explore.ipynb (SUBSET=500: quick)
+	$(BIN)/python tools/run_notebook.py --data $(DATA) $(if $(SUBSET),--subset $(SUBSET))
 
 train: venv          ## the flagship recipe on the shared JPEG copy
 	$(BIN)/python train.py --data $(DATA) --arch fast --out runs/fast

@@ -23,7 +23,7 @@ import numpy as np
 from . import archives, children
 from .atomic import replace_atomically, write_json
 from .images import ImageError, preprocess_bytes
-from .progress import Progress
+from .progress import Progress, count
 
 BATCH = 256  # images per model call: the int8 file's in-process peak (docs/benchmarks.md)
 PART_SIZE = 4096  # images per output part: the most an interruption costs to redo
@@ -265,8 +265,8 @@ class Summary:
         rate = self.images_now / self.seconds if self.seconds else 0.0
         per_class = ", ".join(f"{name} {count:,}" for name, count in self.classes.most_common())
         flagged = self.verdicts["unsure"] + self.verdicts["unknown"]
-        return [f"{sum(self.classes.values()):,} images classified, {self.refused:,} files refused (error rows); "
-                f"this run: {self.images_now:,} files in {self.seconds:,.1f} s ({rate:,.0f}/s)",
+        return [f"{count(sum(self.classes.values()), 'image')} classified, {count(self.refused, 'file')} refused "
+                f"(error rows); this run: {count(self.images_now, 'file')} in {self.seconds:,.1f} s ({rate:,.0f}/s)",
                 f"verdicts: {self.verdicts['known']:,} known, {self.verdicts['unsure']:,} unsure, "
                 f"{self.verdicts['unknown']:,} unknown ({flagged:,} flagged)",
                 f"per class: {per_class or 'none'}"]
@@ -290,7 +290,7 @@ def predict_folder(source, out, classifier, workers=None, part_size=PART_SIZE, r
         if redone:
             print(f"classifying again {len(redone)} part(s) that do not match what this run wrote: "
                   f"{', '.join(redone[:5])}", file=stream or sys.stderr)
-        progress = Progress(f"predict {source.path.name}", remaining, every=10.0, stream=stream)
+        progress = Progress(f"predict {source.path.name}", remaining, unit="files", every=10.0, stream=stream)
         wanted = [name for i in todo for name in chunks[i]]
         workers = workers or max(1, (os.cpu_count() or 2) - 1)
         # spawned, not forked: the parent may hold TensorFlow or LiteRT threads

@@ -3,6 +3,11 @@ import sys
 import time
 
 
+def count(number, noun):
+    """'1 file', '2,003 files': a number with its noun, plural where it needs one."""
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
+
+
 class Progress:
     """Counts work done and prints 'label: done/total (rate/s, about N s left)' at most every `every` seconds."""
 

@@ -115,6 +115,40 @@ def display_name(meta):
     return f"{title}, {meta['format']}" if meta.get("format") else title
 
 
+def lineage(init_path, init_meta):
+    """What a fine-tuned model started from (train.py --init): the file, its run and all of its own training."""
+    return {"path": str(init_path), "name": init_meta.get("name"), "epochs": init_meta.get("epochs"),
+            "train_seconds": total_train_seconds(init_meta)}
+
+
+def total_train_seconds(meta):
+    """Training time of a model and of every model it was fine-tuned from; None where a stage went unrecorded."""
+    own, init = meta.get("train_seconds"), meta.get("init")
+    if own is None:
+        return None
+    if init:
+        return None if init.get("train_seconds") is None else own + init["train_seconds"]
+    return None if has_init_option(meta) else own  # an older sidecar: started from a model it did not record
+
+
+def has_init_option(meta):
+    """Whether the command that trained the model started it from another model's weights."""
+    return " --init " in f" {meta.get('command', '')} "
+
+
+def training_time(meta):
+    """How the model was trained and for how long, in one phrase: 'trained for 16 epochs in 28.5 min', or a fine-tune's stages."""
+    seconds = meta.get("train_seconds")
+    own = f"{meta.get('epochs', '?')} epochs" + (f" in {seconds / 60:.1f} min" if seconds is not None else "")
+    init = meta.get("init")
+    if not init and not has_init_option(meta):
+        return f"trained for {own}"
+    total = total_train_seconds(meta)
+    start = f" from {init.get('name') or init['path']}" if init else " from an earlier model"
+    whole = f"{total / 60:.1f} min of training in all" if total is not None else "its earlier training not recorded"
+    return f"fine-tuned for {own}{start} ({whole})"
+
+
 def for_export(meta, format_name, model_path, accuracy, command, commit, views=None):
     """Sidecar of an exported file: the source's, with this format's own test accuracy and the export's code commit.
 

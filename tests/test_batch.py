@@ -9,6 +9,7 @@ import sys
 import tarfile
 import time
 import zipfile
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -303,3 +304,8 @@ def test_archive_members_in_flight_stay_within_the_byte_budget(monkeypatch):
     names = [name for name, _, _ in batch.decoded(pool, members)]
     assert names == [f"m{k}" for k in range(200)]  # every member, in order
     assert pool.most <= 10_000 + 3_000 + 1_000 + 37 * 200  # the budget, one chunk and one member over at most
+
+
+def test_the_summary_says_one_file_not_one_files():
+    summary = batch.Summary(Counter({"cat": 1}), Counter({"known": 1}), refused=1, images_now=2, seconds=1.0)
+    assert summary.lines()[0].startswith("1 image classified, 1 file refused (error rows); this run: 2 files in")

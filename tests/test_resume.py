@@ -1,8 +1,11 @@
 """Interrupted runs: a hard kill after an epoch, then --resume, ends where an uninterrupted run ends."""
 import csv
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -10,7 +13,9 @@ import numpy as np
 import pytest
 
 import train
+from cifarlab.children import descendants
 from cifarlab.ml import resume
+from tests.processes import wait_gone
 from tests.test_data import write_folder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,7 +101,7 @@ def test_killed_run_resumes_to_the_same_final_weights(tmp_path, dataset, request
     assert not resume.checkpoint_path(out).exists()  # a finished run leaves nothing to resume
     with open(f"{out}_logs/metrics.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]  # counted as the console counts
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "test_accuracy"} <= rows[0].keys()
 
 
@@ -122,3 +127,27 @@ def test_damaged_checkpoint_is_refused(tmp_path, capsys):
     resume.checkpoint_path(tmp_path / "m").write_bytes(b"PK\x03\x04 not really a zip")
     assert train.main(["--resume", str(tmp_path / "m")]) == 2
     assert "cannot be read" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_training_with_one_line_that_says_how_to_continue(tmp_path, dataset):
+    out = tmp_path / "m"
+    command = [sys.executable, "train.py", *options(dataset, out, "--epochs", "40")]
+    run = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not resume.checkpoint_path(out).exists():  # an epoch has finished: there is something to continue
+            assert run.poll() is None and time.monotonic() < deadline, run.stderr.read()
+            time.sleep(0.05)
+        helpers = descendants(run.pid)
+        os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: the whole foreground group
+        stdout, stderr = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+    assert run.returncode == 130
+    assert stderr.splitlines() == [f"error: interrupted: continue where the last finished epoch left off with "
+                                   f"python train.py --resume {out}"]
+    assert "Traceback" not in stdout
+    assert wait_gone(helpers) == []

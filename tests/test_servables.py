@@ -113,7 +113,7 @@ def test_two_models_answer_by_name_on_every_surface(make_app, model_dir, tiny_mo
     cnn = client.post("/api/predict", data={"file": (io.BytesIO(image_bytes()), "a.png")})
     small = client.post("/api/predict?model=tiny", data={"file": (io.BytesIO(image_bytes()), "a.png")})
     assert cnn.get_json()["model"]["served_name"] == "cnn" and small.get_json()["model"]["served_name"] == "tiny"
-    assert cnn.get_json()["model"]["name"] != small.get_json()["model"]["name"]
+    assert cnn.get_json()["model"]["run"] != small.get_json()["model"]["run"]
     form = client.post("/", data={"file": (io.BytesIO(image_bytes()), "a.png"), "model": "tiny"})
     assert form.status_code == 200 and b"tiny" in form.data
     page = client.get("/").get_data(as_text=True)

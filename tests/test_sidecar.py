@@ -108,3 +108,29 @@ def test_pages_name_the_model_for_users_and_print_counts_with_separators(make_ap
     page = make_app(MODEL_PATH=str(model)).test_client().get("/model").get_data(as_text=True)
     assert "<h1>Model card: Seed baseline CNN</h1>" in page and "Model: <strong>Seed baseline CNN</strong>" in page
     assert "1,234,567 parameters" in page and "tiny" not in page
+
+
+@pytest.mark.parametrize("meta,phrase", [
+    ({"epochs": 16, "train_seconds": 1707.3, "command": "python train.py --arch fast"},
+     "trained for 16 epochs in 28.5 min"),
+    ({"epochs": 4, "train_seconds": 1474.8, "command": "python train.py --init a.h5",
+      "init": {"path": "a.h5", "name": "fast_oe", "epochs": 3, "train_seconds": 5797.3}},
+     "fine-tuned for 4 epochs in 24.6 min from fast_oe (121.2 min of training in all)"),
+    ({"epochs": 4, "train_seconds": 60.0, "command": "python train.py --init a.h5",
+      "init": {"path": "a.h5", "name": None, "epochs": 3, "train_seconds": None}},
+     "fine-tuned for 4 epochs in 1.0 min from a.h5 (its earlier training not recorded)"),
+    ({"epochs": 4, "train_seconds": 60.0, "command": "python train.py --init a.h5"},  # a sidecar from before "init"
+     "fine-tuned for 4 epochs in 1.0 min from an earlier model (its earlier training not recorded)"),
+])
+def test_training_time_counts_every_stage_of_a_fine_tune(meta, phrase):
+    assert sidecar.training_time(meta) == phrase
+
+
+def test_a_fine_tunes_lineage_carries_the_whole_training_of_its_start():
+    first = {"name": "fast6", "epochs": 16, "train_seconds": 100.0, "command": "python train.py"}
+    second = {"name": "oe", "epochs": 3, "train_seconds": 50.0, "command": "python train.py --init f.h5",
+              "init": sidecar.lineage("f.h5", first)}
+    third = {"epochs": 4, "train_seconds": 25.0, "command": "python train.py --init o.h5",
+             "init": sidecar.lineage("o.h5", second)}
+    assert third["init"] == {"path": "o.h5", "name": "oe", "epochs": 3, "train_seconds": 150.0}
+    assert sidecar.total_train_seconds(third) == 175.0

@@ -136,7 +136,7 @@ def test_a_run_writes_tensorboard_events_and_a_csv(tmp_path, tiny_dataset):
                        "--logdir", str(logdir)]) == 0
     rows = (logdir / "metrics.csv").read_text().splitlines()
     assert rows[0].split(",")[0] == "epoch" and "val_loss" in rows[0] and "test_accuracy" in rows[0]
-    assert [r.split(",")[0] for r in rows[1:]] == ["0", "1"]
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2"]  # counted as the console counts
     events = list(logdir.rglob("events.out.tfevents.*"))
     assert {e.parent.name for e in events} == {"train", "validation"} and all(e.stat().st_size > 0 for e in events)
     assert json.loads(out.with_suffix(".json").read_text())["logdir"] == str(logdir)

@@ -132,7 +132,21 @@ def test_event_files_need_tensorflow_whatever_the_backend(monkeypatch, tmp_path)
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorflow" else real(name, *a))
     callbacks = training.logging_callbacks(tmp_path / "logs", initial_epoch=0)
-    assert [type(c).__name__ for c in callbacks] == ["CSVLogger"]  # Keras on JAX without TensorFlow: CSV only
+    assert [type(c).__name__ for c in callbacks] == ["CountingCSVLogger"]  # Keras on JAX without TensorFlow: CSV only
+
+
+def test_each_epoch_shows_its_progress_and_the_time_left():
+    import io
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    stream = io.StringIO()
+    model.fit(np.zeros((8, 2)), np.zeros((8, 1)), batch_size=2, epochs=2, verbose=0,
+              callbacks=[training.EpochProgress(epochs=2, every=0.0, stream=stream)])
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "epoch 1/2: 4 batches ..."
+    assert lines[1].startswith("epoch 1/2: 1/4 batches (") and "s left)" in lines[1]
+    assert lines[4].startswith("epoch 1/2: 4/4 batches (") and "done in" in lines[4]
+    assert lines[5] == "epoch 2/2: 4 batches ..." and len(lines) == 10
 
 
 def test_orthogonalize_keeps_singular_vectors_and_flattens_singular_values():

@@ -2,7 +2,6 @@
 import datetime
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass
 
@@ -228,6 +227,7 @@ def fit_phase(run, batches, net, loss, log, index, phase, first_epoch, state):
     callbacks += [lookahead] if lookahead else []  # epoch's shuffling and augmentation too
     callbacks += [early_stop] if early_stop else []  # after the log, which puts val_loss into the epoch's logs
     if device.chief:  # other workers write nothing
+        callbacks.insert(0, training.EpochProgress(hp.epochs))  # first: its epoch's line ends before the log's
         callbacks += training.logging_callbacks(logdir(args), first_epoch)
         callbacks.append(resume.RunCheckpoint(resume.checkpoint_path(args.out), {
             "argv": run.argv, "hyperparameters": hp.to_dict(), "resumes": run.resumes}, log, index, lookahead,
@@ -235,7 +235,7 @@ def fit_phase(run, batches, net, loss, log, index, phase, first_epoch, state):
     with distribute.multiworker_fit_fix(device.strategy):
         net.fit(batches, initial_epoch=first_epoch, epochs=phase.end, callbacks=callbacks,
                 shuffle=False,  # Batches shuffles by epoch number; Keras's own shuffle would draw on global RNG
-                verbose=1 if sys.stdout.isatty() else 2)
+                verbose=0)  # EpochProgress and EpochLog print instead: time left, and each epoch's figures once
     return early_stop
 
 
@@ -280,6 +280,8 @@ def save_and_evaluate(run, net, data, split, log, early_stop, command):
         "logdir": logdir(args),
         "resumes": run.resumes,
     })
+    if args.init:
+        meta["init"] = sidecar.lineage(args.init, checkpoint.read_meta(args.init))
     if args.teacher:
         meta["teacher"] = {"path": args.teacher, "test_accuracy": checkpoint.read_meta(args.teacher).get("test_accuracy")}
     if architecture.pretrained:

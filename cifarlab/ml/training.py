@@ -1,9 +1,10 @@
 """Training machinery used by train.py: batches with augmentation, schedule, optimizer, logging."""
 import math
 import platform
+import sys
 import time
 
-from .. import quiet
+from .. import progress, quiet
 
 quiet.tensorflow()  # imported here first, so TensorFlow's CPU-only start-up lines are filtered
 import keras  # noqa: E402
@@ -372,11 +373,33 @@ def logging_callbacks(logdir, initial_epoch):
     csv.parent.mkdir(parents=True, exist_ok=True)
     if initial_epoch and csv.exists() and csv.stat().st_size:
         header, *rows = csv.read_text().splitlines(keepends=True)
-        csv.write_text(header + "".join(row for row in rows if int(row.split(",", 1)[0]) < initial_epoch))
-    callbacks = [keras.callbacks.CSVLogger(str(csv), append=initial_epoch > 0)]
+        csv.write_text(header + "".join(row for row in rows if int(row.split(",", 1)[0]) <= initial_epoch))
+    callbacks = [CountingCSVLogger(str(csv), append=initial_epoch > 0)]
     if all(importlib.util.find_spec(m) for m in ("tensorboard", "tensorflow")):  # Keras writes them with tf.summary
         callbacks.append(keras.callbacks.TensorBoard(str(logdir), write_graph=False, profile_batch=0))
     return callbacks
+
+
+class CountingCSVLogger(keras.callbacks.CSVLogger):
+    """Keras's CSV logger with epochs counted from 1, as the console and the sidecar count them."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch + 1, logs)
+
+
+class EpochProgress(keras.callbacks.Callback):
+    """A progress line inside each epoch: batches done, rate and time left, every `every` seconds."""
+
+    def __init__(self, epochs, every=10.0, stream=None):
+        super().__init__()
+        self.epochs, self.every, self.stream = epochs, every, stream
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.progress = progress.Progress(f"epoch {epoch + 1}/{self.epochs}", self.params["steps"], unit="batches",
+                                          every=self.every, stream=self.stream or sys.stdout)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.progress.update(1)
 
 
 class EpochLog(keras.callbacks.Callback):

@@ -121,7 +121,7 @@ Output: softmax probabilities; the app divides their logarithms by the temperatu
 - Command: `{meta['command']}`
 - Recipe `{meta['arch']}`: {', '.join(f'{k}={v}' for k, v in hp.items())}
 - Hardware: {meta['device']}; precision {meta['precision']}; Keras {meta['keras']} ({meta['backend']}).
-- Training wall time: {meta['train_seconds'] / 60:.1f} min (evaluation excluded), {meta['epochs']} epochs, {meta['parameters']:,} parameters.
+- Time (wall clock, evaluation excluded): {sidecar.training_time(meta)}; {meta['parameters']:,} parameters.
 
 ## Test metrics ({ev['images']:,} images)
 | metric | value |
@@ -227,8 +227,8 @@ def save_curves(model_path, meta):
     """The training curves beside a model, drawn from its sidecar's per-epoch history (none: nothing to draw)."""
     if meta.get("history"):
         plots.training_curves(meta["history"], checkpoint.artefact_paths(model_path)["curves"],
-                              f"{meta['arch']}: test accuracy {meta['test_accuracy']:.2%} after "
-                              f"{meta['train_seconds'] / 60:.1f} min")
+                              f"{sidecar.display_name(meta)}: test accuracy {meta['test_accuracy']:.2%}\n"
+                              f"{sidecar.training_time(meta)}")
 
 
 def print_summary(meta):

@@ -5,6 +5,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from ..atomic import replace_atomically  # noqa: E402
 
@@ -34,6 +35,7 @@ def training_curves(history, path, title):
         for ax in (ax_loss, ax_acc):
             ax.grid(alpha=0.3)
             ax.legend()
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
         fig.suptitle(title)
 
 

@@ -23,7 +23,11 @@ FILE_ERROR = {"type": "object", "required": ["filename", "error", "status"],
                              "status": {"type": "integer", "minimum": 400, "maximum": 599}}}
 PREDICTIONS = {"type": "object", "required": ["predictions", "model"], "properties": {
     "predictions": {"type": "array", "items": {"oneOf": [PREDICTION, FILE_ERROR]}},
-    "model": {"type": "object", "required": ["name", "version", "class_names", "served_name", "served_version"]},
+    "model": {"type": "object", "required": ["name", "run", "training", "version", "class_names", "served_name",
+                                             "served_version"], "properties": {
+        "name": {"type": "string", "description": "what the model is, as the pages name it"},
+        "run": {"type": ["string", "null"], "description": "the training run's name (its sidecar's name)"},
+        "training": {"type": "string", "description": "how it was trained and for how long, fine-tunes counted"}}},
     "error": {"type": "string"}}}
 VERSION_STATUS = {"type": "object", "required": ["model_version_status"], "properties": {
     "model_version_status": {"type": "array", "items": {

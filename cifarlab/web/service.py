@@ -4,6 +4,7 @@ import io
 
 import numpy as np
 
+from .. import sidecar
 from .decoding import OverBudget
 
 
@@ -76,7 +77,8 @@ def prediction_json(item):
 def model_summary(classifier):
     """Name, version (file hash) and headline metrics of the served model."""
     meta = classifier.meta
-    return {"name": meta.get("name"), "arch": meta.get("arch"), "version": classifier.version,
+    return {"name": sidecar.display_name(meta), "run": meta.get("name"), "training": sidecar.training_time(meta),
+            "arch": meta.get("arch"), "version": classifier.version,
             "test_accuracy": meta.get("test_accuracy"), "class_names": classifier.class_names,
             "temperature": classifier.temperature, "unsure_threshold": classifier.unsure_threshold,
             "ood_method": classifier.detector.score, "ood_threshold": classifier.detector.threshold}

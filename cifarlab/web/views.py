@@ -13,6 +13,7 @@ from .servables import NotReady
 
 bp = Blueprint("views", __name__)
 bp.add_app_template_filter(sidecar.display_name)  # templates name the model as users would, not by its run
+bp.add_app_template_filter(sidecar.training_time)
 log = logging.getLogger(__name__)
 PLOTS = ("confusion", "reliability", "curves", "mistakes")  # model-card figures written beside the .h5
 
