@@ -7,6 +7,7 @@ Subcommands (each has its own --help):
     python train.py export --model runs/fast.h5 --data ../shared/data/cifar10-jpeg.tar.gz   # beside the .h5
     python train.py predict my_photos/ --out predictions.csv        # a folder, archive or list of paths
     python train.py feedback export --out feedback_data/            # what users flagged, as an image folder
+    python train.py models publish runs/new.tflite --name cifar10   # MODEL_DIR: a canary beside the stable one
 """
 import argparse
 import collections
@@ -258,7 +259,46 @@ def feedback_main(argv):
     return 0
 
 
-SUBCOMMANDS = {"evaluate": evaluate_main, "export": export_main, "predict": predict_main, "feedback": feedback_main}
+def models_main(argv):
+    """python train.py models publish|promote|rollback|show: a canary rollout under MODEL_DIR. publish copies a model
+    in as the next version labelled canary (CANARY_SHARE of clients get it, or it shadows); promote makes it stable;
+    rollback takes it out."""
+    from cifarlab import rollout
+    from cifarlab.web import settings
+
+    p = argparse.ArgumentParser(prog="train.py models", description=models_main.__doc__)
+    p.add_argument("--model-dir", help="the served folder (default: the MODEL_DIR setting)")
+    p.add_argument("--name", help="the model's name (default: SERVING_MODEL_NAME)")
+    actions = p.add_subparsers(dest="action", required=True)
+    publish = actions.add_parser("publish", help="copy MODEL (and its sidecar) in as the canary")
+    publish.add_argument("model", help="a .tflite or .h5 model file with its .json sidecar beside it")
+    for action in ("promote", "rollback", "show"):
+        actions.add_parser(action, help={"promote": "the canary becomes stable", "show": "versions and labels",
+                                         "rollback": "the canary is taken out (renamed .N-rolled-back)"}[action])
+    args = p.parse_args(argv)
+    try:
+        config = {**settings.defaults(), **settings.from_environ()}
+    except settings.ConfigError as exc:
+        return fail(str(exc))
+    model_dir, name = args.model_dir or config["MODEL_DIR"], args.name or config["SERVING_MODEL_NAME"]
+    if not model_dir:
+        return fail("give --model-dir or set MODEL_DIR: the folder the server serves versions from")
+    try:
+        if args.action == "publish":
+            number, labels = rollout.publish(args.model, model_dir, name)
+            print(f"Published {args.model} as {name} version {number}; labels now {labels}")
+        elif args.action in ("promote", "rollback"):
+            labels = getattr(rollout, args.action)(model_dir, name)
+            print(f"{name}: labels now {labels}")
+        else:
+            print(rollout.describe(model_dir, name))
+    except (rollout.RolloutError, OSError) as exc:
+        return fail(str(exc))
+    return 0
+
+
+SUBCOMMANDS = {"evaluate": evaluate_main, "export": export_main, "predict": predict_main, "feedback": feedback_main,
+               "models": models_main}
 
 if __name__ == "__main__":
     sys.exit(SUBCOMMANDS[sys.argv[1]](sys.argv[2:]) if sys.argv[1:2] and sys.argv[1] in SUBCOMMANDS else main())

@@ -11,6 +11,7 @@ from cifarlab import REPO
 from cifarlab.checkpoint import ModelFileError
 from cifarlab.web import servables
 from tests.conftest import image_bytes
+from tests.test_web_metrics import sample
 
 INT8 = REPO / "model" / "cifar10_cnn_int8.tflite"
 
@@ -234,3 +235,45 @@ def test_version_file_needs_one_model_with_its_sidecar(tmp_path):
     assert servables.version_file(tmp_path) is None
     (tmp_path / "m.json").write_text("{}")
     assert servables.version_file(tmp_path) == str(tmp_path / "m.tflite")
+
+
+@pytest.fixture
+def canary_dir(model_dir):
+    add_version(model_dir, "cnn", 2)
+    (model_dir / "cnn" / "labels.json").write_text(json.dumps({"stable": 1, "canary": 2}))
+    return model_dir
+
+
+def test_a_canary_answers_its_share_of_clients_and_each_client_sticks_to_its_side(make_app, canary_dir):
+    app = make_app(MODEL_DIR=str(canary_dir), MODEL_POLL_SECONDS=0, SERVING_MODEL_NAME="cnn", CANARY_SHARE=0.2)
+    models = app.extensions["servables"]
+    versions = [models.get(client=f"id:client-{n}")[1].version for n in range(2000)]
+    assert abs(versions.count(2) / 2000 - 0.2) <= 0.03 and set(versions) == {1, 2}
+    client = app.test_client()
+    canary_client = f"client-{versions.index(2)}"
+    for _ in range(3):
+        answer = client.post("/api/predict", data={"file": (io.BytesIO(image_bytes()), "a.png")},
+                             headers={"X-Client-ID": canary_client})
+        assert answer.get_json()["model"]["served_version"] == 2
+    assert served_version(client) == models.get(client="ip:127.0.0.1")[1].version
+
+
+def test_without_a_share_the_stable_label_answers_even_below_a_newer_canary(make_app, canary_dir):
+    app = make_app(MODEL_DIR=str(canary_dir), MODEL_POLL_SECONDS=0, SERVING_MODEL_NAME="cnn")
+    assert {app.extensions["servables"].get(client=f"id:{n}")[1].version for n in range(200)} == {1}
+    assert served_version(app.test_client()) == 1
+
+
+def test_a_shadow_canary_computes_but_stable_answers(make_app, canary_dir):
+    app = make_app(MODEL_DIR=str(canary_dir), MODEL_POLL_SECONDS=0, SERVING_MODEL_NAME="cnn", CANARY_SHARE=1.0,
+                   CANARY_MODE="shadow")
+    client = app.test_client()
+    for _ in range(3):
+        assert served_version(client) == 1
+    text = client.get("/metrics").get_data(as_text=True)
+    shadowed = sum(sample(text, "cifarlab_shadow_predictions_total", model="cnn", version="2", agreed=agreed)
+                   for agreed in ("true", "false"))
+    assert shadowed == 3  # the same file: they agree
+    assert sample(text, "cifarlab_shadow_predictions_total", model="cnn", version="2", agreed="true") == 3
+    assert sample(text, "cifarlab_images_classified_total", model="cnn", version="2") == 0  # it answered nobody
+    assert sample(text, "cifarlab_predict_duration_seconds_count", model="cnn", version="1") == 3

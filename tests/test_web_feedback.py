@@ -6,6 +6,7 @@ import re
 import pytest
 
 from tests.conftest import image_bytes
+from tests.test_web_metrics import sample
 
 CREDENTIALS = "operator:correct horse battery"
 
@@ -32,6 +33,8 @@ def test_api_answers_carry_ids_that_take_a_flag_then_a_replacement(client):
     assert first.status_code == 201 and first.get_json() == {"id": ids[0], "label": "dog", "replaced": False}
     again = client.post("/api/feedback", json={"id": ids[0], "label": "correct"})
     assert again.status_code == 200 and again.get_json()["replaced"] is True
+    text = client.get("/metrics").get_data(as_text=True)
+    assert sample(text, "cifarlab_flags_total", model="cifar10", version="1") == 2  # per version, for a canary's rate
 
 
 @pytest.mark.parametrize("body, status", [

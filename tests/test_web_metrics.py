@@ -11,7 +11,7 @@ from tests.conftest import image_bytes
 
 def sample(text, name, **labels):
     """The value of one sample in Prometheus's text format (0 when absent)."""
-    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))  # the exposition sorts them
     pattern = re.escape(name) + (r"\{" + re.escape(wanted) + r"\}" if labels else "") + r" ([0-9.e+-]+)"
     found = re.search(pattern, text)
     return float(found.group(1)) if found else 0.0
@@ -32,7 +32,7 @@ def test_metrics_count_requests_images_verdicts_and_refusals(client):
     assert sample(text, "cifarlab_http_requests_total", method="POST", route="/api/predict", status="200") == 4
     assert sample(text, "cifarlab_http_requests_total", method="POST", route="/api/predict", status="400") == 1
     assert sample(text, "cifarlab_images_classified_total", model="cifar10", version="1") == 4
-    verdicts = sum(sample(text, "cifarlab_verdicts_total", model="cifar10", verdict=v)
+    verdicts = sum(sample(text, "cifarlab_verdicts_total", model="cifar10", version="1", verdict=v)
                    for v in ("known", "unsure", "unknown"))
     assert verdicts == 4
     assert sample(text, "cifarlab_refused_uploads_total", reason="unsupported") == 1

@@ -195,6 +195,13 @@ class Store:
                                .values(flag=label, flagged_at=now(), review=None, review_label=None, reviewed_at=None))
         return row.flag is not None
 
+    def answered_by(self, answer_id):
+        """(model name, model version) that gave an answer, or None for an unknown id."""
+        with self.engine.connect() as connection:
+            row = connection.execute(select(answers.c.model_name, answers.c.model_version)
+                                     .where(answers.c.id == answer_id)).first()
+        return None if row is None else (row.model_name, row.model_version)
+
     def check_label(self, label, words=FLAG_WORDS):
         classes = self.class_names()
         if not isinstance(label, str) or (label not in words and label not in classes):

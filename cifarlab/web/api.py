@@ -2,11 +2,12 @@
 import base64
 import binascii
 import json
+import time
 
 import numpy as np
 from flask import Blueprint, current_app, g, jsonify, request
 
-from . import decoding, feedback, openapi, service
+from . import decoding, feedback, metrics, openapi, service
 from .servables import NotServed
 
 bp = Blueprint("api", __name__)
@@ -63,9 +64,17 @@ def served():
     """(name, Served) of this request's model, looked up once per request; NotServed (404) when there is none."""
     if "served" not in g:
         name, version, label = requested_model()
-        g.served = current_app.extensions["servables"].get(name, version, label)
+        g.served = current_app.extensions["servables"].get(name, version, label, client_id())
         g.model = (g.served[0], str(g.served[1].version))
     return g.served
+
+
+def client_id():
+    """Who is asking, for a sticky canary split: the X-Client-ID header (API clients), else the client's address."""
+    given = request.headers.get("X-Client-ID", "")
+    if 0 < len(given) <= 128:
+        return "id:" + given
+    return "ip:" + str(metrics.client_address(request.remote_addr, request.headers.get("X-Real-IP")))
 
 
 def served_or_default():
@@ -94,11 +103,15 @@ class RecordedPredictor:
 
     def predict(self, images):
         name, model = served()
+        started = time.perf_counter()
         predictions = model.predict(images)
-        metrics = current_app.extensions["metrics"]
-        metrics.observe_predictions(name, str(model.version), predictions)
+        counted = current_app.extensions["metrics"]
+        counted.observe_predictions(name, str(model.version), predictions, time.perf_counter() - started)
         if model.predictor is model.classifier:  # no batcher: the request's images are the forward pass
-            metrics.batch_size.labels(name).observe(len(predictions))
+            counted.batch_size.labels(name).observe(len(predictions))
+        shadow = current_app.extensions["servables"].shadow(name, model.version, client_id())
+        if shadow is not None:  # the canary computes beside the answer, which stays stable's
+            counted.observe_shadow(name, str(shadow.version), predictions, shadow.predict(images))
         for prediction in predictions:
             g.verdicts[prediction.verdict] = g.verdicts.get(prediction.verdict, 0) + 1
         return predictions
@@ -123,17 +136,17 @@ def predictor():
 def decode(named_payloads):
     """[(filename, bytes)] -> decoded items, within this request's pixel budget and deadline, in the app's decoders;
     refused images counted by reason."""
-    metrics = current_app.extensions["metrics"]
+    counted = current_app.extensions["metrics"]
     try:
         items = decoding.decode_items(named_payloads, classifier().input_size,
                                       decoding.Budget.from_config(current_app.config), g.get("started_monotonic"),
                                       current_app.extensions["decoders"])
     except decoding.OverBudget as exc:
-        metrics.observe_refused(exc.reason)
+        counted.observe_refused(exc.reason)
         raise
     for item in items:
         if item.error is not None:
-            metrics.observe_refused(item.error.reason)
+            counted.observe_refused(item.error.reason)
     return items
 
 

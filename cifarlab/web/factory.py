@@ -133,7 +133,8 @@ def make_servables(config, metrics, in_flight):
 
     if config["MODEL_DIR"] and not config["INFERENCE_URL"]:
         models = servables.Servables.from_folder(config["MODEL_DIR"], servables.default_name(config), load,
-                                                 batching, metrics.observe_model_load)
+                                                 batching, metrics.observe_model_load, config["CANARY_SHARE"],
+                                                 config["CANARY_MODE"])
         if config["MODEL_POLL_SECONDS"]:
             models.start_polling(config["MODEL_POLL_SECONDS"])
         return models

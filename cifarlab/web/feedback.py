@@ -51,13 +51,22 @@ def record(items, model_name, model_version):
         item.extras["id"] = answer_id
 
 
+def flag(answer_id, label):
+    """Store a user's flag, counted in /metrics by the model version that gave the answer; True when it replaced one."""
+    replaced = store().flag(answer_id, label)
+    answered = store().answered_by(answer_id)
+    if answered is not None:
+        current_app.extensions["metrics"].flags.labels(*answered).inc()
+    return replaced
+
+
 @api_bp.post("/api/feedback")
 def api_flag():
     """{"id": ..., "label": class | "none" | "correct"} -> 201 (new flag) or 200 (replaced the earlier one)."""
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or not isinstance(body.get("id"), str) or not isinstance(body.get("label"), str):
         raise FeedbackError('Send JSON {"id": "<the answer\'s id>", "label": "<class>" | "none" | "correct"}.', 400)
-    replaced = store().flag(body["id"], body["label"])
+    replaced = flag(body["id"], body["label"])
     return jsonify(id=body["id"], label=body["label"], replaced=replaced), 200 if replaced else 201
 
 
@@ -67,7 +76,7 @@ def form_flag():
     answer_id, label = request.form.get("id", ""), request.form.get("label", "")
     if label == "other":
         label = request.form.get("class", "")
-    replaced = store().flag(answer_id, label)
+    replaced = flag(answer_id, label)
     return render_template("feedback_done.html", label=label, replaced=replaced), 200 if replaced else 201
 
 

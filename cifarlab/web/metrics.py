@@ -33,7 +33,14 @@ class Metrics:
         self.images = Counter("cifarlab_images_classified", "Images classified, by model and version",
                               ["model", "version"], registry=own)
         self.verdicts = Counter("cifarlab_verdicts", "Predictions by verdict (known, unsure, unknown)",
-                                ["model", "verdict"], registry=own)
+                                ["model", "version", "verdict"], registry=own)
+        self.predict_latency = Histogram("cifarlab_predict_duration_seconds", "Time of one request's forward pass "
+                                         "(batching wait included), by model and version", ["model", "version"],
+                                         buckets=LATENCY_BUCKETS, registry=own)
+        self.flags = Counter("cifarlab_flags", "Answers users flagged, by the model and version that gave them",
+                             ["model", "version"], registry=own)
+        self.shadow = Counter("cifarlab_shadow_predictions", "Images a shadow canary also classified, by whether its "
+                              "class agreed with the answer", ["model", "version", "agreed"], registry=own)
         self.refused = Counter("cifarlab_refused_uploads", "Images or requests refused, by reason",
                                ["reason"], registry=own)
         self.model_loads = Counter("cifarlab_model_loads", "Model versions loaded or refused, by model and outcome",
@@ -48,11 +55,17 @@ class Metrics:
         self.requests.labels(method if method in METHODS else "other", route, str(status)).inc()
         self.latency.labels(route).observe(seconds)
 
-    def observe_predictions(self, model, version, predictions):
-        """Count a forward pass's images and their verdicts."""
+    def observe_predictions(self, model, version, predictions, seconds):
+        """Count a request's forward pass: its images, their verdicts and its time."""
         self.images.labels(model, version).inc(len(predictions))
+        self.predict_latency.labels(model, version).observe(seconds)
         for prediction in predictions:
-            self.verdicts.labels(model, prediction.verdict).inc()
+            self.verdicts.labels(model, version, prediction.verdict).inc()
+
+    def observe_shadow(self, model, version, answers, shadowed):
+        """Count a shadow canary's predictions by whether each class agrees with the answer given."""
+        for answer, shadow in zip(answers, shadowed):
+            self.shadow.labels(model, version, str(answer.label == shadow.label).lower()).inc()
 
     def observe_refused(self, reason):
         self.refused.labels(reason).inc()

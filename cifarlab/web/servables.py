@@ -3,12 +3,15 @@
     MODEL_DIR/<name>/<version>/<model file>.tflite|.h5 (+ its .json sidecar)
     MODEL_DIR/<name>/labels.json             optional: {"stable": 3, "canary": 4}
 
-Each name serves its highest version that loaded; a labelled version stays loaded too. A poll (MODEL_POLL_SECONDS)
+Each name serves its highest version that loaded; a labelled version stays loaded too. With a "stable" label,
+requests naming no version get that one instead, and a "canary" version answers CANARY_SHARE of the clients (the
+same clients every time), or in shadow mode (CANARY_MODE) computes beside stable for that share, never answering. A poll (MODEL_POLL_SECONDS)
 picks up a new version folder (write it elsewhere, then rename it into place), loads and warms it up beside the one
 serving, and switches when it is ready: requests in flight finish on the old one. A version that fails to load is
 refused with a log line and the old one keeps serving; it is tried again when its files change. MODEL_PATH alone is
 one model (SERVING_MODEL_NAME), version 1, never polled.
 """
+import hashlib
 import json
 import logging
 import os
@@ -22,6 +25,7 @@ from .. import checkpoint
 log = logging.getLogger(__name__)
 MODEL_SUFFIXES = (".tflite", ".h5")
 LABELS_FILE = "labels.json"
+STABLE, CANARY = "stable", "canary"  # the labels a canary rollout moves (train.py models)
 VERSION_NAME = re.compile(r"[1-9][0-9]{0,17}", re.ASCII)  # 1, 2, ...: no Unicode digits, no leading zeros
 
 
@@ -86,10 +90,26 @@ class Servable:
     versions: dict = field(default_factory=dict)
     labels: dict = field(default_factory=dict)
 
-    def highest(self):
-        """The highest available version, or None."""
+    def highest(self, besides=None):
+        """The highest available version (other than version `besides` where there is another), or None."""
         available = [v for v in list(self.versions.values()) if v.state == "AVAILABLE"]
-        return max(available, key=lambda v: v.number) if available else None
+        others = [v for v in available if v.number != besides] or available
+        return max(others, key=lambda v: v.number) if others else None
+
+    def labelled(self, label):
+        """The available version a label points at, or None."""
+        version = self.versions.get(self.labels.get(label))
+        return version if version is not None and version.state == "AVAILABLE" else None
+
+    def default(self):
+        """The version a request naming none gets: the stable label's; else the highest, a canary set aside."""
+        return self.labelled(STABLE) or self.highest(besides=self.labels.get(CANARY))
+
+
+def client_bucket(client, name):
+    """A client's fixed place in [0, 1) for one model: the same client lands on the same side of a canary split."""
+    digest = hashlib.sha256(f"{name}\n{client}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2 ** 64
 
 
 def version_file(folder):
@@ -174,9 +194,11 @@ def default_name(config):
 class Servables:
     """The served models by name; `get` answers the version a request asked for; `poll` reloads from disk."""
 
-    def __init__(self, load, default, batching=None, observe_load=None, model_dir=None):
+    def __init__(self, load, default, batching=None, observe_load=None, model_dir=None, canary_share=0.0,
+                 canary_mode="split"):
         """load: path -> warmed-up classifier (raises ModelFileError); batching: version -> Batcher or None."""
         self.load, self.default, self.model_dir = load, default, model_dir
+        self.canary_share, self.canary_mode = canary_share, canary_mode
         self.batching = batching or (lambda name, classifier: None)
         self.observe_load = observe_load or (lambda name, outcome: None)
         self.models, self.lock = {}, threading.Lock()
@@ -191,11 +213,12 @@ class Servables:
         return servables
 
     @classmethod
-    def from_folder(cls, model_dir, default, load, batching=None, observe_load=None):
+    def from_folder(cls, model_dir, default, load, batching=None, observe_load=None, canary_share=0.0,
+                    canary_mode="split"):
         """Every model under model_dir at its highest loadable version. A model with none is logged, not raised: the
         worker still boots, says not ready, and serves it once a version loads (start-up preflight calls
         `unloadable` to refuse such a folder before the server starts)."""
-        servables = cls(load, default, batching, observe_load, model_dir)
+        servables = cls(load, default, batching, observe_load, model_dir, canary_share, canary_mode)
         servables.poll()
         for message in servables.unloadable():
             log.error("%s; answering 503 for it until a version loads", message)
@@ -223,8 +246,8 @@ class Servables:
                 raise NotReady("No model is loaded right now; try again shortly.") from None
             raise NotServed(f"Servable not found for request: Latest({name})") from None
 
-    def get(self, name=None, version=None, label=None):
-        """(name, Served) for the request: the highest version, a version number, or a label's version."""
+    def get(self, name=None, version=None, label=None, client=None):
+        """(name, Served) for the request: a version number, a label's version, or the default (see `routed`)."""
         name = name or self.default
         servable = self.servable(name)
         if label is not None:
@@ -232,7 +255,7 @@ class Servables:
                 raise NotServed(f"Unrecognized servable version label: {label}")
             version = servable.labels[label]
         if version is None:
-            chosen = servable.highest()
+            chosen = self.routed(servable, client)
             if chosen is None:
                 raise NotReady(f"Model {name} has no version loaded right now; try again shortly.")
         else:
@@ -244,6 +267,26 @@ class Servables:
         if served.classifier is None:  # unloaded between the two looks
             raise NotServed(f"Servable not found for request: Specific({name}, {chosen.number})")
         return name, served
+
+    def routed(self, servable, client):
+        """The version for a request naming none: the canary for its share of clients (split mode), else the default."""
+        canary = servable.labelled(CANARY)
+        if canary is not None and self.canary_mode == "split" and self.in_canary_share(servable.name, client):
+            return canary
+        return servable.default()
+
+    def in_canary_share(self, name, client):
+        return client is not None and client_bucket(client, name) < self.canary_share
+
+    def shadow(self, name, answered, client):
+        """Served of the canary that computes beside version `answered` for this client (shadow mode), or None."""
+        servable = self.models.get(name)
+        canary = servable.labelled(CANARY) if servable is not None and self.canary_mode == "shadow" else None
+        if canary is None or canary.number == answered or not self.in_canary_share(name, client):
+            return None
+        with self.lock:
+            served = canary.served()
+        return served if served.classifier is not None else None
 
     def poll(self):
         """Find new model folders, load new or changed versions, unload those gone or no longer wanted (each change

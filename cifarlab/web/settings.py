@@ -177,6 +177,13 @@ def address_list(value):
         raise ValueError("expected addresses or networks separated by commas (10.0.0.0/8,::1), or *") from None
 
 
+def canary_mode(value):
+    lowered = value.strip().lower()
+    if lowered not in ("split", "shadow"):
+        raise ValueError("expected split or shadow")
+    return lowered
+
+
 def log_format(value):
     lowered = value.strip().lower()
     if lowered not in ("text", "json"):
@@ -202,6 +209,10 @@ SETTINGS = (
             "them out (MODEL_DIR/<name>/<version>/<file> + sidecar); MODEL_PATH is then not used"),
     Setting("MODEL_POLL_SECONDS", 5.0, poll_seconds, "with MODEL_DIR: seconds between looks for new, changed or "
             "removed versions and labels (0: only at start-up)"),
+    Setting("CANARY_SHARE", 0.0, fraction, "with MODEL_DIR: share of clients (the same ones each time) a model's "
+            "version labelled canary answers; the rest get the version labelled stable (train.py models)"),
+    Setting("CANARY_MODE", "split", canary_mode, "split: the canary answers its share; shadow: for that share it "
+            "computes too, counted in /metrics against the answer, while stable answers everyone"),
     Setting("BATCH_WINDOW_MS", 2.0, milliseconds, "milliseconds a forward pass waits for the other requests in flight "
             "in its worker to join it (one pass for all); a request alone never waits; 0: each request on its own"),
     Setting("BATCH_MAX_IMAGES", 64, between(1, 4096), "images per shared forward pass at most"),

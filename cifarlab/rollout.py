@@ -1,0 +1,92 @@
+"""A new model as a canary beside the stable one under MODEL_DIR, then promoted or rolled back (train.py models).
+
+Every change is a rename or an atomic rewrite of labels.json, so a server polling the folder never sees half of one.
+"""
+import os
+import shutil
+from pathlib import Path
+
+from . import atomic, checkpoint
+from .web.servables import CANARY, LABELS_FILE, MODEL_SUFFIXES, STABLE, read_labels, version_folders
+
+
+class RolloutError(ValueError):
+    """A rollout step that cannot be taken, in one line."""
+
+
+def labels_of(model_folder):
+    try:
+        return read_labels(model_folder)
+    except (OSError, ValueError) as exc:
+        raise RolloutError(f"{model_folder}/{LABELS_FILE}: {exc}") from None
+
+
+def write_labels(model_folder, labels):
+    atomic.write_json(Path(model_folder) / LABELS_FILE, labels)
+
+
+def publish(model_path, model_dir, name):
+    """Copy a model file and its sidecar in as the next version of `name`, labelled canary beside the version serving
+    now (labelled stable); the first version of a name is stable at once. Returns (version, labels)."""
+    model_path = Path(model_path)
+    if model_path.suffix not in MODEL_SUFFIXES or not model_path.is_file():
+        raise RolloutError(f"{model_path}: expected a {' or '.join(MODEL_SUFFIXES)} model file")
+    try:
+        checkpoint.read_meta(model_path)
+    except checkpoint.ModelFileError as exc:
+        raise RolloutError(str(exc)) from None
+    folder = Path(model_dir) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    labels, versions = labels_of(folder), version_folders(folder)
+    if CANARY in labels:
+        raise RolloutError(f"{name} already has a canary (version {labels[CANARY]}): promote or roll it back first")
+    number = max(versions, default=0) + 1
+    staging = folder / f".publishing-{number}-{os.getpid()}"
+    staging.mkdir()
+    try:
+        for source in (model_path, checkpoint.sidecar_path(model_path)):
+            shutil.copyfile(source, staging / source.name)
+        if versions:  # the label first, so that no poll sees the new folder as just the highest version
+            labels = {**labels, STABLE: labels.get(STABLE, max(versions)), CANARY: number}
+        else:
+            labels = {**labels, STABLE: number}
+        write_labels(folder, labels)
+        os.rename(staging, folder / str(number))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return number, labels
+
+
+def promote(model_dir, name):
+    """The canary becomes stable: every client gets it. Returns the new labels."""
+    folder = Path(model_dir) / name
+    labels = labels_of(folder)
+    if CANARY not in labels:
+        raise RolloutError(f"{name} has no canary to promote")
+    labels = {**{k: v for k, v in labels.items() if k != CANARY}, STABLE: labels[CANARY]}
+    write_labels(folder, labels)
+    return labels
+
+
+def rollback(model_dir, name):
+    """Take the canary out: its label goes and its folder is renamed .<N>-rolled-back, so it never serves again."""
+    folder = Path(model_dir) / name
+    labels = labels_of(folder)
+    if CANARY not in labels:
+        raise RolloutError(f"{name} has no canary to roll back")
+    number = labels[CANARY]
+    labels = {k: v for k, v in labels.items() if k != CANARY}
+    write_labels(folder, labels)
+    if (folder / str(number)).is_dir():
+        os.rename(folder / str(number), folder / f".{number}-rolled-back")
+    return labels
+
+
+def describe(model_dir, name):
+    """One line: the versions on disk and what each label points at."""
+    folder = Path(model_dir) / name
+    versions, labels = sorted(version_folders(folder)), labels_of(folder)
+    if not versions:
+        raise RolloutError(f"{folder}: no versions")
+    named = ", ".join(f"{label} -> {number}" for label, number in sorted(labels.items())) or "no labels"
+    return f"{name}: versions {', '.join(map(str, versions))}; {named}"
