@@ -30,7 +30,7 @@ PART_SIZE = 4096  # images per output part: the most an interruption costs to re
 WORKER_CHUNK = 32  # images per job sent to a decoding process: IPC overhead well under the decode time
 MAX_FILE_BYTES = 64 * 2**20  # a larger file is an error row, never read into memory
 CHUNK_BYTES = 16 * 2**20  # a job's input bytes (archive members) past which it is sent without waiting for 32 images
-IN_FLIGHT_BYTES = 128 * 2**20  # archive bytes queued or being decoded at once: bounds a run's memory, whatever the archive
+IN_FLIGHT_BYTES = 128 * 2**20  # archive bytes queued or being decoded at once: bounds a run's memory
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what makes a spreadsheet read a CSV cell as a formula (OWASP)
 ARCHIVES = (".tar.gz", ".tgz", ".tar", ".zip")
 FORMATS = (".csv", ".jsonl")

@@ -5,8 +5,8 @@
 
 Each name serves its highest version that loaded; a labelled version stays loaded too. With a "stable" label,
 requests naming no version get that one instead, and a "canary" version answers CANARY_SHARE of the clients (the
-same clients every time), or in shadow mode (CANARY_MODE) computes beside stable for that share, never answering. A poll (MODEL_POLL_SECONDS)
-picks up a new version folder (write it elsewhere, then rename it into place), loads and warms it up beside the one
+same clients every time), or in shadow mode (CANARY_MODE) computes beside stable for that share, never answering.
+A poll (MODEL_POLL_SECONDS) picks up a new version folder (write it elsewhere, then rename it into place), loads and warms it up beside the one
 serving, and switches when it is ready: requests in flight finish on the old one. A version that fails to load is
 refused with a log line and the old one keeps serving; it is tried again when its files change. MODEL_PATH alone is
 one model (SERVING_MODEL_NAME), version 1, never polled.
