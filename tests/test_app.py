@@ -345,8 +345,19 @@ def test_an_example_get_writes_once_and_never_evicts_other_results(make_app, tmp
     assert client.get(link).status_code == 200  # its explanation works like an upload's
 
 
+def test_one_clients_burst_does_not_take_everyone_elses_stored_results(make_app, tmp_path):
+    client = make_app(UPLOAD_MAX_FILES=8, UPLOAD_KEEP_SECONDS=600, UPLOAD_CLIENT_SHARE=0.5).test_client()
+    for k in range(6):  # 12 files from one address, every one younger than the keep time
+        client.post("/", data={"file": (io.BytesIO(image_bytes(seed=k)), "a.png")},
+                    headers={"X-Real-IP": "203.0.113.9"}, content_type="multipart/form-data")
+    page = client.post("/", data={"file": (io.BytesIO(image_bytes(seed=9)), "b.png")},
+                       headers={"X-Real-IP": "203.0.113.1"}, content_type="multipart/form-data").get_data(as_text=True)
+    assert re.search(r'src="/uploads/([0-9a-f]{32}\.png)"', page) and "explain-link" in page
+    assert len(os.listdir(tmp_path / "uploads")) <= 8
+
+
 def test_a_full_upload_folder_shows_new_results_inline_rather_than_break_fresh_links(make_app, tmp_path):
-    client = make_app(UPLOAD_MAX_FILES=4, UPLOAD_KEEP_SECONDS=600).test_client()
+    client = make_app(UPLOAD_MAX_FILES=4, UPLOAD_KEEP_SECONDS=600, UPLOAD_CLIENT_SHARE=1.0).test_client()
     pages = [post_file(client, image_bytes(seed=k)).get_data(as_text=True) for k in range(3)]
     stored = [re.search(r'src="/uploads/([0-9a-f]{32}\.png)"', page) for page in pages]
     assert stored[0] and stored[1] and stored[2] is None  # the third is over the cap while the others are fresh

@@ -49,3 +49,25 @@ def test_retention_never_deletes_what_is_younger_than_the_keep_time(tmp_path):
     assert storage.enforce_retention(tmp_path, max_files=2, max_bytes=10**9, keep_seconds=600,
                                      now=time.time() + 601) is True
     assert len(os.listdir(tmp_path)) == 2
+
+
+def test_one_clients_burst_evicts_its_own_young_results_not_everyone_elses(tmp_path):
+    small = Image.new("RGB", (8, 8))
+    others = [storage.save_image(small, tmp_path, client="10.0.0.1"), storage.save_image(small, tmp_path, client="10.0.0.2")]
+    for _ in range(8):  # a burst from one address, all younger than the keep time
+        storage.save_image(small, tmp_path, client="10.0.0.9")
+        storage.enforce_retention(tmp_path, max_files=6, max_bytes=10**9, keep_seconds=600, client_share=0.5)
+    newcomer = storage.save_image(small, tmp_path, client="10.0.0.3")
+    assert storage.enforce_retention(tmp_path, max_files=6, max_bytes=10**9, keep_seconds=600, client_share=0.5)
+    left = os.listdir(tmp_path)
+    assert set(others + [newcomer]) <= set(left) and len(left) == 6
+    burst = [name for name in left if name.startswith(storage.client_tag("10.0.0.9"))]
+    assert len(burst) == 3  # at its share (half of 6) the burst's own oldest went first
+
+
+def test_within_its_share_a_client_keeps_its_young_results(tmp_path):
+    small = Image.new("RGB", (8, 8))
+    names = [storage.save_image(small, tmp_path, client=f"10.0.0.{n}") for n in range(3)]
+    assert storage.enforce_retention(tmp_path, max_files=2, max_bytes=10**9, keep_seconds=600,
+                                     client_share=0.5) is False
+    assert sorted(os.listdir(tmp_path)) == sorted(names)

@@ -72,9 +72,12 @@ def served():
 def client_id():
     """Who is asking, for a sticky canary split: the X-Client-ID header (API clients), else the client's address."""
     given = request.headers.get("X-Client-ID", "")
-    if 0 < len(given) <= 128:
-        return "id:" + given
-    return "ip:" + str(metrics.client_address(request.remote_addr, request.headers.get("X-Real-IP")))
+    return "id:" + given if 0 < len(given) <= 128 else "ip:" + client_address()
+
+
+def client_address():
+    """The client's address (nginx's X-Real-IP behind make serve): what a client cannot choose per request."""
+    return str(metrics.client_address(request.remote_addr, request.headers.get("X-Real-IP")))
 
 
 def served_or_default():

@@ -236,6 +236,8 @@ SETTINGS = (
     Setting("UPLOAD_MAX_BYTES", 200 * 1024 * 1024, byte_size, "... and bytes; the oldest are removed first ..."),
     Setting("UPLOAD_KEEP_SECONDS", 600.0, seconds, "... but none younger than this: past the caps, new results are "
             "shown inline (no stored copy, no explanation link) rather than break links just given out"),
+    Setting("UPLOAD_CLIENT_SHARE", 0.25, fraction, "... except a client's (by address) beyond this share of either "
+            "cap: one client's burst evicts its own results, not everyone's room"),
     Setting("FEEDBACK", True, boolean, "keep each answer for a while under an id, so users can flag it (form and "
             "POST /api/feedback) and operators review it; false: no ids, nothing stored"),
     Setting("DATABASE_URL", f"sqlite:///{REPO / 'instance' / 'feedback.db'}", database_url, "where answers, flags "

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 DISPLAY_MAX_SIDE = 512  # pixels; stored copies are downscaled to this for display
+CLIENT_TAG = 8  # leading hex digits of a stored name that say which client sent it (the other 24 are random)
 NAME_PATTERN = re.compile(r"[0-9a-f]{32}(_input)?\.png")  # display copy, and the model input beside it
 
 
@@ -35,13 +36,20 @@ def content_name(data):
     return hashlib.sha256(b"cifarlab-example:" + data).hexdigest()[:32] + ".png"
 
 
-def save_image(image, folder, model_input=None, name=None):
-    """Write a PNG re-encoding of a decoded image (and its model input) atomically under a random name, or under
-    `name` unless it is already there; the name."""
+def client_tag(client):
+    """The first hex digits of every name stored for one client, so retention can tell one client's files apart."""
+    return hashlib.sha256(b"cifarlab-client:" + str(client).encode()).hexdigest()[:CLIENT_TAG]
+
+
+def save_image(image, folder, model_input=None, name=None, client=None):
+    """Write a PNG re-encoding of a decoded image (and its model input) atomically under a random name (tagged with
+    its client, when given), or under `name` unless it is already there; the name."""
     folder = Path(folder)
     if name is not None and (folder / name).exists() and (model_input is None or (folder / input_name(name)).exists()):
         return name
-    name = name or f"{secrets.token_hex(16)}.png"
+    if name is None:
+        random_hex = secrets.token_hex(16)
+        name = (random_hex if client is None else client_tag(client) + random_hex[CLIENT_TAG:]) + ".png"
     files = [(name, display_copy(image))]
     if model_input is not None:
         files.append((input_name(name), Image.fromarray(model_input, "RGB")))
@@ -66,9 +74,10 @@ def load_input(folder, name):
         return None
 
 
-def enforce_retention(folder, max_files, max_bytes, keep_seconds=0.0, now=None):
+def enforce_retention(folder, max_files, max_bytes, keep_seconds=0.0, now=None, client_share=1.0):
     """Delete the oldest stored uploads until at most max_files files and max_bytes bytes remain, but none younger
-    than keep_seconds (a page may have just linked it). True when the folder is within both caps afterwards."""
+    than keep_seconds (a page may have just linked it) unless its client holds more than client_share of either cap
+    (one client's burst cannot take everyone's room). True when the folder is within both caps afterwards."""
     now = time.time() if now is None else now
     entries = []
     for entry in os.scandir(folder):
@@ -80,11 +89,25 @@ def enforce_retention(folder, max_files, max_bytes, keep_seconds=0.0, now=None):
             entries.append((stat.st_mtime_ns, entry.name, stat.st_size))
     entries.sort()
     total = sum(size for _, _, size in entries)
+    held = {}  # client tag -> [files, bytes]
+    for _, name, size in entries:
+        counts = held.setdefault(name[:CLIENT_TAG], [0, 0])
+        counts[0], counts[1] = counts[0] + 1, counts[1] + size
+
+    def may_go(entry):
+        mtime_ns, name, _ = entry
+        files, size = held[name[:CLIENT_TAG]]
+        over_share = client_share < 1.0 and (files > client_share * max_files or size > client_share * max_bytes)
+        return now - mtime_ns / 1e9 >= keep_seconds or over_share
+
     while entries and (len(entries) > max_files or total > max_bytes):
-        if now - entries[0][0] / 1e9 < keep_seconds:
-            return False  # what is left is too young to go
-        _, name, size = entries.pop(0)
+        index = next((i for i, entry in enumerate(entries) if may_go(entry)), None)
+        if index is None:
+            return False  # what is left is too young to go, and no client holds more than its share
+        _, name, size = entries.pop(index)
         Path(folder, name).unlink(missing_ok=True)
+        held[name[:CLIENT_TAG]][0] -= 1
+        held[name[:CLIENT_TAG]][1] -= size
         total -= size
     return True
 

@@ -7,7 +7,7 @@ from flask import Blueprint, abort, current_app, render_template, request, send_
 from .. import checkpoint, sidecar
 from ..checkpoint import ModelFileError
 from . import service, storage
-from .api import classifier, count_refused_request, decode, predictor, record_answers, served
+from .api import classifier, client_address, count_refused_request, decode, predictor, record_answers, served
 from .explain import ExplanationUnavailable
 from .servables import NotReady
 
@@ -52,10 +52,11 @@ def save_upload(item, stored_name=None):
     """
     config = current_app.config
     try:
-        name = storage.save_image(item.image, config["UPLOAD_FOLDER"], item.pixels, stored_name)
+        name = storage.save_image(item.image, config["UPLOAD_FOLDER"], item.pixels, stored_name,
+                                  client=None if stored_name else client_address())
         if stored_name is None and not storage.enforce_retention(
                 config["UPLOAD_FOLDER"], config["UPLOAD_MAX_FILES"], config["UPLOAD_MAX_BYTES"],
-                config["UPLOAD_KEEP_SECONDS"]):
+                config["UPLOAD_KEEP_SECONDS"], client_share=config["UPLOAD_CLIENT_SHARE"]):
             storage.remove(config["UPLOAD_FOLDER"], name)  # full of results pages have just linked: shown inline
             return service.png_data_uri(item.image)
         item.extras["upload"] = name
