@@ -244,14 +244,12 @@ def feedback_main(argv):
     export.add_argument("--database", help="DATABASE_URL (default: the app's setting)")
     args = p.parse_args(argv)
     if os.path.exists(args.out):
-        print(f"error: {args.out} exists: give a new folder.", file=sys.stderr)
-        return 2
+        return fail(f"{args.out} exists: give a new folder.")
     try:
-        config = {**settings.defaults(), **settings.from_environ()}
+        config = settings.current()
         url = settings.database_url(args.database) if args.database else config["DATABASE_URL"]
     except (settings.ConfigError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc)
     manifest = Store.open(url, config["FEEDBACK_FOLDER"]).export(args.out, args.reviewed)
     labels = collections.Counter(item["label"] for item in manifest["items"])
     print(f"Wrote {len(manifest['items'])} images to {args.out}: " +
@@ -272,14 +270,14 @@ def models_main(argv):
     actions = p.add_subparsers(dest="action", required=True)
     publish = actions.add_parser("publish", help="copy MODEL (and its sidecar) in as the canary")
     publish.add_argument("model", help="a .tflite or .h5 model file with its .json sidecar beside it")
-    for action in ("promote", "rollback", "show"):
-        actions.add_parser(action, help={"promote": "the canary becomes stable", "show": "versions and labels",
-                                         "rollback": "the canary is taken out (renamed .N-rolled-back)"}[action])
+    actions.add_parser("promote", help="the canary becomes stable")
+    actions.add_parser("rollback", help="the canary is taken out (renamed .N-rolled-back)")
+    actions.add_parser("show", help="versions and labels")
     args = p.parse_args(argv)
     try:
-        config = {**settings.defaults(), **settings.from_environ()}
+        config = settings.current()
     except settings.ConfigError as exc:
-        return fail(str(exc))
+        return fail(exc)
     model_dir, name = args.model_dir or config["MODEL_DIR"], args.name or config["SERVING_MODEL_NAME"]
     if not model_dir:
         return fail("give --model-dir or set MODEL_DIR: the folder the server serves versions from")
@@ -293,7 +291,7 @@ def models_main(argv):
         else:
             print(rollout.describe(model_dir, name))
     except (rollout.RolloutError, OSError) as exc:
-        return fail(str(exc))
+        return fail(exc)
     return 0
 
 

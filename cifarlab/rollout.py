@@ -21,6 +21,10 @@ def labels_of(model_folder):
         raise RolloutError(f"{model_folder}/{LABELS_FILE}: {exc}") from None
 
 
+def without_canary(labels):
+    return {label: number for label, number in labels.items() if label != CANARY}
+
+
 def write_labels(model_folder, labels):
     atomic.write_json(Path(model_folder) / LABELS_FILE, labels)
 
@@ -63,7 +67,7 @@ def promote(model_dir, name):
     labels = labels_of(folder)
     if CANARY not in labels:
         raise RolloutError(f"{name} has no canary to promote")
-    labels = {**{k: v for k, v in labels.items() if k != CANARY}, STABLE: labels[CANARY]}
+    labels = {**without_canary(labels), STABLE: labels[CANARY]}
     write_labels(folder, labels)
     return labels
 
@@ -74,8 +78,7 @@ def rollback(model_dir, name):
     labels = labels_of(folder)
     if CANARY not in labels:
         raise RolloutError(f"{name} has no canary to roll back")
-    number = labels[CANARY]
-    labels = {k: v for k, v in labels.items() if k != CANARY}
+    number, labels = labels[CANARY], without_canary(labels)
     write_labels(folder, labels)
     if (folder / str(number)).is_dir():
         os.rename(folder / str(number), folder / f".{number}-rolled-back")

@@ -99,19 +99,7 @@ def test_an_interrupted_run_resumes_to_the_same_output_and_never_leaves_half_a_f
     source = batch.open_source(photos)
     whole = read_rows(predict(source, tmp_path / "whole.csv", classifier, part_size=4, batch=2))
     out = tmp_path / "preds.csv"
-    calls, real = [0], classifier.predict
-
-    def interrupted(images):
-        calls[0] += 1
-        if calls[0] == 5:  # the third part's first call
-            raise KeyboardInterrupt
-        return real(images)
-
-    monkeypatch.setattr(classifier, "predict", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        predict(source, out, classifier, part_size=4, batch=2)
-    monkeypatch.setattr(classifier, "predict", real)
-    parts = batch.parts_folder(out)
+    parts = interrupted_run(source, out, classifier, monkeypatch)  # stopped in the third part's first call
     assert not out.exists() and sorted(p.name for p in parts.iterdir()) == [
         "manifest.json", "part-000000.csv", "part-000001.csv"]
     with pytest.raises(batch.BatchError, match="holds an interrupted run: --resume"):

@@ -26,8 +26,7 @@ def main(argv=None):
         meta, start = chain[index], chain[index + 1]
         init_path = meta["command"].split(" --init ", 1)[1].split()[0]
         meta["init"] = sidecar.lineage(init_path, start)
-        atomic.replace_atomically(args.sidecars[index],
-                                  lambda tmp, meta=meta: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
+        atomic.write_json(args.sidecars[index], meta)
         print(f"{args.sidecars[index]}: {sidecar.training_time(meta)}")
     return 0
 

@@ -56,7 +56,7 @@ def serve(explanations, listener, queue_size):
 
 
 def main():
-    config = {**settings.defaults(), **settings.from_environ()}
+    config = settings.current()
     logging.basicConfig(level=config["LOG_LEVEL"].upper(),
                         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
     try:

@@ -110,7 +110,7 @@ def checked_config():
     """(settings from the environment, the model's sidecar or None for a remote backend) after the quick checks and
     the full one (cifarlab.web.preflight, in a child process); one line and exit 2 when the app cannot start."""
     try:
-        config = {**settings.defaults(), **settings.from_environ()}
+        config = settings.current()
         meta = None if config["INFERENCE_URL"] else checkpoint.preflight(servables.first_model_path(config))
     except (settings.ConfigError, checkpoint.ModelFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -291,6 +291,11 @@ def defaults():
     return {s.name: s.default for s in SETTINGS}
 
 
+def current(environ=None):
+    """Every setting: its default, overridden by the environment; ConfigError on a bad value."""
+    return {**defaults(), **from_environ(environ)}
+
+
 def from_environ(environ=None):
     """{name: parsed value} of the settings set (non-empty) in the environment; ConfigError on a bad value."""
     environ = os.environ if environ is None else environ

@@ -4,6 +4,7 @@ import os
 import re
 import secrets
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -89,15 +90,16 @@ def enforce_retention(folder, max_files, max_bytes, keep_seconds=0.0, now=None, 
             entries.append((stat.st_mtime_ns, entry.name, stat.st_size))
     entries.sort()
     total = sum(size for _, _, size in entries)
-    held = {}  # client tag -> [files, bytes]
+    files_of, bytes_of = Counter(), Counter()  # by client tag
     for _, name, size in entries:
-        counts = held.setdefault(name[:CLIENT_TAG], [0, 0])
-        counts[0], counts[1] = counts[0] + 1, counts[1] + size
+        files_of[name[:CLIENT_TAG]] += 1
+        bytes_of[name[:CLIENT_TAG]] += size
 
     def may_go(entry):
         mtime_ns, name, _ = entry
-        files, size = held[name[:CLIENT_TAG]]
-        over_share = client_share < 1.0 and (files > client_share * max_files or size > client_share * max_bytes)
+        tag = name[:CLIENT_TAG]
+        over_share = client_share < 1.0 and (files_of[tag] > client_share * max_files
+                                             or bytes_of[tag] > client_share * max_bytes)
         return now - mtime_ns / 1e9 >= keep_seconds or over_share
 
     while entries and (len(entries) > max_files or total > max_bytes):
@@ -106,8 +108,8 @@ def enforce_retention(folder, max_files, max_bytes, keep_seconds=0.0, now=None, 
             return False  # what is left is too young to go, and no client holds more than its share
         _, name, size = entries.pop(index)
         Path(folder, name).unlink(missing_ok=True)
-        held[name[:CLIENT_TAG]][0] -= 1
-        held[name[:CLIENT_TAG]][1] -= size
+        files_of[name[:CLIENT_TAG]] -= 1
+        bytes_of[name[:CLIENT_TAG]] -= size
         total -= size
     return True
 

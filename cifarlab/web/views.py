@@ -52,8 +52,7 @@ def save_upload(item, stored_name=None):
     """
     config = current_app.config
     try:
-        name = storage.save_image(item.image, config["UPLOAD_FOLDER"], item.pixels, stored_name,
-                                  client=None if stored_name else client_address())
+        name = storage.save_image(item.image, config["UPLOAD_FOLDER"], item.pixels, stored_name, client_address())
         if stored_name is None and not storage.enforce_retention(
                 config["UPLOAD_FOLDER"], config["UPLOAD_MAX_FILES"], config["UPLOAD_MAX_BYTES"],
                 config["UPLOAD_KEEP_SECONDS"], client_share=config["UPLOAD_CLIENT_SHARE"]):
