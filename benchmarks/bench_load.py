@@ -2,12 +2,15 @@
 
     python benchmarks/bench_load.py                 # 16 clients, 60 s, loopback only; stops by itself
     python benchmarks/bench_load.py --clients 4 --seconds 10
-    python benchmarks/bench_load.py --attacks       # attacks on `make serve`'s stack (nginx + gunicorn), about 4 min
+    python benchmarks/bench_load.py --attacks       # attacks on `make serve`'s stack (nginx + gunicorn), about 8 min
 
 Prints requests, statuses, unexpected errors, p50/p99 latency, server RSS (idle, after a warm-up, end), and the
 uploads/ folder (a temporary one with a small retention cap) in files and bytes. With --attacks: slow clients,
-decompression-bomb uploads, a base64 CPU bomb, parallel scan bombs, header bombs, early 413s, an explanation flood
-and a hanging inference backend, each with what it must not do.
+decompression-bomb uploads, a base64 CPU bomb, parallel scan bombs, header bombs, early 413s, an explanation flood,
+one client filling the uploads folder, a hanging inference backend; then the serving platform (odd and huge version
+folders with every worker killed, a bad sidecar, a rollback by mv, every version moved away, cp over the served file,
+a flood of invented HTTP methods) and the small ones (a line break in a URL, an encoded slash, TRACE, GET on
+:predict, a 2 MB text field); each with what it must not do.
 """
 import argparse
 import base64
@@ -16,10 +19,13 @@ import io
 import json
 import os
 import re
+import shutil
+import signal
 import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 from PIL import Image
 
@@ -110,13 +116,13 @@ def main(argv=None):
     return 0 if s["unexpected"] == 0 and still_up else 1
 
 
-def start_stack(env):
+def start_stack(env, log_path=os.devnull):
     """`python -m cifarlab.web.serve` (nginx + gunicorn) on a free port; (process, port)."""
     port = loadtest.free_port()
     env = {"BIND": f"127.0.0.1:{port}", "SECRET_KEY": os.urandom(16).hex(), "LOG_LEVEL": "warning",
            "UPLOAD_FOLDER": tempfile.mkdtemp(prefix="cifarlab-attack-"), **env}
     return loadtest.start_server(loadtest.python_command("-m", "cifarlab.web.serve"), port, env,
-                                 headers={"Host": "localhost"}, timeout=180), port
+                                 headers={"Host": "localhost"}, timeout=180, log_path=log_path), port
 
 
 def peak_rss_during(server, action):
@@ -148,7 +154,7 @@ def post_bombs(port, count):
 def attacks(slow_seconds):
     """Attack `make serve`'s stack on loopback; print one table row per attack; 0 when every target is met."""
     rows, ok = [], True
-    server, port = start_stack({})
+    server, port = start_stack({"TRUSTED_PROXIES": "127.0.0.1"})  # clients told apart by X-Forwarded-For
     try:
         threads, made = loadtest.slow_clients(port, connections=50, seconds=slow_seconds, drip_every=2.0)
         time.sleep(2)
@@ -181,6 +187,7 @@ def attacks(slow_seconds):
                      f"{status} in {seconds * 1000:.0f} ms", "4xx within 1 s (was 24 s of CPU)", met))
         ok &= met
         ok &= structure_attacks(server, port, rows)
+        ok &= upload_flood(port, rows)
     finally:
         loadtest.stop_server(server)
 
@@ -216,6 +223,8 @@ def attacks(slow_seconds):
         loadtest.stop_server(server)
         backend.shutdown()
 
+    ok &= platform_attacks(rows)
+    ok &= small_attacks(rows)
     print("| attack | result | target | met |\n|---|---|---|---|")
     for attack, result, target, met in rows:
         print(f"| {attack} | {result} | {target} | {'yes' if met else 'NO'} |")
@@ -284,6 +293,288 @@ def structure_attacks(server, port, rows):
                  f"{statuses.count(503)}; server RSS peak {peak - before:+.0f} MiB", "200 or 503; peak < +100 MiB "
                  "(was +700 MiB per worker)", met))
     return ok & met
+
+
+def upload_flood(port, rows):
+    """One client's 8 form posts of 32 images each fill the uploads folder; another client's result keeps its link."""
+    pictures = [("file", f"p{i}.png", image_bytes("PNG", size=(32, 32), seed=i)) for i in range(32)]
+    statuses = []
+    for _ in range(8):
+        statuses.append(form_post(port, pictures, {"X-Forwarded-For": "198.51.100.1"})[0])
+    status, page = form_post(port, pictures[:1], {"X-Forwarded-For": "198.51.100.2"})
+    linked = 'class="explain-link"' in page
+    met = set(statuses) == {200} and status == 200 and linked
+    rows.append(("one client's 8 form posts of 32 images (256 results, past the 250 kept), then another client's",
+                 f"flood {sorted(set(statuses))}; the other's result {status}, explanation link "
+                 f"{'kept' if linked else 'MISSING'}", "the other client's result keeps its stored image and link "
+                 "(was: none for 600 s)", met))
+    return met
+
+
+def form_post(port, files, headers):
+    """(status, page) of one form post with its CSRF token, as the client the headers name."""
+    token, cookie = form_token(port)
+    body, ctype = loadtest.multipart({"csrf_token": token}, files)
+    status, page = loadtest.request("POST", port, "/", body, {"Content-Type": ctype, "Host": "localhost",
+                                                             "Cookie": cookie, **headers})
+    return status, page.decode(errors="replace")
+
+
+SHIPPED = Path(loadtest.REPO) / "model" / "cifar10_cnn_int8.tflite"
+
+
+def stage_version(root, number, meta_change=None, sparse_bytes=None):
+    """MODEL_DIR/cnn/<number> with the shipped int8 model, written beside and renamed in (as an operator rolls out);
+    meta_change edits its sidecar; sparse_bytes replaces the model by a sparse file of that size."""
+    staging = root / f".staging-{number}"
+    staging.mkdir(parents=True)
+    meta = json.loads(SHIPPED.with_suffix(".json").read_text())
+    (staging / SHIPPED.with_suffix(".json").name).write_text(json.dumps({**meta, **(meta_change or {})}))
+    if sparse_bytes:
+        with open(staging / SHIPPED.name, "wb") as f:
+            f.truncate(sparse_bytes)
+    else:
+        shutil.copy(SHIPPED, staging / SHIPPED.name)
+    (root / "cnn").mkdir(exist_ok=True)
+    os.rename(staging, root / "cnn" / str(number))
+    return root / "cnn" / str(number)
+
+
+def predict_version(port):
+    """(status, served version or None) of one /api/predict of a small PNG."""
+    body, ctype = loadtest.multipart({}, [("file", "a.png", image_bytes("PNG", size=(32, 32)))])
+    try:
+        status, answer = loadtest.request("POST", port, "/api/predict", body, {"Content-Type": ctype,
+                                                                             "Host": "localhost"})
+    except OSError:
+        return None, None
+    return status, json.loads(answer)["model"]["served_version"] if status == 200 else None
+
+
+def under_load(port, action, seconds_after, clients=4):
+    """Run action() while `clients` threads predict, and keep them going seconds_after more; [(status, version)]."""
+    answers, stop = [], threading.Event()
+
+    def client():
+        while not stop.is_set():
+            answers.append(predict_version(port))
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    time.sleep(1)
+    action()
+    time.sleep(seconds_after)
+    stop.set()
+    for t in threads:
+        t.join(60)
+    return answers
+
+
+def failures(answers):
+    """How many answers were not a 200 (5xx, or no answer at all)."""
+    return sum(status != 200 for status, _ in answers)
+
+
+def tally(answers):
+    counts = {}
+    for status, _ in answers:
+        counts[status] = counts.get(status, 0) + 1
+    return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items(), key=str))
+
+
+def worker_pids(launcher):
+    """The gunicorn workers under the make serve launcher."""
+    def children(pid):
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                return [int(c) for c in f.read().split()]
+        except OSError:
+            return []
+
+    masters = [p for p in children(launcher.pid) if b"gunicorn" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    return sorted(w for m in masters for w in children(m))
+
+
+def wait_serving(port, seconds):
+    """Seconds until a prediction answers 200 (None if not within `seconds`)."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        if predict_version(port)[0] == 200:
+            return time.monotonic() - started
+        time.sleep(0.25)
+    return None
+
+
+def platform_attacks(rows):
+    """A MODEL_DIR under make serve (2 workers): odd folders, a huge version, killed workers, a bad sidecar, a
+    rollback by mv, every version moved away, invented methods; then cp over a MODEL_PATH file under load."""
+    ok, root = True, Path(tempfile.mkdtemp(prefix="cifarlab-models-"))
+    stage_version(root, 1)
+    server, port = start_stack({"MODEL_DIR": str(root), "SERVING_MODEL_NAME": "cnn", "MODEL_POLL_SECONDS": "1",
+                                "WEB_WORKERS": "2", "WEB_THREADS": "4", "GRADCAM": "false"})
+    try:
+        for name in ("\u00b2", "01", "\u0663"):  # isdigit() accepts them; int() refuses or misreads them
+            (root / "cnn" / name).mkdir()
+        stage_version(root, 2, sparse_bytes=64 * 2**30)  # 64 GiB of holes as the highest version
+        time.sleep(3)
+        before = worker_pids(server)
+        for pid in before:
+            os.kill(pid, signal.SIGKILL)  # gunicorn boots new workers, as after max_requests or a crash
+        back = wait_serving(port, 90)
+        after = [predict_version(port) for _ in range(20)]
+        _, status_body = loadtest.request("GET", port, "/v1/models/cnn", None, {"Host": "localhost"})
+        message = {v["version"]: v for v in json.loads(status_body)["model_version_status"]}.get("2", {}).get(
+            "status", {}).get("error_message", "")
+        met = back is not None and all(a == (200, 1) for a in after) and server.poll() is None and \
+            str(root) not in status_body.decode() and message.startswith("MODEL_DIR/cnn/2/")
+        rows.append(("folders ², 01, ٣ and a 64 GiB sparse .tflite as version 2; then every worker killed",
+                     f"serving again in {back or 0:.1f} s, {sum(a == (200, 1) for a in after)}/20 from version 1; "
+                     f"version 2 `END`: \"{message[:60]}...\"", "new workers boot, version 1 serves, no server path "
+                     "shown (was: gunicorn halted, service down)", met))
+        ok &= met
+
+        answers = under_load(port, lambda: stage_version(root, 3, {"ood": {"score": "energy", "threshold": "high"}}),
+                             4)
+        met = failures(answers) == 0 and {v for _, v in answers[-20:]} == {1}
+        rows.append(('a version whose sidecar says ood.threshold "high", rolled out under 4 clients',
+                     f"{tally(answers)}; last 20 from version {sorted({v for _, v in answers[-20:]}, key=str)}",
+                     "0 x 5xx, the old version serves (was: 1,435 of 1,636 x 500)", met))
+        ok &= met
+
+        stage_version(root, 4)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and {predict_version(port)[1] for _ in range(10)} != {4}:
+            time.sleep(0.5)
+        answers = under_load(port, lambda: os.rename(root / "cnn" / "4", root / "cnn" / ".4-bad"), 4)
+        met = failures(answers) == 0 and {v for _, v in answers[-20:]} == {1}
+        rows.append(("rollback as documented (`mv 4 .4-bad`) under 4 clients", f"{tally(answers)}; last 20 from "
+                     f"version {sorted({v for _, v in answers[-20:]}, key=str)}", "0 x 5xx (was: 40 of 40 x 500)",
+                     met))
+        ok &= met
+
+        os.rename(root / "cnn" / "1", root / "cnn" / ".1-away")
+        time.sleep(3)
+        pages = {path: loadtest.request("GET", port, path, None, {"Host": "localhost"})[0]
+                 for path in ("/", "/api", "/no-such-page", "/readyz")}
+        refused = predict_version(port)[0]
+        os.rename(root / "cnn" / ".1-away", root / "cnn" / "1")
+        back = wait_serving(port, 30)
+        met = pages == {"/": 200, "/api": 200, "/no-such-page": 404, "/readyz": 503} and refused == 503 and \
+            back is not None
+        rows.append(("every version moved away, then moved back", f"{', '.join(f'{p} {s}' for p, s in pages.items())}"
+                     f", predict {refused}; serving {back or 0:.1f} s after the move back", "pages work, 503 not "
+                     "ready, back by itself (was: every page 500, /readyz 404)", met))
+        ok &= met
+
+        ok &= method_flood(port, rows)
+    finally:
+        loadtest.stop_server(server)
+        shutil.rmtree(root, ignore_errors=True)
+    return ok & copy_over_served_file(rows)
+
+
+def series(port):
+    """(cifarlab_http_requests_total series, bytes) of one /metrics scrape."""
+    _, text = loadtest.request("GET", port, "/metrics", None, {"Host": "localhost"})
+    return sum(line.startswith("cifarlab_http_requests_total{") for line in text.decode().splitlines()), len(text)
+
+
+def method_flood(port, rows):
+    """2,000 requests, each with an HTTP method of its own: /metrics must not grow a series per method."""
+    before, size_before = series(port)
+    for i in range(2000):
+        method = "X" + "".join(chr(ord("A") + int(d)) for d in str(i))  # XA, XB, ... XCAAA: tokens nginx passes
+        loadtest.request(method, port, "/healthz", None, {"Host": "localhost"})
+    after, size_after = series(port)
+    met = after - before <= 4
+    rows.append(("2,000 requests, each with a method of its own", f"request series {before} -> {after}, scrape "
+                 f"{size_before / 1024:.0f} -> {size_after / 1024:.0f} kB", "a few new series at most (was: one "
+                 "per method, 42,440 series, 4 MB a scrape)", met))
+    return met
+
+
+def copy_over_served_file(rows):
+    """MODEL_PATH mode, 2 workers, 4 clients: `cp` of identical bytes over the served .tflite, 20 times."""
+    folder = Path(tempfile.mkdtemp(prefix="cifarlab-served-"))
+    served = folder / SHIPPED.name
+    shutil.copy(SHIPPED, served)
+    shutil.copy(SHIPPED.with_suffix(".json"), folder)
+    server, port = start_stack({"MODEL_PATH": str(served), "WEB_WORKERS": "2", "WEB_THREADS": "4",
+                                "GRADCAM": "false"})
+    try:
+        workers = worker_pids(server)
+
+        def copies():
+            for _ in range(20):
+                shutil.copyfile(SHIPPED, served)  # truncates the file in place, then writes it again
+                time.sleep(0.2)
+
+        answers = under_load(port, copies, 2)
+        met = failures(answers) == 0 and worker_pids(server) == workers
+        rows.append(("`cp` over the served .tflite 20 times (MODEL_PATH), under 4 clients",
+                     f"{tally(answers)}; workers {'the same' if worker_pids(server) == workers else 'REPLACED'}",
+                     "0 x 5xx, no worker dies (was: 11 SIGBUS, 37 x 502)", met))
+    finally:
+        loadtest.stop_server(server)
+        shutil.rmtree(folder, ignore_errors=True)
+    return met
+
+
+def small_attacks(rows):
+    """The smaller ones, on the default stack with its request log kept."""
+    log = Path(tempfile.mkdtemp(prefix="cifarlab-log-")) / "serve.log"
+    server, port = start_stack({"LOG_LEVEL": "info"}, log_path=str(log))
+    ok = True
+    try:
+        def check(attack, result, target, met):
+            nonlocal ok
+            rows.append((attack, result, target, met))
+            ok &= met
+
+        status, _ = loadtest.request("GET", port, "/nothing%0a[2026-12-05]%20forged", None, {"Host": "localhost"})
+        time.sleep(0.5)
+        forged = [line for line in log.read_text().splitlines() if line.startswith("[2026-12-05] forged")]
+        check("`%0a` in a URL, to forge a line in the request log", f"{status}; forged lines {len(forged)}",
+              "0 forged lines", not forged)
+
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        answers = {}
+        for method, path in (("GET", "/v1/models/%2F/metadata"), ("GET", "/v1/models/cifar10:predict"),
+                             ("TRACE", "/"), ("OPTIONS", "/"), ("OPTIONS", "/v1/models/cifar10:predict")):
+            conn.request(method, path, headers={"Host": "localhost"})
+            reply = conn.getresponse()
+            reply.read()
+            answers[method, path] = (reply.status, reply.getheader("Content-Type") or "",
+                                     set((reply.getheader("Allow") or "").split(", ")) - {""})
+            if reply.getheader("Connection") == "close":
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.close()
+        status, ctype, _ = answers["GET", "/v1/models/%2F/metadata"]
+        check("`GET /v1/models/%2F/metadata`", f"{status} {ctype.split(';')[0]}", "a JSON 4xx (was: an HTML 308)",
+              400 <= status < 500 and ctype.startswith("application/json"))
+        status, _, allow = answers["GET", "/v1/models/cifar10:predict"]
+        _, _, options = answers["OPTIONS", "/v1/models/cifar10:predict"]
+        check("`GET` and `OPTIONS` on `/v1/models/cifar10:predict`", f"GET {status}, Allow {', '.join(sorted(allow))};"
+              f" OPTIONS Allow {', '.join(sorted(options))}", "405 naming POST; no GET advertised (was: 404; GET)",
+              status == 405 and allow == options == {"OPTIONS", "POST"})
+        status, _, allow = answers["TRACE", "/"]
+        _, _, app_allow = answers["OPTIONS", "/"]
+        check("`TRACE /` (answered by nginx itself)", f"{status}, Allow {', '.join(sorted(allow)) or 'none'}",
+              "405 with the app's Allow (was: no Allow)", status == 405 and allow == app_allow)
+
+        field, field_type = loadtest.multipart({"note": "x" * (2 * 2**20)}, [("file", "a.png", image_bytes())])
+        good, good_type = loadtest.multipart({}, [("file", "a.png", image_bytes())])
+        pairs = [(loadtest.request("POST", port, "/", field, {"Content-Type": field_type, "Host": "localhost"})[0],
+                  loadtest.request("POST", port, "/api/predict", good, {"Content-Type": good_type,
+                                                                        "Host": "localhost"})[0]) for _ in range(10)]
+        check("10 x (a form with a 2 MB text field, then an ordinary POST)", f"first {sorted({a for a, _ in pairs})}"
+              f", then 200s {sum(b == 200 for _, b in pairs)}, 502s {sum(b == 502 for _, b in pairs)}",
+              "0 x 502 (was: 10 of 10)", all(b == 200 for _, b in pairs))
+    finally:
+        loadtest.stop_server(server)
+    return ok
 
 
 def post_status(port, body, ctype):

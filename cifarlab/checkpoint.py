@@ -1,4 +1,5 @@
 """Saving and loading a model file together with its JSON sidecar (labels, recipe, metrics)."""
+import hashlib
 import json
 import os
 import stat
@@ -60,6 +61,17 @@ MAX_MODEL_BYTES = 1 << 30  # a model file larger than this is refused unread (th
 def read_model_bytes(model_path):
     """The whole model file in memory, so replacing or truncating it later cannot reach a reader (TFLite would map
     it); ModelFileError for anything but a regular file of at most MAX_MODEL_BYTES."""
+    return _read_model_file(model_path, lambda f: f.read(MAX_MODEL_BYTES + 1))
+
+
+def model_digest(model_path):
+    """SHA-256 hex digest of a model file, read in chunks (a large or sparse file is never held in memory); the
+    same checks as read_model_bytes."""
+    return _read_model_file(model_path, lambda f: hashlib.file_digest(f, "sha256").hexdigest())
+
+
+def _read_model_file(model_path, read):
+    """read(file) of a model file that is a regular file of at most MAX_MODEL_BYTES; ModelFileError otherwise."""
     try:
         with open(model_path, "rb") as f:
             info = os.fstat(f.fileno())
@@ -68,12 +80,13 @@ def read_model_bytes(model_path):
             if info.st_size > MAX_MODEL_BYTES:
                 raise ModelFileError(f"{model_path}: {info.st_size / 2**20:,.0f} MiB is larger than a model file "
                                      f"may be ({MAX_MODEL_BYTES >> 20} MiB).")
-            content = f.read(MAX_MODEL_BYTES + 1)
+            result = read(f)
+            grown = f.tell() > MAX_MODEL_BYTES
     except OSError as exc:
         raise ModelFileError(f"{model_path}: cannot read the model file ({exc.strerror or exc}).") from None
-    if len(content) > MAX_MODEL_BYTES:
+    if grown:
         raise ModelFileError(f"{model_path}: grew past {MAX_MODEL_BYTES >> 20} MiB while being read.")
-    return content
+    return result
 
 
 def preflight(model_path):

@@ -45,7 +45,7 @@ class Classifier:
             forward, meta = PerThreadTFLite.load(model_path, threads, borrow_idle_core=threads < (os.cpu_count() or 1),
                                                  chunk_images=chunk_images, content=content)
             return cls(None, meta, version, forward, **thresholds)
-        version = hashlib.sha256(checkpoint.read_model_bytes(model_path)).hexdigest()[:12]
+        version = checkpoint.model_digest(model_path)[:12]
         model, meta = checkpoint.load(model_path)  # Keras reads every weight now and keeps no file open
         return cls(model, meta, version, **thresholds)
 

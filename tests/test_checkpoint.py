@@ -73,3 +73,32 @@ def test_an_export_elsewhere_finds_its_source_model_where_it_was_read(tmp_path):
     source.write_bytes(b"x")
     assert checkpoint.source_model_path(tmp_path / "exports" / "net_int8.tflite", {"exported_from": str(source)}) \
         == source
+
+
+def test_a_large_sparse_model_file_is_hashed_in_chunks_not_held_in_memory(tmp_path):
+    import subprocess
+    import sys
+
+    sparse = tmp_path / "model.h5"
+    with open(sparse, "wb") as f:
+        f.truncate(768 * 2**20)  # 768 MiB of holes: no disk, but a whole read would take as much memory
+    probe = ("import re, sys; from cifarlab import checkpoint; checkpoint.model_digest(sys.argv[1]); "  # VmHWM: the
+             "print(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))")  # peak since exec
+    result = subprocess.run([sys.executable, "-c", probe, str(sparse)], capture_output=True, text=True, check=True)
+    assert int(result.stdout) < 200 * 1024  # kB at the peak, the interpreter included
+
+
+def test_a_model_digest_is_the_sha256_of_the_file(tmp_path):
+    import hashlib
+
+    data = bytes(range(256)) * 5000
+    (tmp_path / "model.h5").write_bytes(data)
+    assert checkpoint.model_digest(tmp_path / "model.h5") == hashlib.sha256(data).hexdigest()
+
+
+def test_a_file_past_the_size_cap_is_refused_unhashed(tmp_path, monkeypatch):
+    big = tmp_path / "model.h5"
+    big.write_bytes(b"\0" * 2000)
+    monkeypatch.setattr(checkpoint, "MAX_MODEL_BYTES", 1000)
+    with pytest.raises(ModelFileError, match="larger than a model file may be"):
+        checkpoint.model_digest(big)

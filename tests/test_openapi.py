@@ -35,3 +35,10 @@ def test_every_route_answers_as_the_spec_says(live_schema, path, method):
         case.call_and_validate(checks=CHECKS, headers={"Host": "localhost"})
 
     call()
+
+
+def test_the_upload_endpoint_requires_its_file_field():
+    from cifarlab.web import openapi
+
+    schema = openapi.UPLOAD["multipart/form-data"]["schema"]
+    assert schema["required"] == ["file"] and schema["properties"]["file"]["minItems"] == 1

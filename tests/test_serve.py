@@ -43,8 +43,10 @@ def start_stack(tmp_path_factory, **env):
            "UPLOAD_FOLDER": str(tmp_path_factory.mktemp("uploads")), "SECRET_KEY": "t", "GRADCAM": "false",
            "XDG_RUNTIME_DIR": str(tmp_path_factory.mktemp("runtime")), **env}
     log = tmp_path_factory.mktemp("log") / "serve.log"
-    return loadtest.start_server([sys.executable, "-m", "cifarlab.web.serve"], port, env, log_path=str(log),
-                                 headers={"Host": "localhost"}), port
+    server = loadtest.start_server([sys.executable, "-m", "cifarlab.web.serve"], port, env, log_path=str(log),
+                                   headers={"Host": "localhost"})
+    server.log_path = log
+    return server, port
 
 
 @pytest.fixture(scope="module")
@@ -303,6 +305,7 @@ def broken_models(root, tiny_model_path, tflite):
         "workers abc": ({"WEB_WORKERS": "abc"}, "setting WEB_WORKERS"),
         "workers 0": ({"WEB_WORKERS": "0"}, "setting WEB_WORKERS"),
         "bind": ({"BIND": "nowhere"}, "setting BIND"),
+        "backend port": ({"INFERENCE_URL": "http://127.0.0.1:99999"}, "setting INFERENCE_URL"),
     }
 
 
@@ -314,7 +317,7 @@ def bad_starts(tmp_path_factory, tiny_model_path, exported):
 @pytest.mark.parametrize("launcher", list(LAUNCHERS))
 @pytest.mark.parametrize("case", ["corrupt tflite", "sidecar mismatch", "views mismatch", "bad temperature",
                                   "truncated h5", "upload folder", "401 digits",
-                                  "workers abc", "workers 0", "bind"])
+                                  "workers abc", "workers 0", "bind", "backend port"])
 def test_every_launcher_refuses_a_bad_start_with_one_line_and_exit_2(bad_starts, launcher, case):
     env, message = bad_starts[case]
     result = subprocess.run([sys.executable, *LAUNCHERS[launcher]], env={**os.environ, "SECRET_KEY": "k", **env},
@@ -322,3 +325,101 @@ def test_every_launcher_refuses_a_bad_start_with_one_line_and_exit_2(bad_starts,
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 2 and len(errors) == 1 and message in errors[0], result.stderr[-1500:]
     assert "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def models_stack(tmp_path_factory):
+    """The stack on a MODEL_DIR (version 1 the shipped int8 model, then version 2 a file that is no model), behind
+    a trusted proxy on loopback; yields (port, MODEL_DIR, the server's log)."""
+    from tests.test_servables import add_version
+
+    root = tmp_path_factory.mktemp("served") / "models"
+    add_version(root, "cnn", 1)
+    server, port = start_stack(tmp_path_factory, MODEL_DIR=str(root), SERVING_MODEL_NAME="cnn", LOG_LEVEL="info",
+                               TRUSTED_PROXIES="127.0.0.1", MODEL_POLL_SECONDS="0.5")
+    add_version(root, "cnn", 2, broken=True)
+    deadline = time.monotonic() + 30
+    while b'"version":"2"' not in answer(port, "GET", "/v1/models/cnn")[2] and time.monotonic() < deadline:
+        time.sleep(0.25)
+    yield port, root, server.log_path
+    loadtest.stop_server(server)
+
+
+def test_a_line_break_in_a_url_is_logged_escaped_not_as_a_forged_line(models_stack):
+    port, _, log_path = models_stack
+    assert answer(port, "GET", "/nothing%0a[2026-12-05]%20forged")[0] == 404
+    log = log_path.read_text()
+    assert "/nothing%0A%5B2026-12-05%5D%20forged 404" in log
+    assert not [line for line in log.splitlines() if line.startswith("[2026-12-05] forged")]
+
+
+def test_an_encoded_slash_in_a_model_name_is_a_json_404_not_a_redirect(models_stack):
+    assert_json_error(answer(models_stack[0], "GET", "/v1/models/%2F/metadata"), 404, "not found")
+
+
+def test_model_status_names_a_refused_version_without_server_paths(models_stack):
+    port, root, _ = models_stack
+    status, _, body = answer(port, "GET", "/v1/models/cnn")
+    versions = {v["version"]: v for v in json.loads(body)["model_version_status"]}
+    assert status == 200 and versions["1"]["state"] == "AVAILABLE" and versions["2"]["state"] == "END"
+    assert versions["2"]["status"]["error_message"].startswith("MODEL_DIR/cnn/2/")
+    assert str(root) not in body.decode() and str(root.parent) not in body.decode()
+
+
+ROUTES_BY_METHODS = ["/", "/feedback", "/review/some-id", "/api/feedback", "/api/predict", "/v1/models/cnn",
+                     "/v1/models/cnn/metadata", "/v1/models/cnn:predict", "/v1/models/cnn/versions/1:predict",
+                     "/v1/models/cnn/labels/stable:predict", "/model", "/healthz", "/api?x=1"]
+
+
+@pytest.mark.parametrize("path", ROUTES_BY_METHODS)
+def test_nginx_refuses_trace_with_the_allow_header_the_app_gives(models_stack, path):
+    port = models_stack[0]
+    trace = loadtest_response(port, "TRACE", path)
+    app_allow = allowed_methods(port, path)
+    assert trace.status == 405 and set(trace.getheader("Allow").split(", ")) == app_allow, path
+
+
+def test_a_predict_path_answers_get_with_405_naming_post(models_stack):
+    port = models_stack[0]
+    reply = loadtest_response(port, "GET", "/v1/models/cnn:predict")
+    assert reply.status == 405 and set(reply.getheader("Allow").split(", ")) == {"POST", "OPTIONS"}
+    assert allowed_methods(port, "/v1/models/cnn:predict") == {"POST", "OPTIONS"}
+
+
+def test_metrics_take_the_client_from_forwarded_for_of_a_trusted_proxy_only(models_stack, stack):
+    port = models_stack[0]
+    outsider = {"X-Forwarded-For": "203.0.113.9"}
+    assert loadtest_response(port, "GET", "/metrics").status == 200  # a scraper on this host
+    assert loadtest_response(port, "GET", "/metrics", outsider).status == 403  # a client behind the TLS proxy
+    assert loadtest_response(stack, "GET", "/metrics", outsider).status == 200  # no TRUSTED_PROXIES: the header is
+    # anyone's to send, so it is not believed (docs/deployment.md says to set TRUSTED_PROXIES behind such a proxy)
+
+
+def test_a_text_field_over_the_form_limit_never_poisons_the_next_request(models_stack):
+    port = models_stack[0]
+    field, field_type = loadtest.multipart({"note": "x" * (2 * 2**20)}, [("file", "a.png", image_bytes())])
+    good, good_type = loadtest.multipart({}, [("file", "a.png", image_bytes())])
+    pairs = [(answer(port, "POST", "/", field, field_type), answer(port, "POST", "/api/predict", good, good_type)[0])
+             for _ in range(10)]
+    assert all(refused[0] == 413 and b"500 kB per text field" in refused[2] for refused, _ in pairs)
+    assert [after for _, after in pairs] == [200] * 10
+
+
+def loadtest_response(port, method, path, headers=None):
+    """The response (read) of one request with a Host the app trusts."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request(method, path, headers={"Host": "localhost", **(headers or {})})
+        response = conn.getresponse()
+        response.read()
+        return response
+    finally:
+        conn.close()
+
+
+def allowed_methods(port, path):
+    """The app's Allow for a path (its OPTIONS answer, or the 405 of a method no route takes), as a set."""
+    reply = loadtest_response(port, "OPTIONS", path)
+    if reply.getheader("Allow") is None:
+        reply = loadtest_response(port, "PATCH", path)
+    return set(reply.getheader("Allow").split(", "))

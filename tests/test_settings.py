@@ -24,8 +24,9 @@ def test_settings_parse_from_the_environment(name, raw, value):
 @pytest.mark.parametrize("name,raw", [
     ("MAX_CONTENT_LENGTH", "ten megabytes"), ("MAX_CONTENT_LENGTH", "10XB"), ("MAX_BATCH_FILES", "0"),
     ("MAX_BATCH_FILES", "-3"), ("UNSURE_THRESHOLD", "high"), ("UNSURE_THRESHOLD", "2"), ("REQUEST_DEADLINE", "0"),
-    ("GRADCAM", "maybe"), ("INFERENCE_URL", "backend:8501"), ("INFERENCE_TIMEOUT", "nan"), ("TRUSTED_HOSTS", ","),
-    ("LOG_LEVEL", "verbose"),
+    ("GRADCAM", "maybe"), ("INFERENCE_URL", "backend:8501"), ("INFERENCE_URL", "http://127.0.0.1:99999"),
+    ("INFERENCE_URL", "http://backend:0"), ("INFERENCE_URL", "http://backend:x"), ("INFERENCE_TIMEOUT", "nan"),
+    ("TRUSTED_HOSTS", ","), ("LOG_LEVEL", "verbose"),
 ])
 def test_a_bad_value_is_one_line_naming_the_setting(name, raw):
     with pytest.raises(settings.ConfigError) as info:

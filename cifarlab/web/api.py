@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 from flask import Blueprint, current_app, g, jsonify, request
+from werkzeug.routing import BaseConverter
 
 from . import decoding, feedback, metrics, openapi, service
 from .servables import NotServed
@@ -13,6 +14,18 @@ from .servables import NotServed
 bp = Blueprint("api", __name__)
 JSON_PREFIXES = ("/api/", "/v1/", "/healthz", "/readyz")  # paths whose errors are answered in JSON
 SIGNATURES = ("serving_default", "verdicts")  # :predict answers rows of probabilities, or named outputs per instance
+
+
+class ServableName(BaseConverter):
+    """A model name or version label in a /v1/models/ path: no ':', so `NAME:predict` is never a name (GET on it is
+    a 405 with Allow: POST, not a 404 for a model called "NAME:predict")."""
+
+    regex = "[^/:]+"
+
+
+@bp.record_once
+def add_converter(state):
+    state.app.url_map.converters["servable"] = ServableName
 
 
 class ApiError(Exception):
@@ -202,9 +215,9 @@ def not_served(exc):
     return error_json(exc.message, exc.status)
 
 
-@bp.get("/v1/models/<name>")
-@bp.get("/v1/models/<name>/versions/<int:version>")
-@bp.get("/v1/models/<name>/labels/<label>")
+@bp.get("/v1/models/<servable:name>")
+@bp.get("/v1/models/<servable:name>/versions/<int:version>")
+@bp.get("/v1/models/<servable:name>/labels/<servable:label>")
 def serving_status(name, version=None, label=None):
     """TF Serving's model status: every version of the model (or the one asked for) and its state."""
     servable = current_app.extensions["servables"].servable(name)
@@ -216,9 +229,9 @@ def serving_status(name, version=None, label=None):
     return jsonify(model_version_status=[v.status() for v in versions])
 
 
-@bp.get("/v1/models/<name>/metadata")
-@bp.get("/v1/models/<name>/versions/<int:version>/metadata")
-@bp.get("/v1/models/<name>/labels/<label>/metadata")
+@bp.get("/v1/models/<servable:name>/metadata")
+@bp.get("/v1/models/<servable:name>/versions/<int:version>/metadata")
+@bp.get("/v1/models/<servable:name>/labels/<servable:label>/metadata")
 def serving_metadata(name, version=None, label=None):
     _, model = served()
     c = model.classifier
@@ -245,9 +258,9 @@ def serving_metadata(name, version=None, label=None):
     })
 
 
-@bp.post("/v1/models/<name>:predict")
-@bp.post("/v1/models/<name>/versions/<int:version>:predict")
-@bp.post("/v1/models/<name>/labels/<label>:predict")
+@bp.post("/v1/models/<servable:name>:predict")
+@bp.post("/v1/models/<servable:name>/versions/<int:version>:predict")
+@bp.post("/v1/models/<servable:name>/labels/<servable:label>:predict")
 def serving_predict(name, version=None, label=None):
     served()  # 404 before the body is read when the model, version or label is not served
     try:

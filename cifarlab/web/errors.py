@@ -31,13 +31,14 @@ def too_large_message(config, content_length):
     limit = config["MAX_CONTENT_LENGTH"]
     if content_length is not None and content_length > limit:
         return f"The upload is too large: {content_length / 2**20:.1f} MB; the limit is {limit / 2**20:g} MB per request."
-    return (f"The form has too many parts or too large a field: at most {config['MAX_FORM_PARTS']} parts "
-            f"and {limit / 2**20:g} MB per request.")
+    return (f"The form has too many parts or too large a text field: at most {config['MAX_FORM_PARTS']} parts, "
+            f"{config['MAX_FORM_MEMORY_SIZE'] / 1000:g} kB per text field and {limit / 2**20:g} MB per request.")
 
 
 def proxy_errors(max_content_length):
     """{status: (title, message)} of the errors nginx answers itself under `make serve`, before or instead of the app."""
     return {
+        405: ("Method Not Allowed", "This method is not allowed here; the Allow header names those that are."),
         413: ("Request Entity Too Large", f"The upload is too large: the limit is {max_content_length / 2**20:g} MB "
                                           "per request."),
         502: ("Bad Gateway", "The classifier is not answering right now (it may be starting or restarting); "

@@ -9,6 +9,7 @@ import secrets
 import tempfile
 import time
 import uuid
+from urllib.parse import quote
 
 from flask import Flask, Request, abort, g, request
 from flask_wtf.csrf import CSRFProtect
@@ -23,6 +24,7 @@ from .remote import CircuitBreaker, RemoteClassifier
 
 log = logging.getLogger("cifarlab.app")
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # an X-Request-ID passed through as is; others replaced
+LOGGED_PATH_SAFE = "/:@!$&'()*+,;=-._~"  # RFC 3986 path characters; the rest (CR, LF, spaces) logged %-escaped
 DRAIN_SLACK = 128 * 1024  # bytes past MAX_CONTENT_LENGTH an early answer still reads off (nginx lets 64 kB through)
 csrf = CSRFProtect()
 
@@ -76,6 +78,8 @@ def create_app(test_config=None):
     app.extensions["examples"] = example_names(os.path.join(app.static_folder, "examples"))
     check_upload_folder(app.config["UPLOAD_FOLDER"])
     app.extensions["decoders"] = make_decoders(app.config)
+    app.url_map.merge_slashes = False  # /v1/models/%2F/metadata is a JSON 404, not an HTML redirect to a merged path
+    register_hooks(app)  # first, so that a request refused while its form is read is timed, logged and drained too
     app.before_request(refuse_unnamed_fields)  # before CSRFProtect's check, which cannot read such a form
     csrf.init_app(app)
     csrf.exempt(api.bp)  # no cookies or sessions behind the JSON API, so nothing for a forged post to ride on
@@ -84,7 +88,6 @@ def create_app(test_config=None):
     app.register_blueprint(api.bp)
     app.register_blueprint(views.bp)
     errors.register(app)
-    register_hooks(app)
     app.add_url_rule("/metrics", "metrics", scrape)
     return app
 
@@ -233,7 +236,8 @@ def register_hooks(app):
         if app.config["LOG_FORMAT"] == "json":
             log.info("%s", json.dumps(request_record(route, response.status_code, seconds)))
         else:
-            log.info("%s %s %s %.1fms", request.method, request.path, response.status_code, seconds * 1000)
+            log.info("%s %s %s %.1fms", request.method, quote(request.path, safe=LOGGED_PATH_SAFE), response.status_code,
+                     seconds * 1000)
         return response
 
     @app.teardown_request
@@ -244,15 +248,18 @@ def register_hooks(app):
 
     @app.after_request
     def drain_refused_body(response):
-        """Read and drop the body of a request refused by its Content-Length before a byte was read: the kept-alive
-        connection behind nginx then starts clean, instead of the next request on it meeting this one's tail (502).
-        Only within DRAIN_SLACK of the limit: nginx refuses larger bodies itself."""
+        """Read and drop what is left of the body of a refused request (by its Content-Length before a byte was read,
+        or by a form field too large midway): the kept-alive connection behind nginx then starts clean, instead of the
+        next request on it meeting this one's tail (502). Only up to DRAIN_SLACK past the limit: nginx refuses larger
+        bodies itself."""
         length, limit = request.content_length or 0, app.config["MAX_CONTENT_LENGTH"]
-        stream = request.environ.get("wsgi.input")
-        if response.status_code == 413 and limit < length <= limit + DRAIN_SLACK and stream is not None:
-            remaining = length
-            while remaining > 0 and (chunk := stream.read(min(remaining, 65536))):
-                remaining -= len(chunk)
+        if response.status_code < 400 or not 0 < length <= limit + DRAIN_SLACK:
+            return response
+        # over the limit nothing was read and request.stream would refuse; within it, read on where the form stopped
+        stream = request.environ.get("wsgi.input") if length > limit else request.stream
+        remaining = length
+        while stream is not None and remaining > 0 and (chunk := stream.read(min(remaining, 65536))):
+            remaining -= len(chunk)
         return response
 
     @app.teardown_request

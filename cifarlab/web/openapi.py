@@ -43,8 +43,8 @@ INSTANCES = {"type": "object", "properties": {
         {"type": "object", "required": ["b64"], "properties": {"b64": {"type": "string", "format": "byte"}}}]}},
     "inputs": {"type": "array", "description": "the same as instances"},
     "signature_name": {"enum": ["serving_default", "verdicts"]}}}
-UPLOAD = {"multipart/form-data": {"schema": {"type": "object", "properties": {
-    "file": {"type": "array", "items": {"type": "string", "format": "binary"}},
+UPLOAD = {"multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+    "file": {"type": "array", "minItems": 1, "items": {"type": "string", "format": "binary"}},
     "model": {"type": "string", "description": "a model name (several models served: MODEL_DIR)"}}}}}
 FLAG = {"type": "object", "required": ["id", "label"], "properties": {
     "id": {"type": "string", "description": "the id a prediction came with"},

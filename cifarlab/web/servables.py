@@ -331,6 +331,13 @@ class Servables:
                     version.unload()
                     log.info("model %s: version %d unloaded", servable.name, number)
 
+    def public(self, message):
+        """A message for anonymous clients (GET /v1/models/NAME): paths under MODEL_DIR shown relative to it."""
+        for prefix in sorted({self.model_dir, os.path.abspath(self.model_dir), os.path.realpath(self.model_dir)},
+                             key=len, reverse=True):
+            message = re.sub(r"(?<![\w./-])" + re.escape(prefix.rstrip(os.sep) + os.sep), "MODEL_DIR/", message)
+        return message
+
     def _load_version(self, servable, number, folder, current):
         """Load one version beside the serving one; True when it is now available."""
         path = version_file(folder)
@@ -341,7 +348,7 @@ class Servables:
             version.classifier = self.load(path)
             version.batcher = self.batching(servable.name, version.classifier)
         except (checkpoint.ModelFileError, OSError, ValueError, MemoryError) as exc:
-            version.state, version.error = "END", str(exc) or type(exc).__name__
+            version.state, version.error = "END", self.public(str(exc) or type(exc).__name__)
             with self.lock:
                 servable.versions[number] = version
             log.warning("model %s: version %d refused, the serving version stays: %s", servable.name, number, exc)

@@ -54,9 +54,13 @@ def wait_ready(proc, port, path, timeout, headers=None, every=0.1):
     return False
 
 
-def nginx_config(listen, upstream_port, run_dir, max_content_length, proxy_timeout=60.0, user=None):
+def nginx_config(listen, upstream_port, run_dir, max_content_length, proxy_timeout=60.0, user=None,
+                 trusted_proxies=()):
     """nginx.conf text from the repository's template."""
-    values = {"@LISTEN@": listen, "@UPSTREAM@": str(upstream_port), "@RUN@": str(run_dir), "@ROOT@": str(REPO),
+    real_ip = "".join(f"        set_real_ip_from {network};\n" for network in trusted_proxies)
+    if real_ip:  # the client is the last address in X-Forwarded-For that is not a trusted proxy
+        real_ip += "        real_ip_header X-Forwarded-For;\n        real_ip_recursive on;\n"
+    values = {"@REAL_IP@": real_ip.rstrip("\n"), "@LISTEN@": listen, "@UPSTREAM@": str(upstream_port), "@RUN@": str(run_dir), "@ROOT@": str(REPO),
               "@MAX_BODY@": str(max_content_length + MULTIPART_SLACK), "@PROXY_TIMEOUT@": f"{proxy_timeout * 1000:.0f}ms",
               "@JSON_PATHS@": "|".join(api.JSON_PREFIXES), "@USER@": f"user {user};" if user else ""}
     text = TEMPLATE.read_text()
@@ -142,7 +146,7 @@ def prepare_run_dir(listen, upstream_port, config, meta):
     for path in (run_dir, pages, *pages.iterdir()):
         path.chmod(0o755 if path.is_dir() else 0o644)  # readable by the unprivileged worker
     (run_dir / "nginx.conf").write_text(nginx_config(listen, upstream_port, run_dir, config["MAX_CONTENT_LENGTH"],
-                                                     config["PROXY_TIMEOUT"], user))
+                                                     config["PROXY_TIMEOUT"], user, config["TRUSTED_PROXIES"]))
     return run_dir
 
 

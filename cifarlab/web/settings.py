@@ -153,6 +153,12 @@ def http_url(value):
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("expected an http:// or https:// URL, e.g. http://backend:8501")
+    try:
+        port = parts.port  # raises for a port that is not a number in 0..65535
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError("expected a port number from 1 to 65535 after the host, e.g. http://backend:8501")
     return value.rstrip("/")
 
 
@@ -175,6 +181,13 @@ def address_list(value):
         return [ipaddress.ip_network(item, strict=False) for item in items]
     except ValueError:
         raise ValueError("expected addresses or networks separated by commas (10.0.0.0/8,::1), or *") from None
+
+
+def proxy_list(value):
+    """Comma-separated addresses or networks of proxies; '*' is refused (it would trust every client's header)."""
+    if value.strip() == "*":
+        raise ValueError("expected the proxies' addresses or networks (127.0.0.1,10.0.0.0/8); * would trust anyone")
+    return address_list(value)
 
 
 def canary_mode(value):
@@ -265,6 +278,9 @@ SETTINGS = (
             "object per request: time, route, status, ms, images, verdicts, model version, request id)"),
     Setting("METRICS_ALLOW", address_list("127.0.0.0/8,::1"), address_list, "clients /metrics answers (comma-"
             "separated addresses or networks, * for any); others get 403. Behind make serve's nginx: X-Real-IP"),
+    Setting("TRUSTED_PROXIES", [], proxy_list, "make serve: proxies in front of its nginx (a TLS terminator on "
+            "127.0.0.1, a load balancer) whose X-Forwarded-For names the client, for METRICS_ALLOW, canary buckets "
+            "and upload shares; none by default (then every client behind such a proxy is the proxy)"),
     Setting("GRADCAM", True, boolean, "offer Grad-CAM on result pages (needs TensorFlow and the .h5 the model came from)"),
     Setting("GRADCAM_PRELOAD", False, boolean, "prepare Grad-CAM at start-up, so the first explanation does not wait "
             "for TensorFlow and the .h5; costs TensorFlow's memory in every process (make run turns it on; make "
@@ -321,7 +337,7 @@ def markdown_table():
         if isinstance(default, str) and str(REPO) in default:  # paths in the repository, as a clone anywhere says
             default = default.replace(str(REPO) + os.sep, "")
         elif isinstance(default, list):
-            default = ",".join(map(str, default))
+            default = ",".join(map(str, default)) or None
         lines.append(f"| `{s.name}` | {'' if default is None else f'`{default}`'} | {s.help} |")
     return "\n".join(lines)
 
