@@ -61,10 +61,10 @@ def post_fork(server, worker):
 
 
 def child_exit(server, worker):
-    """A dead worker's live gauges (requests in flight) leave the sums; its counters stay counted."""
-    from prometheus_client import multiprocess
+    """A dead worker's live gauges (requests in flight) leave the sums; its counters stay counted, in one merged file."""
+    from cifarlab.web.metrics import fold_dead_worker
 
-    multiprocess.mark_process_dead(worker.pid)
+    fold_dead_worker(worker.pid, os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
 
 def on_exit(server):

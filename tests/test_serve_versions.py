@@ -116,9 +116,14 @@ def children(pid):
         return [int(c) for c in f.read().split()]
 
 
-def gunicorn_pid(launcher):
-    """The gunicorn master the make serve launcher started."""
-    return next(pid for pid in children(launcher.pid) if b"gunicorn" in open(f"/proc/{pid}/cmdline", "rb").read())
+def gunicorn_pid(launcher, seconds=30):
+    """The gunicorn master the make serve launcher started (waited for: after a halt it starts one after a backoff)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        masters = [pid for pid in children(launcher.pid) if b"gunicorn" in open(f"/proc/{pid}/cmdline", "rb").read()]
+        if masters or time.monotonic() > deadline:
+            return masters[0]
+        time.sleep(0.2)
 
 
 def wait_until_serving(port, seconds=90):
@@ -143,6 +148,24 @@ def test_a_recycled_worker_boots_beside_odd_version_folders(versions_stack):
     time.sleep(2)
     assert wait_until_serving(port) and server.poll() is None
     assert all(predict(port)[0] == 200 for _ in range(10))
+
+
+def test_recycled_workers_leave_no_metrics_files_and_their_counts_stay(versions_stack):
+    _, port, server = versions_stack
+    gunicorn = gunicorn_pid(server)
+    environ = dict(item.split("=", 1) for item in open(f"/proc/{gunicorn}/environ").read().split("\0") if "=" in item)
+    folder = environ["PROMETHEUS_MULTIPROC_DIR"]
+    for _ in range(3):
+        before = sample(scrape(port), "cifarlab_http_requests_total", method="POST", route="/api/predict",
+                        status="200")
+        for worker in children(gunicorn):
+            os.kill(worker, signal.SIGKILL)
+        time.sleep(1)
+        assert wait_until_serving(port)
+        after = sample(scrape(port), "cifarlab_http_requests_total", method="POST", route="/api/predict", status="200")
+        assert after >= before + 1  # the dead workers' requests still counted, the new one's added
+    kinds = [name.split("_", 1)[0] for name in os.listdir(folder)]
+    assert kinds.count("counter") <= 3 and kinds.count("histogram") <= 3  # 2 live workers + the merged file
 
 
 def test_the_launcher_starts_gunicorn_again_when_it_halts(versions_stack):

@@ -21,8 +21,14 @@ def basic(credentials=CREDENTIALS):
 
 
 @pytest.fixture
-def review_app(make_app):
-    return make_app(REVIEW_CREDENTIALS=CREDENTIALS)
+def app(make_app, database_url):
+    """Every test here that stores answers runs on SQLite and on PostgreSQL."""
+    return make_app(DATABASE_URL=database_url)
+
+
+@pytest.fixture
+def review_app(make_app, database_url):
+    return make_app(REVIEW_CREDENTIALS=CREDENTIALS, DATABASE_URL=database_url)
 
 
 def test_api_answers_carry_ids_that_take_a_flag_then_a_replacement(client):

@@ -121,3 +121,24 @@ def test_text_log_stays_one_line(client, caplog):
     with caplog.at_level(logging.INFO, logger="cifarlab.app"):
         client.get("/healthz")
     assert any(re.fullmatch(r"GET /healthz 200 [0-9.]+ms", r.getMessage()) for r in caplog.records)
+
+
+def test_a_dead_workers_counts_fold_into_one_file_and_stay_counted(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    worker = ("import sys; from cifarlab.web.metrics import Metrics; m = Metrics(sys.argv[1]); "
+              "[m.observe_request('GET', '/x', 200, 0.01) for _ in range(int(sys.argv[2]))]")
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    pids = [subprocess.Popen([sys.executable, "-c", worker, str(tmp_path), str(n)], env=env) for n in (3, 4, 5)]
+    for p in pids:
+        assert p.wait() == 0
+    scrape = metrics.Metrics(str(tmp_path))
+    before = sample(scrape.exposition().decode(), "cifarlab_http_requests_total", method="GET", route="/x", status="200")
+    for p in pids:
+        metrics.fold_dead_worker(p.pid, str(tmp_path))
+    after = scrape.exposition().decode()
+    assert before == 12 and sample(after, "cifarlab_http_requests_total", method="GET", route="/x", status="200") == 12
+    assert sample(after, "cifarlab_http_request_duration_seconds_count", route="/x") == 12
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["counter_merged.db", "histogram_merged.db"]

@@ -1,7 +1,8 @@
 """Prometheus metrics of the web app, served at /metrics; correct across gunicorn workers in multiprocess mode.
 
 Under `make serve` each worker writes its samples to files in PROMETHEUS_MULTIPROC_DIR (set, created and removed by
-cifarlab.web.serve; gunicorn.conf.py's child_exit marks a dead worker's files), and /metrics in any worker sums them.
+cifarlab.web.serve; gunicorn.conf.py's child_exit folds a dead worker's files in), and /metrics in any worker sums
+them.
 Without that variable (flask run, tests) the app's own registry holds this process's samples.
 """
 import ipaddress
@@ -9,12 +10,33 @@ import os
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.mmap_dict import MmapedDict
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.002, 0.004, 0.006, 0.008, 0.012, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)  # images per forward pass
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})  # any other counts as "other"
+
+
+def fold_dead_worker(pid, folder):
+    """A dead worker's live gauges leave the sums; its counters and histograms are added into one `<kind>_merged.db`
+    and its own files removed, so the folder holds as many files as live workers (+2) however often workers are
+    recycled. Called by gunicorn's master only. A scrape in the instant between the add and the removal may count
+    that worker twice."""
+    multiprocess.mark_process_dead(pid, folder)
+    for kind in ("counter", "histogram"):
+        dead = os.path.join(folder, f"{kind}_{pid}.db")
+        if not os.path.exists(dead):
+            continue
+        merged = MmapedDict(os.path.join(folder, f"{kind}_merged.db"))
+        try:
+            for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(dead):
+                total, _ = merged.read_value(key)
+                merged.write_value(key, total + value, timestamp)
+        finally:
+            merged.close()
+        os.remove(dead)
 
 
 class Metrics:
