@@ -7,6 +7,8 @@ Subcommands (each has its own --help):
     python train.py export --model runs/fast.h5 --data ../shared/data/cifar10-jpeg.tar.gz   # beside the .h5
     python train.py predict my_photos/ --out predictions.csv        # a folder, archive or list of paths
     python train.py feedback export --out feedback_data/            # what users flagged, as an image folder
+    python train.py --data ../shared/data/cifar10-jpeg.tar.gz --arch fast_oe --init model/cifar10_cnn.h5 \
+        --feedback feedback_data/ --epochs 1 --out runs/feedback1     # fine-tune on it, judged against --init
     python train.py models publish runs/new.tflite --name cifar10   # MODEL_DIR: a canary beside the stable one
 """
 import argparse
@@ -51,6 +53,13 @@ def parse_args(argv=None):
     p.add_argument("--teacher", metavar="MODEL.h5",
                    help="distil: train on this model's soft targets for the very views the net sees, mixed with the "
                         "labels (recipe keys distill_weight, distill_temperature), e.g. --teacher model/best.h5")
+    p.add_argument("--feedback", metavar="EXPORT",
+                   help="fine-tune --init on the dataset plus users' flags (a `train.py feedback export` folder): "
+                        "corrections weighted, \"none\" images as outliers, a share held out to judge the result")
+    p.add_argument("--feedback-weight", type=int, default=4,
+                   help="times each correction counts against a dataset image (default 4)")
+    p.add_argument("--feedback-holdout", type=float, default=0.2,
+                   help="share of the corrections held out to compare the new model with --init (default 0.2)")
     p.add_argument("--resume", metavar="RUN",
                    help="continue the interrupted run whose --out was RUN, from its last finished epoch, with its "
                         "own options (give no others)")
@@ -121,6 +130,11 @@ def recipe_for(args):
     if args.pretrained and not architectures.of_recipe(hp).pretrained:
         takes = [name for name, recipe in PRESETS.items() if architectures.of_recipe(recipe).pretrained]
         raise ValueError(f"--pretrained needs a preset with ImageNet weights: --arch {' or '.join(takes)}.")
+    if args.feedback and not args.init:
+        raise ValueError("--feedback fine-tunes a model: give --init with the served model's .h5 "
+                         "(e.g. --init model/cifar10_cnn.h5), so the result can be compared with it.")
+    if args.feedback_weight < 1 or not 0 < args.feedback_holdout < 1:
+        raise ValueError("--feedback-weight takes 1 or more, --feedback-holdout a share between 0 and 1.")
     if args.early_stop is not None and args.early_stop < 1:
         raise ValueError("--early-stop takes a patience of 1 or more epochs.")
     if args.early_stop is not None and hp.optimizer != "adam":

@@ -36,9 +36,13 @@ def publish(model_path, model_dir, name):
     if model_path.suffix not in MODEL_SUFFIXES or not model_path.is_file():
         raise RolloutError(f"{model_path}: expected a {' or '.join(MODEL_SUFFIXES)} model file")
     try:
-        checkpoint.read_meta(model_path)
+        meta = checkpoint.read_meta(model_path)
     except checkpoint.ModelFileError as exc:
         raise RolloutError(str(exc)) from None
+    feedback = meta.get("feedback") or {}
+    if feedback.get("publishable") is False:
+        raise RolloutError(f"{model_path}: refused: worse than the model it was fine-tuned from "
+                           f"({feedback.get('init')}) on {' and '.join(feedback.get('worse_on', []))} (see its card)")
     folder = Path(model_dir) / name
     folder.mkdir(parents=True, exist_ok=True)
     labels, versions = labels_of(folder), version_folders(folder)

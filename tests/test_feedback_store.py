@@ -36,9 +36,9 @@ def test_migrations_build_the_schema_from_an_empty_database(database_url):
     engine = feedback.engine_for(database_url)
     assert feedback.revision_of(engine) is None
     feedback.upgrade(engine)
-    assert feedback.revision_of(engine) == "0002"
+    assert feedback.revision_of(engine) == "0003"
     feedback.upgrade(engine)  # a second start-up finds nothing to do
-    assert feedback.revision_of(engine) == "0002"
+    assert feedback.revision_of(engine) == "0003"
 
 
 def test_migrations_upgrade_the_first_schema_keeping_its_rows(database_url):
@@ -53,7 +53,7 @@ def test_migrations_upgrade_the_first_schema_keeping_its_rows(database_url):
     feedback.upgrade(engine)
     with engine.connect() as connection:
         row = connection.execute(answers.select().where(answers.c.id == "old")).mappings().one()
-    assert row["flag"] == "dog" and row["review"] is None and feedback.revision_of(engine) == "0002"
+    assert row["flag"] == "dog" and row["review"] is None and feedback.revision_of(engine) == "0003"
 
 
 def test_each_answer_gets_an_unguessable_id_and_its_image_is_stored_once(make_store):
@@ -70,8 +70,8 @@ def test_each_answer_gets_an_unguessable_id_and_its_image_is_stored_once(make_st
 def test_a_flag_is_recorded_then_replaced(make_store):
     store = make_store()
     [answer] = store.record([(pixels(0), prediction())], "cifar10", 1)
-    assert store.flag(answer, "dog") is False
-    assert store.flag(answer, "none") is True
+    assert store.flag(answer, "dog") == (False, "cifar10", "1")
+    assert store.flag(answer, "none").replaced is True
     assert store.get(answer)["flag"] == "none"
 
 
@@ -95,7 +95,7 @@ def test_a_full_store_refuses_new_flags_with_507_but_takes_changes_to_old_ones(m
     with pytest.raises(FeedbackError) as refused:
         store.flag(ids[2], "dog")
     assert refused.value.status == 507 and "full" in refused.value.message
-    assert store.flag(ids[0], "correct") is True
+    assert store.flag(ids[0], "correct").replaced is True
 
 
 def test_sampling_keeps_unsure_and_unknown_answers_up_to_the_hourly_cap(make_store):
@@ -168,3 +168,21 @@ def test_export_writes_the_image_folder_tree_and_a_manifest(make_store, tmp_path
     assert {item["id"]: item["model_version"] for item in manifest["items"]} == dict.fromkeys(ids[:3], "1")
     reviewed = store.export(tmp_path / "reviewed", reviewed_only=True)
     assert [item["id"] for item in reviewed["items"]] == [ids[0]]
+
+
+@pytest.mark.parametrize("query", ["room", "queue"])
+def test_the_room_check_and_the_queue_read_only_kept_answers(make_store, query):
+    store = make_store()
+    if store.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL's planner picks its own plan on a tiny table; SQLite's plan is fixed by the indexes")
+    from sqlalchemy import func, select
+
+    from cifarlab.feedback.store import KEPT, WAITING
+
+    statement = {"room": select(func.count(), func.coalesce(func.sum(answers.c.image_bytes), 0)).where(KEPT),
+                 "queue": select(answers).where(WAITING).order_by(answers.c.confidence, answers.c.created_at)
+                 .limit(50)}[query]
+    compiled = statement.compile(store.engine, compile_kwargs={"literal_binds": True})
+    with store.engine.connect() as connection:
+        plan = " ".join(str(row) for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}"))
+    assert {"room": "ix_answers_kept", "queue": "ix_answers_waiting"}[query] in plan, plan

@@ -58,6 +58,23 @@ def test_publish_refuses_what_is_not_a_servable_model_in_one_line(tmp_path, mode
     assert sorted(p.name for p in (model_dir / "cnn").iterdir()) == ["1"]  # nothing half-published
 
 
+@pytest.mark.parametrize("publishable", [False, True])
+def test_publish_refuses_a_fine_tune_worse_than_the_model_it_started_from(tmp_path, model_dir, capsys, publishable):
+    candidate = tmp_path / INT8.name
+    candidate.write_bytes(INT8.read_bytes())
+    meta = json.loads(INT8.with_suffix(".json").read_text())
+    meta["feedback"] = {"init": "model/cifar10_cnn.h5", "publishable": publishable,
+                        "worse_on": [] if publishable else ["feedback"]}
+    candidate.with_suffix(".json").write_text(json.dumps(meta))
+    code = train.models_main(["--model-dir", str(model_dir), "--name", "cnn", "publish", str(candidate)])
+    err = capsys.readouterr().err
+    if publishable:
+        assert code == 0 and (model_dir / "cnn" / "2").is_dir()
+    else:
+        assert code == 2 and "worse than the model it was fine-tuned from" in err and "on feedback" in err
+        assert sorted(p.name for p in (model_dir / "cnn").iterdir()) == ["1"]
+
+
 def test_the_command_walks_a_canary_through_a_polling_server(make_app, model_dir, capsys):
     app = make_app(MODEL_DIR=str(model_dir), MODEL_POLL_SECONDS=0, SERVING_MODEL_NAME="cnn", CANARY_SHARE=0.0)
     client = app.test_client()

@@ -170,12 +170,56 @@ def test_early_stop_ends_a_run_that_stops_improving(tmp_path):
     (["--epochs", "0"], "epochs is 1 or more"),
     (["--arch", "transfer", "--set", "backbone=ResNet50"], "backbone is one of"),
     (["--arch", "muon", "--set", "optimizer=rmsprop"], "optimizer is one of adam, sgd, muon"),
+    (["--feedback", "export"], "--feedback fine-tunes a model: give --init"),
 ])
 def test_option_mistakes_are_one_line(tmp_path, tiny_dataset, capsys, argv, message):
     assert train.main(["--data", str(tiny_dataset), "--out", str(tmp_path / "m"), *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not list(tmp_path.glob("m*"))
+
+
+def feedback_export(root, classes, per_class, outliers):
+    """A folder as `train.py feedback export` writes it: train/<class>/<id>.png, outliers/<id>.png, manifest.json."""
+    rng = np.random.default_rng(3)
+    for c, name in enumerate(classes):
+        (root / "train" / name).mkdir(parents=True)
+        for n in range(per_class):
+            pixels = np.array([20 * c, 10 * n, 200]) + rng.integers(-40, 41, (32, 32, 3))
+            Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(root / "train" / name / f"id{c}x{n}.png")
+    (root / "outliers").mkdir()
+    for n in range(outliers):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / "outliers" / f"o{n}.png")
+    (root / "manifest.json").write_text(json.dumps({"items": []}))
+    return root
+
+
+def test_a_fine_tune_on_a_feedback_export_is_judged_against_its_init(tmp_path, tiny_dataset, capsys):
+    init = tmp_path / "init"
+    assert train.main(["--data", str(tiny_dataset), "--epochs", "1", "--val-size", "4", "--out", str(init)]) == 0
+    export = feedback_export(tmp_path / "export", ["blue", "red"], per_class=10, outliers=3)
+    out = tmp_path / "tuned"
+    assert train.main(["--data", str(tiny_dataset), "--epochs", "1", "--val-size", "4", "--init", f"{init}.h5",
+                       "--feedback", str(export), "--feedback-holdout", "0.3", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    feedback = json.loads(out.with_suffix(".json").read_text())["feedback"]
+    assert feedback["corrections"] + feedback["held_out"] == 20 and feedback["held_out"] > 0
+    assert feedback["outliers"] == 3 and "recipe baseline has no outlier exposure" in printed
+    assert set(feedback["accuracy"]) == set(feedback["init_accuracy"]) == {"test", "feedback"}
+    worse = [s for s in ("test", "feedback") if feedback["accuracy"][s] < feedback["init_accuracy"][s]]
+    assert feedback["worse_on"] == worse and feedback["publishable"] == (not worse)
+    assert "## Fine-tuned on users' feedback" in Path(f"{out}_card.md").read_text()
+    assert ("Publishable:" if not worse else "Not publishable:") in printed
+
+
+def test_a_feedback_folder_that_is_not_an_export_is_one_line(tmp_path, tiny_dataset, capsys):
+    init = tmp_path / "init"
+    assert train.main(["--data", str(tiny_dataset), "--epochs", "1", "--val-size", "4", "--out", str(init)]) == 0
+    capsys.readouterr()
+    assert train.main(["--data", str(tiny_dataset), "--init", f"{init}.h5", "--feedback", str(tiny_dataset),
+                       "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "is not a feedback export" in err and err.count("\n") == 1
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
 """The feedback database's tables (SQLAlchemy Core); the migrations in migrations/versions build them step by step."""
-from sqlalchemy import Boolean, Column, DateTime, Float, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import Boolean, Column, DateTime, Float, Index, Integer, MetaData, String, Table, Text, text
 
 metadata = MetaData()
 
@@ -23,5 +23,13 @@ answers = Table(
     Column("review", String(16)),                         # accepted, relabelled or rejected; None: not reviewed
     Column("review_label", String(64)),                   # the label review settled on ("none": no class)
     Column("reviewed_at", DateTime(timezone=True)),
-    Index("ix_answers_queue", "review", "confidence"),
+    # partial: only kept answers (flagged or sampled), so a flag's room check and the review queue never scan the rest
+    Index("ix_answers_kept", "image_bytes", sqlite_where=text("(flag IS NOT NULL OR sampled = 1)"),
+          postgresql_where=text("(flag IS NOT NULL OR sampled)")),
+    Index("ix_answers_waiting", "confidence", "created_at",
+          sqlite_where=text("review IS NULL AND (flag IS NOT NULL OR sampled = 1)"),
+          postgresql_where=text("review IS NULL AND (flag IS NOT NULL OR sampled)")),
+    Index("ix_answers_flagged", "label", sqlite_where=text("flag IS NOT NULL"),
+          postgresql_where=text("flag IS NOT NULL")),
+    Index("ix_answers_version", "model_name", "model_version", "flag"),
 )

@@ -13,6 +13,7 @@ import os
 import random
 import secrets
 from dataclasses import dataclass
+from typing import NamedTuple
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,14 @@ class Limits:
                    config["FEEDBACK_MAX_ANSWERS"], config["FEEDBACK_SAMPLE_RATE"], config["FEEDBACK_SAMPLE_PER_HOUR"])
 
 
+class Flagged(NamedTuple):
+    """What a flag did: replaced an earlier one or not; the model version that gave the flagged answer."""
+
+    replaced: bool
+    model_name: str
+    model_version: str
+
+
 class Store:
     """Answers, flags and reviews in SQL; images as content-addressed PNG files under `folder`."""
 
@@ -179,13 +188,14 @@ class Store:
             answers.c.sampled, answers.c.created_at > hour_ago)).scalar_one()
 
     def flag(self, answer_id, label):
-        """Record the user's flag ("correct", "none" or a class name); True when it replaced an earlier one.
-        FeedbackError 404 for an unknown id, 400 for a bad label, 507 when the store is full."""
+        """Record the user's flag ("correct", "none" or a class name); a Flagged (whether it replaced an earlier one,
+        and the model version that gave the answer). FeedbackError 404 for an unknown id, 400 for a bad label, 507
+        when the store is full."""
         if not isinstance(answer_id, str) or not 0 < len(answer_id) <= 32:
             raise FeedbackError("No such answer: give the id the prediction came with.", 404)
         with self.engine.begin() as connection:
-            row = connection.execute(select(answers.c.flag, answers.c.sampled)
-                                     .where(answers.c.id == answer_id)).first()
+            row = connection.execute(select(answers.c.flag, answers.c.sampled, answers.c.model_name,
+                                            answers.c.model_version).where(answers.c.id == answer_id)).first()
             if row is None:
                 raise FeedbackError("No such answer (or it is older than the store keeps unflagged answers).", 404)
             self.check_label(label)
@@ -193,14 +203,7 @@ class Store:
                 self.check_room(connection)
             connection.execute(update(answers).where(answers.c.id == answer_id)
                                .values(flag=label, flagged_at=now(), review=None, review_label=None, reviewed_at=None))
-        return row.flag is not None
-
-    def answered_by(self, answer_id):
-        """(model name, model version) that gave an answer, or None for an unknown id."""
-        with self.engine.connect() as connection:
-            row = connection.execute(select(answers.c.model_name, answers.c.model_version)
-                                     .where(answers.c.id == answer_id)).first()
-        return None if row is None else (row.model_name, row.model_version)
+        return Flagged(row.flag is not None, row.model_name, row.model_version)
 
     def check_label(self, label, words=FLAG_WORDS):
         classes = self.class_names()

@@ -195,3 +195,47 @@ def load_image_folder(source, use_cache=True):
                                                        x_test=data.x_test, y_test=data.y_test,
                                                        class_names=np.array(class_names)))
     return data
+
+
+@dataclass
+class FeedbackData:
+    """A feedback export (`train.py feedback export`) read for fine-tuning: users' corrections to train on, a held-out
+    share of them to judge the result by, and their "none of these" images as outliers."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_holdout: np.ndarray
+    y_holdout: np.ndarray
+    outliers: np.ndarray
+    source: str
+
+
+def held_out(name, share):
+    """True for the `share` of file names kept out of training, the same ones on every run (by a hash of the name)."""
+    return int(hashlib.sha256(name.encode()).hexdigest()[:8], 16) / 2**32 < share
+
+
+def load_feedback_export(folder, class_names, holdout_share):
+    """FeedbackData from DIR/train/<class>/*.png and DIR/outliers/*.png; DataError for anything else."""
+    path = Path(folder)
+    if not (path / "manifest.json").is_file():
+        raise DataError(f"{path} is not a feedback export (no manifest.json): make one with "
+                        "`python train.py feedback export --out DIR`.")
+    index = {name: i for i, name in enumerate(class_names)}
+    picked = {True: ([], []), False: ([], [])}
+    for file in sorted((path / "train").glob("*/*")):
+        if file.parent.name not in index:
+            raise DataError(f"{file}: class {file.parent.name!r} is not one the model knows ({', '.join(class_names)}).")
+        images, labels = picked[held_out(file.name, holdout_share)]
+        images.append(file.read_bytes())
+        labels.append(index[file.parent.name])
+    outliers = [file.read_bytes() for file in sorted((path / "outliers").glob("*"))]
+    if not picked[True][0] and not picked[False][0] and not outliers:
+        raise DataError(f"{path} holds no images: nothing was flagged (or review rejected it all).")
+    try:
+        arrays = [(_decode_chunk(images), np.array(labels, np.int64)) for images, labels in (picked[False],
+                                                                                            picked[True])]
+        bank = _decode_chunk(outliers)
+    except ImageError as exc:
+        raise DataError(f"{path}: an image could not be read: {exc.message}") from None
+    return FeedbackData(*arrays[0], *arrays[1], bank, str(path))

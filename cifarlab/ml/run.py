@@ -12,10 +12,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from . import architectures, distribute, resume, training  # noqa: E402
-from .. import checkpoint, sidecar  # noqa: E402
+from .. import atomic, checkpoint, sidecar  # noqa: E402
 from ..images import INPUT_SIZE  # noqa: E402
 from ..report import card  # noqa: E402
-from .data import DataError, load_dataset  # noqa: E402
+from .data import DataError, load_dataset, load_feedback_export  # noqa: E402
 from .models import WeightsDownloadError  # noqa: E402
 
 
@@ -59,6 +59,7 @@ class Split:
     y_train: np.ndarray
     val: tuple
     eval_sets: dict
+    feedback: object = None          # data.FeedbackData with --feedback
 
 
 def train_run(args, argv, hp, command, state=None):
@@ -129,7 +130,20 @@ def load_data(run):
     print(f"Data: {data.source}: {len(x_train)} train, {0 if val is None else len(val[0])} val, "
           f"{len(data.x_test)} test images, classes {', '.join(data.class_names)} "
           f"({time.perf_counter() - started:.1f} s)", flush=True)
-    return data, Split(x_train, one_hot[y_train], val, eval_sets)
+    feedback = None
+    if args.feedback:
+        try:
+            feedback = load_feedback_export(args.feedback, data.class_names, args.feedback_holdout)
+        except DataError as exc:
+            raise RunError(exc) from None
+        x_train = np.concatenate([x_train, np.repeat(feedback.x_train, args.feedback_weight, axis=0)])
+        y_train = np.concatenate([y_train, np.repeat(feedback.y_train, args.feedback_weight)])
+        if len(feedback.y_holdout):
+            eval_sets["feedback"] = (feedback.x_holdout, one_hot[feedback.y_holdout])
+        print(f"Feedback: {feedback.source}: {len(feedback.y_train)} corrections to train on (each x"
+              f"{args.feedback_weight}), {len(feedback.y_holdout)} held out, {len(feedback.outliers)} "
+              "\"none of these\" images", flush=True)
+    return data, Split(x_train, one_hot[y_train], val, eval_sets, feedback)
 
 
 def load_teacher(args, hp, class_names):
@@ -156,6 +170,11 @@ def build_model(run, split, class_names, state):
     if hp.outlier_fraction:
         print(f"Outliers: generating {hp.outlier_bank:,} for outlier exposure", flush=True)
         bank = training.outlier_bank(split.x_train, hp.outlier_bank, args.seed, hp.outlier_families())
+        if split.feedback is not None and len(split.feedback.outliers):  # what users said is none of the classes
+            bank = np.concatenate([bank, np.repeat(split.feedback.outliers, args.feedback_weight, axis=0)])
+    elif split.feedback is not None and len(split.feedback.outliers):
+        print(f"Outliers: the {len(split.feedback.outliers)} \"none of these\" images are not used: recipe {args.arch} "
+              "has no outlier exposure (fast_oe has)", flush=True)
     batches = training.Batches(split.x_train, split.y_train, hp.batch_size, args.seed,
                                augment=hp.augment, translate=hp.translate, cutout=hp.cutout, outliers=bank,
                                outlier_fraction=hp.outlier_fraction, outlier_weight=hp.outlier_weight,
@@ -295,6 +314,38 @@ def save_and_evaluate(run, net, data, split, log, early_stop, command):
     meta = card.evaluate(f"{args.out}.h5", data)  # one pass over the test split: accuracy, loss, report
     print(f"Test ({len(data.x_test):,}-image split of {data.source}, TTA level {hp.tta_level}): "
           f"accuracy {meta['test_accuracy']:.4f}, loss {meta['test_loss']:.4f}; training {log.train_seconds / 60:.1f} min")
+    if split.feedback is not None:
+        meta = compare_with_init(run, data, split.feedback, f"{args.out}.h5", meta)
     card.save_curves(f"{args.out}.h5", meta)
     print(f"Saved {args.out}.h5, {args.out}.json, {args.out}_curves.png; logs in {logdir(args)}", flush=True)
     card.print_summary(meta)
+
+
+def compare_with_init(run, data, feedback, model_path, meta):
+    """The fine-tuned model beside the --init model it started from, on the test split and the held-out feedback, each
+    as the app serves it; recorded in the sidecar and card as `feedback`, with whether it may be published (it may
+    not be worse on either)."""
+    from ..inference import Classifier
+
+    sets = {"test": (data.x_test, data.y_test)}
+    if len(feedback.y_holdout):
+        sets["feedback"] = (feedback.x_holdout, feedback.y_holdout)
+    accuracy = {}
+    for who, path in (("new", model_path), ("init", run.args.init)):
+        classifier = Classifier.from_path(path)
+        accuracy[who] = {name: float(np.mean(np.argmax(card.logits_in_batches(classifier, x), axis=1) == y))
+                         for name, (x, y) in sets.items()}
+    worse = [name for name in sets if accuracy["new"][name] < accuracy["init"][name]]
+    meta = {**meta, "feedback": {
+        "export": feedback.source, "corrections": int(len(feedback.y_train)), "weight": run.args.feedback_weight,
+        "held_out": int(len(feedback.y_holdout)), "outliers": int(len(feedback.outliers)), "init": run.args.init,
+        "accuracy": accuracy["new"], "init_accuracy": accuracy["init"], "worse_on": worse, "publishable": not worse}}
+    atomic.write_json(checkpoint.sidecar_path(model_path), meta)
+    card.rewrite_card(model_path, meta)
+    for name in sets:
+        print(f"Against --init on {name}: {accuracy['new'][name]:.2%} (was {accuracy['init'][name]:.2%}, "
+              f"{len(sets[name][1]):,} images)", flush=True)
+    print("Publishable: not worse on the test split nor on the held-out feedback." if not worse else
+          f"Not publishable: worse than --init on {' and '.join(worse)}; `train.py models publish` refuses it.",
+          flush=True)
+    return meta

@@ -53,11 +53,9 @@ def record(items, model_name, model_version):
 
 def flag(answer_id, label):
     """Store a user's flag, counted in /metrics by the model version that gave the answer; True when it replaced one."""
-    replaced = store().flag(answer_id, label)
-    answered = store().answered_by(answer_id)
-    if answered is not None:
-        current_app.extensions["metrics"].flags.labels(*answered).inc()
-    return replaced
+    flagged = store().flag(answer_id, label)
+    current_app.extensions["metrics"].flags.labels(flagged.model_name, flagged.model_version).inc()
+    return flagged.replaced
 
 
 @api_bp.post("/api/feedback")
