@@ -60,7 +60,8 @@ def nginx_config(listen, upstream_port, run_dir, max_content_length, proxy_timeo
     real_ip = "".join(f"        set_real_ip_from {network};\n" for network in trusted_proxies)
     if real_ip:  # the client is the last address in X-Forwarded-For that is not a trusted proxy
         real_ip += "        real_ip_header X-Forwarded-For;\n        real_ip_recursive on;\n"
-    values = {"@REAL_IP@": real_ip.rstrip("\n"), "@LISTEN@": listen, "@UPSTREAM@": str(upstream_port), "@RUN@": str(run_dir), "@ROOT@": str(REPO),
+    values = {"@REAL_IP@": real_ip.rstrip("\n"), "@LISTEN@": listen, "@UPSTREAM@": str(upstream_port),
+              "@RUN@": str(run_dir), "@ROOT@": str(REPO),
               "@MAX_BODY@": str(max_content_length + MULTIPART_SLACK), "@PROXY_TIMEOUT@": f"{proxy_timeout * 1000:.0f}ms",
               "@JSON_PATHS@": "|".join(api.JSON_PREFIXES), "@USER@": f"user {user};" if user else ""}
     text = TEMPLATE.read_text()
