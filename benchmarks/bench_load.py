@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 from PIL import Image
@@ -378,10 +379,8 @@ def failures(answers):
 
 
 def tally(answers):
-    counts = {}
-    for status, _ in answers:
-        counts[status] = counts.get(status, 0) + 1
-    return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items(), key=str))
+    """'200: 900, 503: 2' of the answers' statuses."""
+    return ", ".join(f"{k}: {v}" for k, v in sorted(Counter(status for status, _ in answers).items(), key=str))
 
 
 def worker_pids(launcher):

@@ -327,14 +327,17 @@ def compare_with_init(run, data, feedback, model_path, meta):
     not be worse on either)."""
     from ..inference import Classifier
 
-    sets = {"test": (data.x_test, data.y_test)}
-    if len(feedback.y_holdout):
-        sets["feedback"] = (feedback.x_holdout, feedback.y_holdout)
-    accuracy = {}
-    for who, path in (("new", model_path), ("init", run.args.init)):
+    def accuracy_on(path, sets):
         classifier = Classifier.from_path(path)
-        accuracy[who] = {name: float(np.mean(np.argmax(card.logits_in_batches(classifier, x), axis=1) == y))
-                         for name, (x, y) in sets.items()}
+        return {name: float(np.mean(np.argmax(card.logits_in_batches(classifier, x), axis=1) == y))
+                for name, (x, y) in sets.items()}
+
+    held = {"feedback": (feedback.x_holdout, feedback.y_holdout)} if len(feedback.y_holdout) else {}
+    sets = {"test": (data.x_test, data.y_test), **held}
+    new = {"test": meta["test_accuracy"]}  # card.evaluate's pass: the same argmax of the same served model
+    if held:
+        new.update(accuracy_on(model_path, held))
+    accuracy = {"new": new, "init": accuracy_on(run.args.init, sets)}
     worse = [name for name in sets if accuracy["new"][name] < accuracy["init"][name]]
     meta = {**meta, "feedback": {
         "export": feedback.source, "corrections": int(len(feedback.y_train)), "weight": run.args.feedback_weight,
