@@ -36,9 +36,9 @@ def test_migrations_build_the_schema_from_an_empty_database(database_url):
     engine = feedback.engine_for(database_url)
     assert feedback.revision_of(engine) is None
     feedback.upgrade(engine)
-    assert feedback.revision_of(engine) == "0003"
+    assert feedback.revision_of(engine) == "0004"
     feedback.upgrade(engine)  # a second start-up finds nothing to do
-    assert feedback.revision_of(engine) == "0003"
+    assert feedback.revision_of(engine) == "0004"
 
 
 def test_migrations_upgrade_the_first_schema_keeping_its_rows(database_url):
@@ -53,7 +53,7 @@ def test_migrations_upgrade_the_first_schema_keeping_its_rows(database_url):
     feedback.upgrade(engine)
     with engine.connect() as connection:
         row = connection.execute(answers.select().where(answers.c.id == "old")).mappings().one()
-    assert row["flag"] == "dog" and row["review"] is None and feedback.revision_of(engine) == "0003"
+    assert row["flag"] == "dog" and row["review"] is None and feedback.revision_of(engine) == "0004"
 
 
 def test_each_answer_gets_an_unguessable_id_and_its_image_is_stored_once(make_store):
@@ -186,3 +186,48 @@ def test_the_room_check_and_the_queue_read_only_kept_answers(make_store, query):
     with store.engine.connect() as connection:
         plan = " ".join(str(row) for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}"))
     assert {"room": "ix_answers_kept", "queue": "ix_answers_waiting"}[query] in plan, plan
+
+
+def test_the_daily_counts_are_filled_from_the_answers_a_database_already_holds(database_url):
+    engine = feedback.engine_for(database_url)
+    feedback.upgrade(engine, "0003")
+    stamp = datetime.datetime(2026, 11, 30, 23, 59, tzinfo=datetime.timezone.utc)
+    with engine.begin() as connection:
+        for n, (verdict, flag) in enumerate([("known", None), ("known", "dog"), ("unknown", None)]):
+            connection.execute(text(
+                "INSERT INTO answers (id, created_at, image_sha256, image_bytes, model_name, model_version, label, "
+                "class_index, confidence, probabilities, ood_score, verdict, sampled, flag) VALUES (:id, :t, 'abc', "
+                "10, 'cifar10', '1', 'cat', 3, 0.5, '[]', -2.0, :v, :s, :f)"),
+                {"id": f"old{n}", "t": stamp, "v": verdict, "s": False, "f": flag})
+    feedback.upgrade(engine)
+    rows = Store(engine, "unused").daily_counts(datetime.date(2026, 11, 1))
+    assert [tuple(row) for row in rows] == [(datetime.date(2026, 11, 30), "cifar10", "1", "known", "cat", 2, 1),
+                                            (datetime.date(2026, 11, 30), "cifar10", "1", "unknown", "cat", 1, 0)]
+
+
+def test_answers_and_flags_are_counted_per_day_and_outlive_pruning(make_store):
+    store = make_store(keep_seconds=0)
+    ids = store.record([(pixels(n), prediction()) for n in range(3)], "cifar10", 1)
+    store.record([(pixels(5), prediction(index=5, unknown=True))], "cifar10", 1)
+    store.flag(ids[0], "dog")
+    store.flag(ids[0], "frog")  # a replaced flag is still one flag
+    store.flag(ids[1], "correct")
+    store.prune()  # the unflagged answers go; their counts stay
+    assert store.get(ids[2]) is None
+    today = feedback.now().date()
+    rows = {row.verdict: (row.label, row.answers, row.flags) for row in store.daily_counts(today)}
+    assert rows == {"known": ("cat", 3, 2), "unknown": ("dog", 1, 0)}
+    assert store.counts()["per_version"] == [("cifar10", "1", 4, 2, 0.5)]
+    pairs = {(row[0], row[1]): row[-1] for row in store.flag_pairs(today)}
+    assert pairs == {("cat", "frog"): 1, ("cat", "correct"): 1}
+
+
+def test_daily_counts_older_than_the_keeping_period_are_pruned(make_store):
+    store = make_store()
+    old = feedback.now().date() - datetime.timedelta(days=feedback.DAILY_KEEP_DAYS + 1)
+    with store.engine.begin() as connection:
+        feedback.add_daily(connection, {(old, "cifar10", "1", "known", "cat"): 5})
+    store.record([(pixels(0), prediction())], "cifar10", 1)
+    assert len(store.daily_counts(old)) == 2
+    store.prune()
+    assert [row.day for row in store.daily_counts(old)] == [feedback.now().date()]

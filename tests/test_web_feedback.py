@@ -1,10 +1,12 @@
 """Feedback through the app: ids on answers, the flag by form and API, the review queue behind credentials."""
 import base64
+import datetime
 import io
 import re
 
 import pytest
 
+from cifarlab.feedback import store as feedback_store
 from tests.conftest import image_bytes
 from tests.test_web_metrics import sample
 
@@ -137,3 +139,51 @@ def test_train_py_feedback_export_writes_what_users_flagged(client, tmp_path, ca
         [f"train/dog/{ids[0]}.png", f"outliers/{ids[1]}.png", f"train/{predicted}/{ids[2]}.png"])
     assert "Wrote 3 images" in capsys.readouterr().out
     assert train.feedback_main(["export", "--out", str(out)]) == 2  # never overwrites
+
+
+def test_what_users_send_is_for_operators_only(app, review_app):
+    assert app.test_client().get("/review/traffic").status_code == 403
+    client = review_app.test_client()
+    assert client.get("/review/traffic").status_code == 401
+    assert client.get("/review/traffic", headers=basic("operator:wrong password!")).status_code == 401
+
+
+@pytest.mark.parametrize("days", ["0", "91", "x", "-1", "7.5", ""])
+def test_what_users_send_refuses_a_bad_window(review_app, days):
+    reply = review_app.test_client().get(f"/review/traffic?days={days}", headers=basic())
+    assert reply.status_code == 400 and "from 1 to 90" in reply.get_data(as_text=True)
+
+
+def test_what_users_send_shows_verdicts_flags_classes_and_confused_pairs(review_app):
+    client = review_app.test_client()
+    predictions = upload(client, count=3).get_json()["predictions"]
+    predicted = predictions[0]["class"]
+    other = next(name for name in ("airplane", "automobile") if name != predicted)
+    client.post("/api/feedback", json={"id": predictions[0]["id"], "label": other})
+    page = client.get("/review/traffic?days=7", headers=basic())
+    text = page.get_data(as_text=True)
+    assert page.status_code == 200 and "The last 7 days (UTC): 3 answers, 1 flagged (33.3%)" in text
+    assert text.count("<svg") >= 2 and f"<td>{predicted}</td><td>{other}</td>" in text
+    assert "No drift" in text or "No drift check" in text
+
+
+def test_the_drift_warning_and_the_gauges_show_the_same_figures(review_app):
+    client = review_app.test_client()
+    review_app.extensions["servables"].get()[1].classifier.meta["ood"] = {"test_unknown_rate": 0.0}
+    store = review_app.extensions["feedback"]
+    today = datetime.datetime.now(datetime.timezone.utc).date()
+    with store.engine.begin() as connection:
+        feedback_store.add_daily(connection, {(today, "cifar10", "1", "unknown", "cat"): 30,
+                                              (today, "cifar10", "1", "known", "dog"): 90})
+    text = client.get("/review/traffic", headers=basic()).get_data(as_text=True)
+    assert 'role="alert"' in text and "25.0% of 120 answers were unknown" in text
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert sample(metrics, "cifarlab_drift_warning") == 1.0
+    assert sample(metrics, "cifarlab_sent_unknown_share_today") == pytest.approx(0.25)
+    assert sample(metrics, "cifarlab_sent_verdict_share", verdict="known") == pytest.approx(0.75)
+    assert sample(metrics, "cifarlab_sent_class_share", **{"class": "dog"}) == pytest.approx(1.0)
+    assert sample(metrics, "cifarlab_sent_answers") == 120
+
+
+def test_with_feedback_off_there_are_no_sent_gauges(make_app):
+    assert "cifarlab_sent_" not in make_app(FEEDBACK=False).test_client().get("/metrics").get_data(as_text=True)

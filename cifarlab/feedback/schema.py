@@ -1,5 +1,5 @@
 """The feedback database's tables (SQLAlchemy Core); the migrations in migrations/versions build them step by step."""
-from sqlalchemy import Boolean, Column, DateTime, Float, Index, Integer, MetaData, String, Table, Text, text
+from sqlalchemy import Boolean, Column, Date, DateTime, Float, Index, Integer, MetaData, String, Table, Text, text
 
 metadata = MetaData()
 
@@ -32,4 +32,17 @@ answers = Table(
     Index("ix_answers_flagged", "label", sqlite_where=text("flag IS NOT NULL"),
           postgresql_where=text("flag IS NOT NULL")),
     Index("ix_answers_version", "model_name", "model_version", "flag"),
+)
+
+# answers and flags per UTC day, model version, verdict and predicted class: what users sent, kept after the answers
+# themselves are pruned (a day holds at most versions x 3 verdicts x classes rows)
+daily = Table(
+    "daily", metadata,
+    Column("day", Date, primary_key=True),
+    Column("model_name", String(128), primary_key=True),
+    Column("model_version", String(64), primary_key=True),
+    Column("verdict", String(16), primary_key=True),
+    Column("label", String(64), primary_key=True),
+    Column("answers", Integer, nullable=False),
+    Column("flags", Integer, nullable=False),               # of those answers, how many users flagged
 )

@@ -4,6 +4,7 @@ the operators' review, and the export of what review kept as an image-folder dat
 Rows live in SQL (SQLite by default, PostgreSQL for several workers or machines); each answer's 32x32 model input is
 a PNG named by its SHA-256 under the store's folder, written once however often it is sent.
 """
+import collections
 import datetime
 import fcntl
 import hashlib
@@ -19,9 +20,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from sqlalchemy import create_engine, event, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from ..atomic import replace_atomically, write_json
-from .schema import answers
+from .schema import answers, daily
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 FLAG_WORDS = ("correct", "none")  # besides a class name: "the answer is right", "it is none of the classes"
@@ -31,6 +33,8 @@ KEPT = answers.c.flag.is_not(None) | answers.c.sampled  # flagged or sampled: ke
 WAITING = answers.c.review.is_(None) & KEPT              # ... and not reviewed yet
 SETTLED = answers.c.review.in_(("accepted", "relabelled"))  # what review kept, with its label
 PRUNE_EVERY = 200  # answers recorded between two looks for expired ones (per process)
+DAILY_KEEP_DAYS = 400  # days the per-day counts are kept
+DAILY_KEY = ("day", "model_name", "model_version", "verdict", "label")
 
 
 class FeedbackError(Exception):
@@ -170,6 +174,7 @@ class Store:
                     row["sampled"] = taken < self.limits.sample_per_hour
                     taken += row["sampled"]
             connection.execute(answers.insert(), rows)
+            add_daily(connection, collections.Counter(daily_key(row) for row in rows))
         self.recorded += len(rows)
         if self.recorded >= PRUNE_EVERY:
             self.recorded = 0
@@ -194,16 +199,17 @@ class Store:
         if not isinstance(answer_id, str) or not 0 < len(answer_id) <= 32:
             raise FeedbackError("No such answer: give the id the prediction came with.", 404)
         with self.engine.begin() as connection:
-            row = connection.execute(select(answers.c.flag, answers.c.sampled, answers.c.model_name,
-                                            answers.c.model_version).where(answers.c.id == answer_id)).first()
+            row = connection.execute(select(answers).where(answers.c.id == answer_id)).mappings().first()
             if row is None:
                 raise FeedbackError("No such answer (or it is older than the store keeps unflagged answers).", 404)
             self.check_label(label)
-            if row.flag is None and not row.sampled:
+            if row["flag"] is None and not row["sampled"]:
                 self.check_room(connection)
             connection.execute(update(answers).where(answers.c.id == answer_id)
                                .values(flag=label, flagged_at=now(), review=None, review_label=None, reviewed_at=None))
-        return Flagged(row.flag is not None, row.model_name, row.model_version)
+            if row["flag"] is None:
+                add_daily(connection, {daily_key(row): 0}, flags=1)
+        return Flagged(row["flag"] is not None, row["model_name"], row["model_version"])
 
     def check_label(self, label, words=FLAG_WORDS):
         classes = self.class_names()
@@ -243,6 +249,8 @@ class Store:
             ids, hashes = [r.id for r in expired], {r.image_sha256 for r in expired}
             for start in range(0, len(ids), 500):
                 connection.execute(answers.delete().where(answers.c.id.in_(ids[start:start + 500])))
+            connection.execute(daily.delete().where(
+                daily.c.day < now().date() - datetime.timedelta(days=DAILY_KEEP_DAYS)))
             still_used = set(connection.execute(select(answers.c.image_sha256).distinct().where(
                 answers.c.image_sha256.in_(hashes))).scalars()) if hashes else set()
         for digest in hashes - still_used:
@@ -284,12 +292,28 @@ class Store:
             per_class = connection.execute(select(answers.c.label, func.count()).where(answers.c.flag.is_not(None))
                                            .group_by(answers.c.label).order_by(answers.c.label)).all()
             per_version = connection.execute(
-                select(answers.c.model_name, answers.c.model_version, func.count(), func.count(answers.c.flag))
-                .group_by(answers.c.model_name, answers.c.model_version)
-                .order_by(answers.c.model_name, answers.c.model_version)).all()
+                select(daily.c.model_name, daily.c.model_version, func.sum(daily.c.answers), func.sum(daily.c.flags))
+                .group_by(daily.c.model_name, daily.c.model_version)
+                .order_by(daily.c.model_name, daily.c.model_version)).all()
         return {"waiting": waiting, "flags_per_class": [tuple(r) for r in per_class],
-                "per_version": [(name, version, total, flags, flags / total)
+                "per_version": [(name, version, int(total), int(flags), flags / total if total else 0.0)
                                 for name, version, total, flags in per_version]}
+
+    def daily_counts(self, since):
+        """Rows (day, model_name, model_version, verdict, label, answers, flags) from the UTC date `since` on."""
+        with self.engine.connect() as connection:
+            return connection.execute(select(daily).where(daily.c.day >= since)
+                                      .order_by(daily.c.day)).all()
+
+    def flag_pairs(self, since):
+        """[(predicted, flag, review, review_label, count)] of answers given from the UTC date `since` on that users
+        flagged."""
+        start = datetime.datetime.combine(since, datetime.time(), datetime.timezone.utc)
+        with self.engine.connect() as connection:
+            return connection.execute(
+                select(answers.c.label, answers.c.flag, answers.c.review, answers.c.review_label, func.count())
+                .where(answers.c.flag.is_not(None), answers.c.created_at >= start)
+                .group_by(answers.c.label, answers.c.flag, answers.c.review, answers.c.review_label)).all()
 
     def export(self, out, reviewed_only=False):
         """Write out/train/<class>/<id>.png for class labels and out/outliers/<id>.png for "none", leaving out what
@@ -313,6 +337,23 @@ class Store:
         manifest = {"exported_at": now().isoformat(), "reviewed_only": reviewed_only, "items": items}
         write_json(out / "manifest.json", manifest)
         return manifest
+
+
+def daily_key(row):
+    """An answer's row in the daily table: its UTC day, model version, verdict and predicted class."""
+    stamp = row["created_at"]
+    day = (stamp.astimezone(datetime.timezone.utc) if stamp.tzinfo else stamp).date()  # SQLite gives it back naive
+    return (day, row["model_name"], row["model_version"], row["verdict"], row["label"])
+
+
+def add_daily(connection, answered, flags=0):
+    """Add {daily key: answers} (and `flags` to each) to the daily table, inserting rows a day has not had yet; keys in
+    order, so that two writers never wait on each other's rows in opposite orders."""
+    insert = (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)(daily)
+    for key, count in sorted(answered.items()):
+        statement = insert.values(**dict(zip(DAILY_KEY, key)), answers=count, flags=flags)
+        connection.execute(statement.on_conflict_do_update(
+            index_elements=DAILY_KEY, set_={"answers": daily.c.answers + count, "flags": daily.c.flags + flags}))
 
 
 def accepted_label(row):

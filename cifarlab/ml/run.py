@@ -279,6 +279,7 @@ def save_and_evaluate(run, net, data, split, log, early_stop, command):
         "output": "softmax probabilities over class_names",
         "data_source": data.source,
         "train_images": int(len(split.x_train)),
+        "train_class_counts": dict(zip(data.class_names, np.sum(split.y_train, axis=0).round().astype(int).tolist())),
         "val_images": 0 if split.val is None else int(len(split.val[0])),
         "test_images": int(len(data.x_test)),
         "command": command,

@@ -1,21 +1,28 @@
-"""Feedback on answers: the id each answer carries, the flag (form and POST /api/feedback), and the operators' review
-queue at /review behind REVIEW_CREDENTIALS."""
+"""Feedback on answers: the id each answer carries, the flag (form and POST /api/feedback), the operators' review
+queue at /review and what users send at /review/traffic, behind REVIEW_CREDENTIALS."""
 import collections
+import datetime
 import logging
 import secrets
 import threading
 import time
 
 from flask import Blueprint, abort, current_app, jsonify, redirect, render_template, request, send_file, url_for
+from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy.exc import SQLAlchemyError
 
+from ..feedback import insights
 from ..feedback.store import DECISIONS, FeedbackError, Limits, Store
+from .servables import NotServed
 
 log = logging.getLogger(__name__)
 bp = Blueprint("feedback", __name__)
 api_bp = Blueprint("feedback_api", __name__)  # JSON, no cookies: exempt from CSRF like the prediction API
 FAILED_LOGINS = 10        # wrong review passwords from one address ...
 FAILED_WINDOW = 300.0     # ... within this many seconds: 429 until the window passes
+TRAFFIC_DAYS = 14         # days /review/traffic shows unless ?days= says otherwise (1 to MAX_TRAFFIC_DAYS)
+MAX_TRAFFIC_DAYS = 90
+GAUGE_DAYS = 7            # days the cifarlab_sent_* gauges summarise
 
 
 def init_app(app, class_names):
@@ -24,6 +31,8 @@ def init_app(app, class_names):
         app.config["DATABASE_URL"], app.config["FEEDBACK_FOLDER"], Limits.from_config(app.config),
         classes=class_names) if app.config["FEEDBACK"] else None
     app.extensions["review_logins"] = FailedLogins(FAILED_LOGINS, FAILED_WINDOW)
+    if app.config["FEEDBACK"]:
+        app.extensions["metrics"].registry.register(SentCollector(app))
     app.register_blueprint(bp)
     app.register_blueprint(api_bp)
 
@@ -142,3 +151,80 @@ def image(answer_id):
     if row is None:
         abort(404, "No such answer.")
     return send_file(found.image_path(row["image_sha256"]), mimetype="image/png", max_age=0)
+
+
+@bp.get("/review/traffic")
+def traffic():
+    """What users send: the last days' verdict mix, flag rate, class mix against the prior, confused pairs, drift."""
+    days = request.args.get("days", str(TRAFFIC_DAYS))
+    if not days.isdigit() or not 1 <= int(days) <= MAX_TRAFFIC_DAYS:
+        abort(400, f"days must be a whole number from 1 to {MAX_TRAFFIC_DAYS}.")
+    return render_template("traffic.html", sent=sent_insights(store(), int(days)), gauge_days=GAUGE_DAYS,
+                           min_answers=insights.DRIFT_MIN_ANSWERS)
+
+
+def sent_insights(found, days):
+    """insights.Insights of the last `days` days, judged against the default model's sidecar (prior, unknown rate)."""
+    try:
+        meta = current_app.extensions["servables"].get()[1].classifier.meta
+    except NotServed:
+        meta = {}
+    today = datetime.datetime.now(datetime.timezone.utc).date()
+    since = insights.window(days, today)[0]
+    return insights.summarise(found.daily_counts(since), found.flag_pairs(since), found.class_names(),
+                              meta.get("train_class_counts"), (meta.get("ood") or {}).get("test_unknown_rate"),
+                              days, today)
+
+
+class SentCollector:
+    """The cifarlab_sent_* gauges: /review/traffic's figures over the last GAUGE_DAYS days, read at each scrape."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def describe(self):
+        return []  # nothing to read when registered: the figures come from the database at scrape time
+
+    def collect(self):
+        with self.app.app_context():
+            try:
+                sent = sent_insights(self.app.extensions["feedback"], GAUGE_DAYS)
+            except SQLAlchemyError as exc:
+                log.warning("cifarlab_sent_* gauges left out of this scrape: %s", exc)
+                return
+        yield from sent_gauges(sent)
+
+
+def sent_gauges(sent):
+    """Prometheus gauge families of an Insights."""
+    window = f"over the last {GAUGE_DAYS} days (UTC)"
+    verdicts = GaugeMetricFamily("cifarlab_sent_verdict_share", f"Share of answers by verdict {window}",
+                                 labels=["verdict"])
+    for verdict in insights.VERDICTS:
+        verdicts.add_metric([verdict], sent.verdict_share(verdict))
+    classes = GaugeMetricFamily("cifarlab_sent_class_share", "Share of known and unsure answers by predicted class "
+                                f"{window}", labels=["class"])
+    prior = GaugeMetricFamily("cifarlab_training_class_share", f"Share of each class in the training images "
+                              f"({sent.prior_source})", labels=["class"])
+    for name, share, prior_share in sent.class_mix:
+        classes.add_metric([name], share)
+        prior.add_metric([name], prior_share)
+    confused = GaugeMetricFamily("cifarlab_sent_confused_flags", f"Flags saying an answer of one class was another, "
+                                 f"the {insights.CONFUSED_PAIRS} most frequent pairs {window}",
+                                 labels=["predicted", "flagged"])
+    for predicted, said, count in sent.confused:
+        confused.add_metric([predicted, said], count)
+    yield verdicts
+    yield classes
+    yield prior
+    yield confused
+    yield GaugeMetricFamily("cifarlab_sent_answers", f"Answers given {window}", value=sent.answers)
+    yield GaugeMetricFamily("cifarlab_sent_flag_rate", f"Flags per answer {window}", value=sent.flag_rate)
+    yield GaugeMetricFamily("cifarlab_sent_unknown_share_today", "Share of today's answers (UTC) judged unknown",
+                            value=sent.days[-1].unknown_share)
+    if sent.expected_unknown is not None:
+        yield GaugeMetricFamily("cifarlab_expected_unknown_share", "Share of held-out test images the served model "
+                                "judges unknown (its sidecar)", value=sent.expected_unknown)
+    yield GaugeMetricFamily("cifarlab_drift_warning", "1 when the latest day with enough answers has an unknown share "
+                            "well above the expected one (/review/traffic says by how much)",
+                            value=float(sent.drift is not None))
