@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from . import atomic, checkpoint
-from .web.servables import CANARY, LABELS_FILE, MODEL_SUFFIXES, STABLE, read_labels, version_folders
+from .web.servables import CANARY, LABELS_FILE, MODEL_SUFFIXES, STABLE, read_labels, version_file, version_folders
 
 
 class RolloutError(ValueError):
@@ -55,7 +55,7 @@ def publish(model_path, model_dir, name):
         for source in (model_path, checkpoint.sidecar_path(model_path)):
             shutil.copyfile(source, staging / source.name)
         if versions:  # the label first, so that no poll sees the new folder as just the highest version
-            labels = {**labels, STABLE: labels.get(STABLE, max(versions)), CANARY: number}
+            labels = {**labels, STABLE: labels.get(STABLE) or serving_version(versions, name), CANARY: number}
         else:
             labels = {**labels, STABLE: number}
         write_labels(folder, labels)
@@ -63,6 +63,20 @@ def publish(model_path, model_dir, name):
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return number, labels
+
+
+def serving_version(versions, name):
+    """The version a server answers with when no label says: the highest whose model file and sidecar look loadable
+    (a server refuses the others). RolloutError when none does: a canary needs a stable version beside it."""
+    for number in sorted(versions, reverse=True):
+        path = version_file(versions[number])
+        try:
+            if path is not None and checkpoint.preflight(path) is not None:
+                return number
+        except checkpoint.ModelFileError:
+            continue
+    raise RolloutError(f"{name}: none of versions {', '.join(map(str, sorted(versions)))} holds a model a server "
+                       "would load, so nothing could stay stable beside a canary: fix or remove them first")
 
 
 def promote(model_dir, name):

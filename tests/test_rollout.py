@@ -93,3 +93,17 @@ def test_the_command_walks_a_canary_through_a_polling_server(make_app, model_dir
     assert version() == 2
     assert train.models_main([*command, "show"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "cnn: versions 1, 2; stable -> 2"
+
+
+def test_without_a_stable_label_publish_keeps_the_highest_version_a_server_would_load_stable(model_dir):
+    add_version(model_dir, "cnn", 2)
+    add_version(model_dir, "cnn", 3, broken=True)  # refused at load: it cannot be what stays stable
+    assert rollout.publish(INT8, model_dir, "cnn") == (4, {"stable": 2, "canary": 4})
+
+
+def test_publish_refuses_a_canary_with_no_loadable_version_beside_it(tmp_path):
+    root = tmp_path / "models"
+    add_version(root, "cnn", 1, broken=True)
+    with pytest.raises(rollout.RolloutError, match="none of versions 1 holds a model"):
+        rollout.publish(INT8, root, "cnn")
+    assert not (root / "cnn" / "labels.json").exists() and sorted(p.name for p in (root / "cnn").iterdir()) == ["1"]
