@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import CifarlabError
 from . import archives, children
 from .atomic import replace_atomically, write_json
 from .images import ImageError, preprocess_bytes
@@ -36,7 +37,7 @@ ARCHIVES = (".tar.gz", ".tgz", ".tar", ".zip")
 FORMATS = (".csv", ".jsonl")
 
 
-class BatchError(ValueError):
+class BatchError(CifarlabError, ValueError):
     """A run that cannot start (bad input, output in the way, another run's parts); the message says why."""
 
 

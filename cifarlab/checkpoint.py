@@ -5,11 +5,12 @@ import os
 import stat
 from pathlib import Path
 
+from .errors import CifarlabError
 from . import quiet, sidecar
 from .atomic import replace_atomically, write_json
 
 
-class ModelFileError(RuntimeError):
+class ModelFileError(CifarlabError, RuntimeError):
     """A model file that is missing, corrupt or incompatible; the message names the path."""
 
 

@@ -7,6 +7,8 @@ read only the structure (C-speed `find` and `struct` over the bytes), so a hosti
 import struct
 from dataclasses import dataclass
 
+from .errors import CifarlabError
+
 MAX_JPEG_SCANS = 32  # scans per JPEG; encoders write 1 (baseline) to ~12 (progressive): each is a decode pass
 MAX_FILL_BYTES = 65_536  # 0xFF fill bytes between JPEG markers; encoders write none or a few
 MAX_CHUNKS = 20_000  # PNG chunks; a 10 MB PNG in 8 kB IDAT chunks has ~1,300
@@ -14,7 +16,7 @@ MAX_SUB_BLOCKS = 200_000  # GIF data sub-blocks (<= 255 bytes each); 10 MB of fu
 MAX_FRAMES = 1_000  # GIF images (frames)
 
 
-class StructureError(ValueError):
+class StructureError(CifarlabError, ValueError):
     """A file whose structure would cost more to parse or decode than the limits allow; the message says which."""
 
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .errors import CifarlabError
 from . import containers
 
 INPUT_SIZE = 32  # pixels per side of the model input
@@ -26,12 +27,11 @@ DECODER_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyErr
 REASONS = ("empty", "damaged", "unsupported", "malformed", "too_large", "shape", "memory")  # why an image is refused
 
 
-class ImageError(ValueError):
+class ImageError(CifarlabError, ValueError):
     """An upload that cannot be used as an image; `reason` (one of REASONS) says why, for the web layer to answer."""
 
     def __init__(self, message, reason="damaged"):
         super().__init__(message)
-        self.message = message
         self.reason = reason
 
     def __reduce__(self):  # pickled whole (reason too) when a decoder process sends it back

@@ -6,11 +6,12 @@ import os
 import shutil
 from pathlib import Path
 
+from .errors import CifarlabError
 from . import atomic, checkpoint
 from .web.servables import CANARY, LABELS_FILE, MODEL_SUFFIXES, STABLE, read_labels, version_file, version_folders
 
 
-class RolloutError(ValueError):
+class RolloutError(CifarlabError, ValueError):
     """A rollout step that cannot be taken, in one line."""
 
 

@@ -7,6 +7,7 @@ module existed: it still loads, with git_commit unknown (None).
 import math
 import subprocess
 
+from .errors import CifarlabError
 from . import REPO
 
 SCHEMA_VERSION = 3  # 2: schema_version and git_commit added; 3: tta_views (an export whose reader makes the views)
@@ -17,7 +18,7 @@ CIFAR10_CLASSES = (  # keras.datasets.cifar10's labels in its order: the class n
 )
 
 
-class SidecarError(ValueError):
+class SidecarError(CifarlabError, ValueError):
     """A sidecar that cannot describe a model file; the message says what is wrong."""
 
 

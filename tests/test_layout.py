@@ -1,8 +1,9 @@
 import ast
+import builtins
 
 from cifarlab import REPO
 
-LONGEST = 80  # lines a function of the package or an entry point may take
+LONGEST = 60  # lines a function of the package or an entry point may take
 
 
 def test_no_function_of_the_package_or_an_entry_point_is_longer_than_a_screen():
@@ -28,3 +29,29 @@ def test_nothing_in_the_package_imports_the_benchmarks_or_their_load_generator()
     found = {f"{path.relative_to(REPO)}: {name}" for path in sources for name in imported_modules(path)
              if name.startswith("benchmarks") or "loadtest" in name}
     assert found == set()
+
+
+def package_classes():
+    """{class name: [base names]} of every class the package defines (names are unique across it)."""
+    classes = {}
+    for path in (REPO / "cifarlab").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                classes[node.name] = [ast.unparse(base).rsplit(".", 1)[-1] for base in node.bases]
+    return classes
+
+
+def test_every_exception_of_the_package_derives_from_its_one_base():
+    classes = package_classes()
+    builtin = {name for name, value in vars(builtins).items()
+               if isinstance(value, type) and issubclass(value, BaseException)}
+
+    def ancestors(name, seen=()):
+        for base in classes.get(name, []):
+            yield base
+            if base not in seen:  # `class Handler(server.Handler)` names its base after itself
+                yield from ancestors(base, (*seen, name, base))
+
+    exceptions = {name for name in classes if any(base in builtin for base in ancestors(name))}
+    assert len(exceptions) >= 17
+    assert {name for name in exceptions - {"CifarlabError"} if "CifarlabError" not in set(ancestors(name))} == set()

@@ -22,6 +22,7 @@ from PIL import Image
 from sqlalchemy import create_engine, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from ..errors import CifarlabError
 from ..atomic import replace_atomically, write_json
 from .schema import answers, daily
 
@@ -37,12 +38,8 @@ DAILY_KEEP_DAYS = 400  # days the per-day counts are kept
 DAILY_KEY = ("day", "model_name", "model_version", "verdict", "label")
 
 
-class FeedbackError(Exception):
+class FeedbackError(CifarlabError):
     """A feedback request the store refuses: its message and HTTP status."""
-
-    def __init__(self, message, status):
-        super().__init__(message)
-        self.message, self.status = message, status
 
 
 def now():

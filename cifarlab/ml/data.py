@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import CifarlabError
 from .. import archives, children, quiet
 from ..atomic import replace_atomically
 from ..images import INPUT_SIZE, ImageError, preprocess_bytes
@@ -20,7 +21,7 @@ MIN_IMAGES_PER_CLASS = 5  # fewer training images in a class than this: refused,
 CACHE_VERSION = "1"  # bump when decoding changes, so stale caches are not reused
 
 
-class DataError(RuntimeError):
+class DataError(CifarlabError, RuntimeError):
     """A dataset that cannot be loaded; the message says what to do."""
 
 

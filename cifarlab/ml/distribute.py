@@ -4,12 +4,13 @@ import hashlib
 import json
 import os
 
+from ..errors import CifarlabError
 from .. import quiet
 
 STRATEGIES = ("auto", "mirrored", "multiworker")
 
 
-class StrategyError(ValueError):
+class StrategyError(CifarlabError, ValueError):
     """A --strategy that cannot run here; the message says why."""
 
 

@@ -2,6 +2,7 @@
 import functools
 
 from .. import quiet
+from ..errors import CifarlabError
 
 quiet.tensorflow()  # imported here first, so TensorFlow's CPU-only start-up lines are filtered
 import keras  # noqa: E402
@@ -26,7 +27,7 @@ def build_baseline(num_classes=10, input_size=INPUT_SIZE):
     ], name="baseline")
 
 
-class WeightsDownloadError(RuntimeError):
+class WeightsDownloadError(CifarlabError, RuntimeError):
     """Pretrained weights that could not be fetched; the message says what to do."""
 
 

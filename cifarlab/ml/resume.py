@@ -4,6 +4,7 @@ import json
 import zipfile
 from pathlib import Path
 
+from ..errors import CifarlabError
 from .. import quiet
 
 quiet.tensorflow()  # imported here first, so TensorFlow's CPU-only start-up lines are filtered
@@ -15,7 +16,7 @@ from ..atomic import replace_atomically
 FORMAT = 1  # bump when the checkpoint's contents change
 
 
-class ResumeError(ValueError):
+class ResumeError(CifarlabError, ValueError):
     """A run that cannot be resumed; the message says why."""
 
 

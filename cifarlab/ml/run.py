@@ -5,6 +5,7 @@ import os
 import time
 from dataclasses import dataclass
 
+from ..errors import CifarlabError
 from .. import quiet
 
 quiet.tensorflow()  # imported here first, so TensorFlow's CPU-only start-up lines are filtered
@@ -19,12 +20,8 @@ from .data import DataError, load_dataset, load_feedback_export  # noqa: E402
 from .models import WeightsDownloadError  # noqa: E402
 
 
-class RunError(Exception):
+class RunError(CifarlabError):
     """A run that cannot go on: the one line train.py prints, and its exit code (3: training diverged)."""
-
-    def __init__(self, message, code=2):
-        super().__init__(message)
-        self.message, self.code = str(message), code
 
 
 @dataclass
@@ -220,7 +217,8 @@ def fit(run, batches, net, loss, split, state):
     if not log.history or not np.isfinite(log.history[-1]["train_loss"]):
         resume.checkpoint_path(out).unlink(missing_ok=True)  # nothing worth resuming
         raise RunError(f"training diverged: the loss became NaN or infinite in epoch {len(log.history)}; no model was "
-                       f"saved (images of one flat colour, or a learning rate too high for the batch size, do this).", 3)
+                       f"saved (images of one flat colour, or a learning rate too high for the batch size, do this).",
+                       exit_code=3)
     print(f"Final weights sha256 {distribute.weights_digest(net)}", flush=True)
     return log, early_stop
 

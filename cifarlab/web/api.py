@@ -8,6 +8,7 @@ import numpy as np
 from flask import Blueprint, current_app, g, jsonify, request
 from werkzeug.routing import BaseConverter
 
+from ..errors import CifarlabError
 from . import decoding, feedback, metrics, openapi, service
 from .servables import NotServed
 
@@ -28,12 +29,8 @@ def add_converter(state):
     state.app.url_map.converters["servable"] = ServableName
 
 
-class ApiError(Exception):
+class ApiError(CifarlabError):
     """A client error answered as {"error": message} with an HTTP status."""
-
-    def __init__(self, message, status=400):
-        super().__init__(message)
-        self.message, self.status = message, status
 
 
 def is_json_path(path):

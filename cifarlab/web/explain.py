@@ -9,18 +9,17 @@ from multiprocessing.connection import Client
 
 import numpy as np
 
+from ..errors import CifarlabError
 from .. import checkpoint, quiet
 from .service import png_data_uri
 
 log = logging.getLogger(__name__)
 
 
-class ExplanationUnavailable(Exception):
-    """An explanation that cannot be given now; `message` says why, `status` is 503 (busy, starting, gone)."""
+class ExplanationUnavailable(CifarlabError):
+    """An explanation that cannot be given now; `message` says why (busy, starting, gone)."""
 
-    def __init__(self, message):
-        super().__init__(message)
-        self.message, self.status = message, 503
+    status = 503
 
 
 def explainable(config, meta, model_path):

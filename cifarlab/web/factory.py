@@ -11,7 +11,7 @@ import time
 import uuid
 from urllib.parse import quote
 
-from flask import Flask, Request, abort, g, request
+from flask import Flask, Request, abort, current_app, g, request
 from flask_wtf.csrf import CSRFProtect
 
 from .. import REPO, memory
@@ -101,8 +101,6 @@ def refuse_unnamed_fields():
 
 def scrape():
     """Prometheus's text format, to the clients METRICS_ALLOW lets in (loopback by default), 403 for others."""
-    from flask import current_app
-
     client = client_address(request.remote_addr, request.headers.get("X-Real-IP"))
     if not allowed(current_app.config["METRICS_ALLOW"], client):
         abort(403, "Metrics are served to the addresses in METRICS_ALLOW only (by default loopback).")
@@ -246,29 +244,33 @@ def register_hooks(app):
             metrics.in_flight.dec()
             app.extensions["in_flight"].leave()
 
-    @app.after_request
-    def drain_refused_body(response):
-        """Read and drop what is left of the body of a refused request (by its Content-Length before a byte was read,
-        or by a form field too large midway): the kept-alive connection behind nginx then starts clean, instead of the
-        next request on it meeting this one's tail (502). Only up to DRAIN_SLACK past the limit: nginx refuses larger
-        bodies itself."""
-        length, limit = request.content_length or 0, app.config["MAX_CONTENT_LENGTH"]
-        if response.status_code < 400 or not 0 < length <= limit + DRAIN_SLACK:
-            return response
-        # over the limit nothing was read and request.stream would refuse; within it, read on where the form stopped
-        stream = request.environ.get("wsgi.input") if length > limit else request.stream
-        remaining = length
-        while stream is not None and remaining > 0 and (chunk := stream.read(min(remaining, 65536))):
-            remaining -= len(chunk)
-        return response
-
-    @app.teardown_request
-    def give_memory_back(exc):
-        if request.method == "POST":  # decoded images leave freed heap behind; hand it to the OS between requests
-            memory.release()
+    app.after_request(drain_refused_body)  # registered after finish, so it runs before it (Flask runs them reversed)
+    app.teardown_request(give_memory_back)
 
     @app.context_processor
     def model_info():
         name, served = api.served_or_default()
         return {"model_meta": served.classifier.meta if served else None, "model_name": name,
                 "model_names": app.extensions["servables"].names()}
+
+
+def drain_refused_body(response):
+    """Read and drop what is left of the body of a refused request (by its Content-Length before a byte was read,
+    or by a form field too large midway): the kept-alive connection behind nginx then starts clean, instead of the
+    next request on it meeting this one's tail (502). Only up to DRAIN_SLACK past the limit: nginx refuses larger
+    bodies itself."""
+    length, limit = request.content_length or 0, current_app.config["MAX_CONTENT_LENGTH"]
+    if response.status_code < 400 or not 0 < length <= limit + DRAIN_SLACK:
+        return response
+    # over the limit nothing was read and request.stream would refuse; within it, read on where the form stopped
+    stream = request.environ.get("wsgi.input") if length > limit else request.stream
+    remaining = length
+    while stream is not None and remaining > 0 and (chunk := stream.read(min(remaining, 65536))):
+        remaining -= len(chunk)
+    return response
+
+
+def give_memory_back(exc):
+    """Between requests, hand the heap a POST's decoded images freed back to the OS."""
+    if request.method == "POST":
+        memory.release()

@@ -95,8 +95,17 @@ def serving_paths(suffix, params):
 
 def spec(max_files):
     """The OpenAPI 3.0 document."""
+    return {"openapi": "3.0.3",
+            "info": {"title": "CIFAR-10 classifier", "version": "1",
+                     "description": "Upload images, get a class, calibrated probabilities and a verdict (known, "
+                                    "unsure, unknown); TF Serving's REST protocol beside it."},
+            "paths": {**api_paths(max_files), **feedback_paths(), **page_paths()}}
+
+
+def api_paths(max_files):
+    """The JSON routes: predictions, probes, metrics, this document and TF Serving's."""
     name = path_param("name")
-    paths = {
+    return {
         "/api/predict": {"post": {
             "summary": "classify uploaded images (each refused or classified on its own)", "parameters": [MODEL_QUERY],
             "requestBody": {"required": True, "content": UPLOAD,
@@ -104,33 +113,6 @@ def spec(max_files):
             "responses": {"200": json_answer(PREDICTIONS, "a prediction or an error per file"),
                           **{str(code): json_answer({"anyOf": [ERROR, PREDICTIONS]}, "refused")
                              for code in (400, 404, 413, 415, 422, 503)}}}},
-        "/api/feedback": {"post": {
-            "summary": "flag an answer: right, another class, or none of the classes",
-            "requestBody": {"required": True, "content": {"application/json": {"schema": FLAG}}},
-            "responses": {"201": json_answer(FLAGGED, "flag recorded"),
-                          "200": json_answer(FLAGGED, "an earlier flag on this answer replaced"),
-                          **errors(400, 404, 507)}}},
-        "/feedback": {"post": {
-            "summary": "the result page's \"Is this right?\" form (needs the form's CSRF token)",
-            "requestBody": {"content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}}},
-            "responses": {code: {"description": "thanks page, or an error page", "content": {"text/html": {}}}
-                          for code in ("200", "201", "400", "404", "507")}}},
-        "/review": {"get": {"summary": "the operators' review queue (HTTP Basic, REVIEW_CREDENTIALS)", "responses": {
-            "200": {"description": "the queue", "content": {"text/html": {}}},
-            **{code: {"description": "refused", "content": {"text/plain": {}, "text/html": {}}}
-               for code in ("401", "403", "429")}}}},
-        "/review/{answer_id}": {"post": {
-            "summary": "an operator's decision on one answer (accept, relabel, reject)",
-            "parameters": [path_param("answer_id")],
-            "requestBody": {"content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}}},
-            "responses": {code: {"description": "back to the queue, or refused",
-                                 "content": {"text/plain": {}, "text/html": {}}}
-                          for code in ("303", "400", "401", "403", "404", "429")}}},
-        "/review/image/{answer_id}": {"get": {
-            "summary": "an answer's stored 32x32 image (operators)", "parameters": [path_param("answer_id")],
-            "responses": {"200": {"description": "PNG", "content": {"image/png": {}}},
-                          **{code: {"description": "refused", "content": {"text/plain": {}, "text/html": {}}}
-                             for code in ("401", "403", "404", "429")}}}},
         "/healthz": {"get": {"summary": "the process answers", "responses": {
             "200": json_answer({"type": "object", "required": ["status"]}, "ok")}}},
         "/readyz": {"get": {"summary": "every model is loaded and warmed up", "responses": {
@@ -144,6 +126,51 @@ def spec(max_files):
         **serving_paths("", [name]),
         **serving_paths("/versions/{version}", [name, path_param("version", "integer")]),
         **serving_paths("/labels/{label}", [name, path_param("label")]),
+    }
+
+
+def feedback_paths():
+    """The flag (JSON and form) and the operators' pages."""
+    operators_refuse = {code: {"description": "refused", "content": {"text/plain": {}, "text/html": {}}}
+                        for code in ("401", "403", "429")}
+    return {
+        "/api/feedback": {"post": {
+            "summary": "flag an answer: right, another class, or none of the classes",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": FLAG}}},
+            "responses": {"201": json_answer(FLAGGED, "flag recorded"),
+                          "200": json_answer(FLAGGED, "an earlier flag on this answer replaced"),
+                          **errors(400, 404, 507)}}},
+        "/feedback": {"post": {
+            "summary": "the result page's \"Is this right?\" form (needs the form's CSRF token)",
+            "requestBody": {"content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}}},
+            "responses": {code: {"description": "thanks page, or an error page", "content": {"text/html": {}}}
+                          for code in ("200", "201", "400", "404", "507")}}},
+        "/review": {"get": {"summary": "the operators' review queue (HTTP Basic, REVIEW_CREDENTIALS)", "responses": {
+            "200": {"description": "the queue", "content": {"text/html": {}}}, **operators_refuse}}},
+        "/review/traffic": {"get": {
+            "summary": "what users send: verdicts, flags, classes per day, confused pairs, drift (operators)",
+            "parameters": [{"name": "days", "in": "query", "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 90}}],
+            "responses": {"200": {"description": "the page", "content": {"text/html": {}}},
+                          "400": {"description": "a bad days", "content": {"text/html": {}}}, **operators_refuse}}},
+        "/review/{answer_id}": {"post": {
+            "summary": "an operator's decision on one answer (accept, relabel, reject)",
+            "parameters": [path_param("answer_id")],
+            "requestBody": {"content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}}},
+            "responses": {code: {"description": "back to the queue, or refused",
+                                 "content": {"text/plain": {}, "text/html": {}}}
+                          for code in ("303", "400", "401", "403", "404", "429")}}},
+        "/review/image/{answer_id}": {"get": {
+            "summary": "an answer's stored 32x32 image (operators)", "parameters": [path_param("answer_id")],
+            "responses": {"200": {"description": "PNG", "content": {"image/png": {}}},
+                          **{code: {"description": "refused", "content": {"text/plain": {}, "text/html": {}}}
+                             for code in ("401", "403", "404", "429")}}}},
+    }
+
+
+def page_paths():
+    """The HTML pages and the files they show."""
+    return {
         "/": {**html("the upload form", 404, params=[MODEL_QUERY]), "post": {
             "summary": "the upload form's post (needs the form's CSRF token)",
             "requestBody": {"content": UPLOAD},
@@ -164,11 +191,6 @@ def spec(max_files):
                                     "responses": {"200": {"description": "PNG", "content": {"image/png": {}}},
                                                   "404": {"description": "not stored", "content": {"text/html": {}}}}}},
     }
-    return {"openapi": "3.0.3",
-            "info": {"title": "CIFAR-10 classifier", "version": "1",
-                     "description": "Upload images, get a class, calibrated probabilities and a verdict (known, "
-                                    "unsure, unknown); TF Serving's REST protocol beside it."},
-            "paths": paths}
 
 
 def flask_rule(path):

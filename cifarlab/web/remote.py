@@ -14,13 +14,16 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from ..errors import CifarlabError
 from ..inference import Prediction
 from ..ood import Detector
 from ..sidecar import CIFAR10_CLASSES
 
 
-class BackendUnavailable(Exception):
+class BackendUnavailable(CifarlabError):
     """The inference backend did not answer usefully; the web front answers 503. The message is for logs."""
+
+    status = 503
 
 
 class CircuitBreaker:

@@ -20,6 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from ..errors import CifarlabError
 from .. import checkpoint
 
 log = logging.getLogger(__name__)
@@ -29,13 +30,9 @@ STABLE, CANARY = "stable", "canary"  # the labels a canary rollout moves (train.
 VERSION_NAME = re.compile(r"[1-9][0-9]{0,17}", re.ASCII)  # 1, 2, ...: no Unicode digits, no leading zeros
 
 
-class NotServed(LookupError):
+class NotServed(CifarlabError, LookupError):
     """No such model, version or label: message in TF Serving's words, answered 404."""
     status = 404
-
-    def __init__(self, message):
-        super().__init__(message)
-        self.message = message
 
 
 class NotReady(NotServed):

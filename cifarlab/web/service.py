@@ -4,6 +4,7 @@ import io
 
 import numpy as np
 
+from ..errors import CifarlabError
 from .. import sidecar
 from .decoding import OverBudget
 
@@ -18,12 +19,12 @@ def status_of(error):
     return STATUS[error.reason]
 
 
-class UploadRefused(Exception):
+class UploadRefused(CifarlabError):
     """An upload request refused as a whole: its message, HTTP status and, when its files were read, their items."""
 
     def __init__(self, message, status, items=()):
-        super().__init__(message)
-        self.message, self.status, self.items = message, status, list(items)
+        super().__init__(message, status)
+        self.items = list(items)
 
 
 def classify_uploads(files, limit, decode, classifier):

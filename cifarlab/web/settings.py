@@ -5,11 +5,12 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from ..errors import CifarlabError
 from .. import REPO
 from ..images import DEFAULT_MAX_PIXELS
 
 
-class ConfigError(ValueError):
+class ConfigError(CifarlabError, ValueError):
     """A setting with a value the app cannot use; the message is one line naming the setting."""
 
 
