@@ -109,7 +109,7 @@ def main(argv=None):
     try:
         run.train_run(args, argv, hp, command_line([], argv), state)
     except run.RunError as exc:
-        return fail(exc.message, exc.code)
+        return fail(exc.message, exc.exit_code)
     except KeyboardInterrupt:
         if resume.checkpoint_path(args.out).exists():
             return fail(f"interrupted: continue where the last finished epoch left off with "

@@ -22,7 +22,8 @@ def msp_score(logits, temperature=1.0):
 
 
 def energy_score(logits, temperature=1.0):
-    """Free energy -logsumexp(logits) (Liu et al. 2020): the logits' total evidence, not only their ratio."""
+    """Free energy -logsumexp(logits) (Liu et al. 2020): the logits' total evidence, not only their ratio. The
+    temperature is not applied (it is taken for msp_score's signature): energy thresholds are fitted on raw logits."""
     return -_logsumexp(np.asarray(logits, np.float64))
 
 

@@ -41,8 +41,9 @@ def test_multiworker_without_tf_config_exits_with_one_line(monkeypatch, capsys, 
 
 def test_one_device_needs_no_tensorflow(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorflow", None)  # as on a JAX machine: importing it fails
-    with distribute.multiworker_fit_fix(None):
-        pass
+    with distribute.multiworker_fit_fix(None) as fixed:
+        assert fixed is None
+    assert sys.modules["tensorflow"] is None  # nothing tried to import it
 
 
 def test_single_device_is_chief_with_one_replica():

@@ -46,7 +46,7 @@ def check_tf_config(text):
     """Raise StrategyError unless TF_CONFIG names a cluster and this process's task in it."""
     if not text:
         raise StrategyError("--strategy multiworker reads the cluster from TF_CONFIG, which is not set "
-                            "(see README, 'Scaling out').")
+                            "(see docs/deployment.md, 'Scaling out').")
     try:
         config = json.loads(text)
         task = config["task"]

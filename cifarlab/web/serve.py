@@ -1,7 +1,7 @@
 """The production stack of `make serve`: nginx (buffering, timeouts, body limit) in front of gunicorn on loopback.
 
-    python -m cifarlab.serve                 # BIND=127.0.0.1:8000 by default
-    BIND=0.0.0.0:8080 TRUSTED_HOSTS=classify.example.org python -m cifarlab.serve
+    python -m cifarlab.web.serve             # BIND=127.0.0.1:8000 by default (make serve)
+    BIND=0.0.0.0:8080 TRUSTED_HOSTS=classify.example.org python -m cifarlab.web.serve
 
 Runs both in the foreground; Ctrl-C or SIGTERM stops both. A bad setting or model file: one line, exit 2.
 """
