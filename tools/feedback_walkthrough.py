@@ -310,7 +310,7 @@ def stage_canary(args):
             "flags in /metrics": flags_metric.get(f'model="{NAME}",version="{version}"', 0.0),
             "p50 ms per request": round(1000 * float(np.median(latencies[version])), 1)}
     store = Store.open(f"sqlite:///{out / 'feedback.db'}", out / "feedback")
-    figures["review page per version"] = [f"{name} v{version}: {flags} flags on {total} answers kept ({rate:.1%})"
+    figures["review page per version"] = [f"{name} v{version}: {flags} flags on {total} answers ({rate:.1%})"
                                           for name, version, total, flags, rate in store.counts()["per_version"]]
     save_record(out, "canary", figures)
     print(json.dumps(figures, indent=1))
