@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CifarlabError
 from . import archives, children
+from .errors import CifarlabError
 from .atomic import replace_atomically, write_json
 from .images import ImageError, preprocess_bytes
 from .progress import Progress, count

@@ -5,8 +5,8 @@ import os
 import stat
 from pathlib import Path
 
-from .errors import CifarlabError
 from . import quiet, sidecar
+from .errors import CifarlabError
 from .atomic import replace_atomically, write_json
 
 

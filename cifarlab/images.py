@@ -5,8 +5,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import CifarlabError
 from . import containers
+from .errors import CifarlabError
 
 INPUT_SIZE = 32  # pixels per side of the model input
 ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")  # never EPS/PDF/SVG/ICO etc.

@@ -6,8 +6,8 @@ import os
 import shutil
 from pathlib import Path
 
-from .errors import CifarlabError
 from . import atomic, checkpoint
+from .errors import CifarlabError
 from .web.servables import CANARY, LABELS_FILE, MODEL_SUFFIXES, STABLE, read_labels, version_file, version_folders
 
 

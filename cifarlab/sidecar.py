@@ -7,8 +7,8 @@ module existed: it still loads, with git_commit unknown (None).
 import math
 import subprocess
 
-from .errors import CifarlabError
 from . import REPO
+from .errors import CifarlabError
 
 SCHEMA_VERSION = 3  # 2: schema_version and git_commit added; 3: tta_views (an export whose reader makes the views)
 REQUIRED = {"class_names": list, "input_size": int}  # what serving needs to use a model file at all

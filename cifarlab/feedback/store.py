@@ -22,8 +22,8 @@ from PIL import Image
 from sqlalchemy import create_engine, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..errors import CifarlabError
 from ..atomic import replace_atomically, write_json
+from ..errors import CifarlabError
 from .schema import answers, daily
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -343,14 +343,21 @@ def daily_key(row):
     return (day, row["model_name"], row["model_version"], row["verdict"], row["label"])
 
 
+def daily_upsert(insert):
+    """INSERT into the daily table that adds to the row a key already has (one statement per dialect, built once)."""
+    statement = insert(daily)
+    return statement.on_conflict_do_update(index_elements=DAILY_KEY, set_={
+        "answers": daily.c.answers + statement.excluded.answers, "flags": daily.c.flags + statement.excluded.flags})
+
+
+DAILY_UPSERT = {"sqlite": daily_upsert(sqlite.insert), "postgresql": daily_upsert(postgresql.insert)}
+
+
 def add_daily(connection, answered, flags=0):
     """Add {daily key: answers} (and `flags` to each) to the daily table, inserting rows a day has not had yet; keys in
     order, so that two writers never wait on each other's rows in opposite orders."""
-    insert = (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)(daily)
-    for key, count in sorted(answered.items()):
-        statement = insert.values(**dict(zip(DAILY_KEY, key)), answers=count, flags=flags)
-        connection.execute(statement.on_conflict_do_update(
-            index_elements=DAILY_KEY, set_={"answers": daily.c.answers + count, "flags": daily.c.flags + flags}))
+    connection.execute(DAILY_UPSERT[connection.dialect.name], [
+        {**dict(zip(DAILY_KEY, key)), "answers": count, "flags": flags} for key, count in sorted(answered.items())])
 
 
 def accepted_label(row):

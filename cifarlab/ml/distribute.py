@@ -4,8 +4,8 @@ import hashlib
 import json
 import os
 
-from ..errors import CifarlabError
 from .. import quiet
+from ..errors import CifarlabError
 
 STRATEGIES = ("auto", "mirrored", "multiworker")
 

@@ -4,8 +4,8 @@ import json
 import zipfile
 from pathlib import Path
 
-from ..errors import CifarlabError
 from .. import quiet
+from ..errors import CifarlabError
 
 quiet.tensorflow()  # imported here first, so TensorFlow's CPU-only start-up lines are filtered
 import keras  # noqa: E402

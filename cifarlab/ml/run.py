@@ -5,8 +5,8 @@ import os
 import time
 from dataclasses import dataclass
 
-from ..errors import CifarlabError
 from .. import quiet
+from ..errors import CifarlabError
 
 quiet.tensorflow()  # imported here first, so TensorFlow's CPU-only start-up lines are filtered
 import keras  # noqa: E402

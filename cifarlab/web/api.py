@@ -8,8 +8,8 @@ import numpy as np
 from flask import Blueprint, current_app, g, jsonify, request
 from werkzeug.routing import BaseConverter
 
-from ..errors import CifarlabError
 from . import decoding, feedback, metrics, openapi, service
+from ..errors import CifarlabError
 from .servables import NotServed
 
 bp = Blueprint("api", __name__)

@@ -9,8 +9,8 @@ from multiprocessing.connection import Client
 
 import numpy as np
 
-from ..errors import CifarlabError
 from .. import checkpoint, quiet
+from ..errors import CifarlabError
 from .service import png_data_uri
 
 log = logging.getLogger(__name__)

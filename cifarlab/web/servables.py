@@ -20,8 +20,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from ..errors import CifarlabError
 from .. import checkpoint
+from ..errors import CifarlabError
 
 log = logging.getLogger(__name__)
 MODEL_SUFFIXES = (".tflite", ".h5")

@@ -4,8 +4,8 @@ import io
 
 import numpy as np
 
-from ..errors import CifarlabError
 from .. import sidecar
+from ..errors import CifarlabError
 from .decoding import OverBudget
 
 

@@ -5,8 +5,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from ..errors import CifarlabError
 from .. import REPO
+from ..errors import CifarlabError
 from ..images import DEFAULT_MAX_PIXELS
 
 
