@@ -16,6 +16,9 @@ from tests.conftest import image_bytes
 from tests.test_data import write_folder
 
 
+NARROW = {"fast": ["--set", "widths=(8,16,16)"], "muon": ["--set", "widths=(8,16,16)"]}  # where width is not the point
+
+
 @pytest.fixture
 def tiny_dataset(tmp_path):
     """Two classes of noisy single-colour images of another size than 32x32."""
@@ -26,7 +29,7 @@ def tiny_dataset(tmp_path):
 def test_train_writes_model_sidecar_and_curves(tmp_path, tiny_dataset, arch):
     out = tmp_path / "out" / "m"
     rc = train.main(["--data", str(tiny_dataset), "--arch", arch, "--epochs", "1", "--batch-size", "8",
-                     "--val-size", "4", "--out", str(out)])
+                     "--val-size", "4", "--out", str(out), *NARROW.get(arch, [])])
     assert rc == 0
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["class_names"] == ["blue", "red"]
@@ -52,7 +55,7 @@ def test_train_writes_model_sidecar_and_curves(tmp_path, tiny_dataset, arch):
 def test_a_small_dataset_trains_with_the_presets_validation_scaled_down(tmp_path, capsys):
     small = write_folder(tmp_path / "small", ["red", "blue"], per_class=30, noise=40)  # 60 images: preset wants 2,000
     assert train.main(["--data", str(small), "--arch", "fast", "--epochs", "1", "--batch-size", "16",
-                       "--out", str(tmp_path / "m")]) == 0
+                       "--out", str(tmp_path / "m"), *NARROW["fast"]]) == 0
     assert "54 train, 6 val" in capsys.readouterr().out
     assert json.loads((tmp_path / "m.json").read_text())["val_images"] == 6
 
@@ -84,7 +87,7 @@ def test_diverging_run_saves_nothing(tmp_path, capsys):
     flat = write_folder(tmp_path / "flat", ["red", "blue"], per_class=12)  # zero-variance channels
     out = tmp_path / "out" / "m"
     assert train.main(["--data", str(flat), "--arch", "fast", "--epochs", "2", "--batch-size", "8",
-                       "--val-size", "4", "--out", str(out)]) == 3
+                       "--val-size", "4", "--out", str(out), *NARROW["fast"]]) == 3
     assert "diverged" in capsys.readouterr().err
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["m_logs"]  # the logs show it; no model, no checkpoint
 
