@@ -1,5 +1,9 @@
 import pytest
 
+from cifarlab.errors import CifarlabError
+from cifarlab.ml.data import DataError
+from cifarlab.web.explain import ExplanationUnavailable
+
 
 @pytest.mark.parametrize("path, json_answer", [("/nowhere", False), ("/api/nowhere", True), ("/v1/nowhere", True)])
 def test_not_found_is_json_on_api_paths_and_a_page_elsewhere(client, path, json_answer):
@@ -28,6 +32,26 @@ def test_an_unexpected_error_is_a_500_without_a_trace_and_is_logged(make_app, pa
     assert response.status_code == 500 and b"secret internals" not in response.data and b"Traceback" not in response.data
     assert response.is_json == path.startswith("/api/")
     assert any("secret internals" in r.exc_text for r in caplog.records if r.exc_text)
+
+
+@pytest.mark.parametrize("error, status, title", [(DataError("the folder has no test/ split"), 400, "Bad request"),
+                                                  (ExplanationUnavailable("busy, try again"), 503, "Service Unavailable"),
+                                                  (CifarlabError("no room left", 507), 507, "Feedback store full")])
+@pytest.mark.parametrize("path", ["/boom", "/api/boom"])
+def test_an_error_of_the_package_answers_its_own_status_and_message(make_app, path, error, status, title):
+    app = make_app()
+
+    def boom():
+        raise error
+
+    app.add_url_rule(path, "boom", boom)
+    response = app.test_client().get(path)
+    assert response.status_code == status and b"Traceback" not in response.data
+    if path.startswith("/api/"):
+        assert response.get_json() == {"error": error.message}
+    else:
+        text = response.get_data(as_text=True)
+        assert response.mimetype == "text/html" and error.message in text and title in text
 
 
 def test_an_oversized_form_post_gets_the_form_back_with_the_limit(make_app):

@@ -207,11 +207,6 @@ def predictions_json(items):
             "model": {**service.model_summary(model.classifier), "served_name": name, "served_version": model.version}}
 
 
-@bp.errorhandler(NotServed)
-def not_served(exc):
-    return error_json(exc.message, exc.status)
-
-
 @bp.get("/v1/models/<servable:name>")
 @bp.get("/v1/models/<servable:name>/versions/<int:version>")
 @bp.get("/v1/models/<servable:name>/labels/<servable:label>")

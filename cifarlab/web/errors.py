@@ -1,18 +1,19 @@
 """Error answers: JSON ({"error": ...}) on the API's paths, the upload form or an error page elsewhere; never a trace."""
 import json
 import logging
+from http import HTTPStatus
 
 from flask import Flask, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, SecurityError
 
 from .. import REPO
-from ..feedback.store import FeedbackError
+from ..errors import CifarlabError
 from . import api, views
 from .remote import BackendUnavailable
 from .servables import NotServed
 
-FEEDBACK_TITLES = {404: "Not found", 507: "Feedback store full"}
+TITLES = {400: "Bad request", 404: "Not found", 507: "Feedback store full"}  # error page titles, else HTTP's phrase
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +78,16 @@ def register(app):
 
     @app.errorhandler(NotServed)
     def not_served(exc):
-        if exc.status == 503:
-            return reply(exc.message, 503, "Service unavailable")
+        if exc.status == 503 or api.is_json_path(request.path):  # JSON: TF Serving's own words
+            return reply(exc.message, exc.status, "Service unavailable")
         return reply(f"No such model here: {exc.message}", 404, None if request.method == "POST" else "Not found")
 
-    @app.errorhandler(FeedbackError)
-    def feedback_refused(exc):
-        return reply(exc.message, exc.status, FEEDBACK_TITLES.get(exc.status, "Bad request"))
+    @app.errorhandler(CifarlabError)
+    def refused(exc):
+        """Any error of the package's family the handlers above do not answer: its message and its status."""
+        if exc.status >= 500:
+            log.warning("%s on %s %s: %s", type(exc).__name__, request.method, request.path, exc.message)
+        return reply(exc.message, exc.status, TITLES.get(exc.status) or HTTPStatus(exc.status).phrase)
 
     @app.errorhandler(CSRFError)
     def csrf_failed(exc):
