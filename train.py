@@ -13,10 +13,13 @@ Subcommands (each has its own --help):
 """
 import argparse
 import collections
+import functools
 import os
 import shlex
 import sys
 from pathlib import Path
+
+from cifarlab.errors import CifarlabError  # imports nothing: option mistakes still answer before TensorFlow loads
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the console
 
@@ -75,6 +78,18 @@ def fail(message, code=2):
     return code
 
 
+def one_line_errors(command):
+    """The one handler of train.py's commands: an error of the package is one line and its exit code."""
+    @functools.wraps(command)
+    def run_command(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except CifarlabError as exc:
+            return fail(exc.message, exc.exit_code)
+    return run_command
+
+
+@one_line_errors
 def main(argv=None):
     """python train.py [options]: train (or --resume) a run; 0 when its model is saved, else the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -89,10 +104,7 @@ def main(argv=None):
     if args.resume:
         if vars(args) != vars(parse_args(["--resume", args.resume])):
             return fail("--resume takes every option from the interrupted run; give it alone.")
-        try:
-            state = resume.RunState.read(args.resume)
-        except resume.ResumeError as exc:
-            return fail(exc)
+        state = resume.RunState.read(args.resume)
         argv = state.config["argv"]
         args = parse_args(argv)
         try:
@@ -108,8 +120,6 @@ def main(argv=None):
 
     try:
         run.train_run(args, argv, hp, command_line([], argv), state)
-    except run.RunError as exc:
-        return fail(exc.message, exc.exit_code)
     except KeyboardInterrupt:
         if resume.checkpoint_path(args.out).exists():
             return fail(f"interrupted: continue where the last finished epoch left off with "
@@ -148,26 +158,26 @@ def command_line(subcommand, argv):
     return " ".join(["python", "train.py", *subcommand, *(shlex.quote(a) for a in argv)])
 
 
+@one_line_errors
 def evaluate_main(argv):
     """python train.py evaluate --model M.h5 [--data D]: report, plots (curves from the sidecar), card, sidecar."""
     p = argparse.ArgumentParser(prog="train.py evaluate", description=evaluate_main.__doc__)
     p.add_argument("--model", default="model/cifar10_cnn.h5", help=".h5 model with its .json sidecar")
     p.add_argument("--data", help="dataset the model was trained on (default: official download)")
     args = p.parse_args(argv)
-    from cifarlab.checkpoint import ModelFileError
-    from cifarlab.ml.data import DataError, load_dataset
+    from cifarlab.ml.data import load_dataset
     from cifarlab.report import card
 
     try:
         meta = card.evaluate(args.model, load_dataset(args.data))
-    except (DataError, ModelFileError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except ValueError as exc:
+        return fail(exc)
     card.save_curves(args.model, meta)
     card.print_summary(meta)
     return 0
 
 
+@one_line_errors
 def export_main(argv):
     """python train.py export --model M.h5 [--data D] [--out DIR]: SavedModel + TFLite float16/int8 (each .tflite
     with a sidecar, servable by the app via MODEL_PATH), with a table."""
@@ -182,24 +192,16 @@ def export_main(argv):
     args.out = args.out or os.path.dirname(args.model) or "."
     formats = set(args.formats.split(","))
     if not formats or formats - {"h5", "savedmodel", "float16", "int8"}:
-        print("error: --formats takes h5, savedmodel, float16 and int8, comma-separated", file=sys.stderr)
-        return 2
-    from cifarlab.checkpoint import ModelFileError
+        return fail("--formats takes h5, savedmodel, float16 and int8, comma-separated")
     from cifarlab.ml import export
 
     existing = [path for path in export.output_paths(args.model, args.out, formats) if os.path.exists(path)]
     if existing and not args.force:
-        print(f"error: {existing[0]} exists: exports are never overwritten; give another --out, or --force.",
-              file=sys.stderr)
-        return 2
-    from cifarlab.ml.data import DataError, load_dataset
+        return fail(f"{existing[0]} exists: exports are never overwritten; give another --out, or --force.")
+    from cifarlab.ml.data import load_dataset
 
-    try:
-        rows = export.export_all(args.model, args.out, load_dataset(args.data), command_line(["export"], argv),
-                                 formats=formats)
-    except (DataError, ModelFileError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    rows = export.export_all(args.model, args.out, load_dataset(args.data), command_line(["export"], argv),
+                             formats=formats)
     print(f"Exports of {args.model}: test accuracy on the whole test split; latency = median of 50 one-image calls")
     print("| format | file | size MB | 1-image latency ms | test accuracy |\n|---|---|---|---|---|")
     for r in rows:
@@ -207,6 +209,7 @@ def export_main(argv):
     return 0
 
 
+@one_line_errors
 def predict_main(argv):
     """python train.py predict INPUT --out preds.csv|preds.jsonl: classify a folder (recursive), an archive (.tar.gz,
     .tar, .zip) or a text file of paths with any model the app serves; interrupted runs continue with --resume."""
@@ -223,9 +226,7 @@ def predict_main(argv):
     p.add_argument("--force", action="store_true", help="overwrite an existing --out")
     args = p.parse_args(argv)
     if min(args.batch, args.part_size, args.workers or 1) < 1:
-        print("error: --batch, --part-size and --workers take whole numbers from 1", file=sys.stderr)
-        return 2
-    from cifarlab.checkpoint import ModelFileError
+        return fail("--batch, --part-size and --workers take whole numbers from 1")
     from cifarlab.inference import Classifier
 
     try:
@@ -233,8 +234,6 @@ def predict_main(argv):
         classifier = Classifier.from_path(args.model, chunk_images=args.batch)
         summary = batch.predict_folder(source, args.out, classifier, args.workers, args.part_size, args.resume,
                                        args.force, args.batch)
-    except (batch.BatchError, ModelFileError) as exc:
-        return fail(exc)
     except KeyboardInterrupt:
         if batch.parts_folder(Path(args.out)).exists():
             again = command_line(["predict"], [a for a in argv if a != "--resume"] + ["--resume"])
@@ -244,6 +243,7 @@ def predict_main(argv):
     return 0
 
 
+@one_line_errors
 def feedback_main(argv):
     """python train.py feedback export --out DIR [--reviewed]: what users flagged (and review kept) as an image-folder
     dataset, DIR/train/<class>/*.png and DIR/outliers/*.png for "none of these", with DIR/manifest.json."""
@@ -259,10 +259,10 @@ def feedback_main(argv):
     args = p.parse_args(argv)
     if os.path.exists(args.out):
         return fail(f"{args.out} exists: give a new folder.")
+    config = settings.current()
     try:
-        config = settings.current()
         url = settings.database_url(args.database) if args.database else config["DATABASE_URL"]
-    except (settings.ConfigError, ValueError) as exc:
+    except ValueError as exc:
         return fail(exc)
     manifest = Store.open(url, config["FEEDBACK_FOLDER"]).export(args.out, args.reviewed)
     labels = collections.Counter(item["label"] for item in manifest["items"])
@@ -271,6 +271,7 @@ def feedback_main(argv):
     return 0
 
 
+@one_line_errors
 def models_main(argv):
     """python train.py models publish|promote|rollback|show: a canary rollout under MODEL_DIR. publish copies a model
     in as the next version labelled canary (CANARY_SHARE of clients get it, or it shadows); promote makes it stable;
@@ -288,10 +289,7 @@ def models_main(argv):
     actions.add_parser("rollback", help="the canary is taken out (renamed .N-rolled-back)")
     actions.add_parser("show", help="versions and labels")
     args = p.parse_args(argv)
-    try:
-        config = settings.current()
-    except settings.ConfigError as exc:
-        return fail(exc)
+    config = settings.current()
     model_dir, name = args.model_dir or config["MODEL_DIR"], args.name or config["SERVING_MODEL_NAME"]
     if not model_dir:
         return fail("give --model-dir or set MODEL_DIR: the folder the server serves versions from")
@@ -304,7 +302,7 @@ def models_main(argv):
             print(f"{name}: labels now {labels}")
         else:
             print(rollout.describe(model_dir, name))
-    except (rollout.RolloutError, OSError) as exc:
+    except OSError as exc:
         return fail(exc)
     return 0
 

@@ -89,6 +89,8 @@ def test_diverging_run_saves_nothing(tmp_path, capsys):
     assert train.main(["--data", str(flat), "--arch", "fast", "--epochs", "2", "--batch-size", "8",
                        "--val-size", "4", "--out", str(out), *NARROW["fast"]]) == 3
     assert "diverged" in capsys.readouterr().err
+    import keras
+    assert keras.mixed_precision.global_policy().name == "float32"  # the next model this process builds is as usual
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["m_logs"]  # the logs show it; no model, no checkpoint
 
 

@@ -69,8 +69,11 @@ def train_run(args, argv, hp, command, state=None):
                        "replicas); its hyperparameters are in its checkpoint.")
     run = Run(args, argv, hp, architectures.of_recipe(hp), device, resumes_of(state))
     data, split = load_data(run)
-    batches, net, loss = build_model(run, split, data.class_names, state)
-    log, early_stop = fit(run, batches, net, loss, split, state)
+    try:
+        batches, net, loss = build_model(run, split, data.class_names, state)
+        log, early_stop = fit(run, batches, net, loss, split, state)
+    finally:  # the model is saved in float32, and a run that stops (diverged, Ctrl-C) leaves the process as it was
+        keras.mixed_precision.set_global_policy("float32")
     if device.chief:  # other workers write nothing
         save_and_evaluate(run, net, data, split, log, early_stop, command)
 
@@ -265,7 +268,6 @@ def save_and_evaluate(run, net, data, split, log, early_stop, command):
     """Save the float32 model as the app serves it with its sidecar, evaluate it once on the test split (report,
     calibration, detector, card, plots) and print the summary."""
     args, hp, architecture, device = run.args, run.hp, run.architecture, run.device
-    keras.mixed_precision.set_global_policy("float32")
     model = architecture.saved_model(hp, len(data.class_names), net)
     meta = sidecar.for_training(**{
         "name": os.path.basename(args.out),
