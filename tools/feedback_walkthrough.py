@@ -167,7 +167,8 @@ def save_record(out, stage, figures):
     record = load_record(out)
     record[stage] = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
                      "at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), **figures}
-    (out / "walkthrough.json").write_text(json.dumps(record, indent=1) + "\n")
+    text = json.dumps(record, indent=1).replace(f"{REPO}/", "")  # paths relative to the repository
+    (out / "walkthrough.json").write_text(text + "\n")
 
 
 def training_images(data_path):
