@@ -167,9 +167,9 @@ def test_what_users_send_shows_verdicts_flags_classes_and_confused_pairs(review_
     assert "No drift" in text or "No drift check" in text
 
 
-def test_the_drift_warning_and_the_gauges_show_the_same_figures(review_app):
+def test_the_drift_warning_and_the_gauges_show_the_same_figures(review_app, monkeypatch):
     client = review_app.test_client()
-    review_app.extensions["servables"].get()[1].classifier.meta["ood"] = {"test_unknown_rate": 0.0}
+    monkeypatch.setitem(review_app.extensions["servables"].get()[1].classifier.meta, "ood", {"test_unknown_rate": 0.0})
     store = review_app.extensions["feedback"]
     today = datetime.datetime.now(datetime.timezone.utc).date()
     with store.engine.begin() as connection:

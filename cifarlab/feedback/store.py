@@ -36,6 +36,8 @@ SETTLED = answers.c.review.in_(("accepted", "relabelled"))  # what review kept, 
 PRUNE_EVERY = 200  # answers recorded between two looks for expired ones (per process)
 DAILY_KEEP_DAYS = 400  # days the per-day counts are kept
 DAILY_KEY = ("day", "model_name", "model_version", "verdict", "label")
+FLAG_COLUMNS = [answers.c[name] for name in ("flag", "sampled", "created_at", "model_name", "model_version", "verdict",
+                                             "label")]  # what a flag reads of its answer (not its probabilities)
 
 
 class FeedbackError(CifarlabError):
@@ -196,7 +198,7 @@ class Store:
         if not isinstance(answer_id, str) or not 0 < len(answer_id) <= 32:
             raise FeedbackError("No such answer: give the id the prediction came with.", 404)
         with self.engine.begin() as connection:
-            row = connection.execute(select(answers).where(answers.c.id == answer_id)).mappings().first()
+            row = connection.execute(select(*FLAG_COLUMNS).where(answers.c.id == answer_id)).mappings().first()
             if row is None:
                 raise FeedbackError("No such answer (or it is older than the store keeps unflagged answers).", 404)
             self.check_label(label)

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import archives, children, quiet
-from ..errors import CifarlabError
 from ..atomic import replace_atomically
+from ..errors import CifarlabError
 from ..images import INPUT_SIZE, ImageError, preprocess_bytes
 from ..sidecar import CIFAR10_CLASSES
 
