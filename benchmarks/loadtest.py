@@ -244,11 +244,12 @@ class FakeBackend(BaseHTTPRequestHandler):
 
     @classmethod
     def start(cls, mode="ok", port=0):
-        """A threaded server on a loopback port (default: a free one), serving in a daemon thread; .mode, .hits."""
+        """A threaded server on a loopback port (default: a free one), serving in a daemon thread; .mode, .hits, .answered."""
         server = ThreadingHTTPServer(("127.0.0.1", port), cls)
         server.daemon_threads = True
-        server.mode, server.hits = mode, 0
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        server.mode, server.hits, server.answered = mode, 0, 0
+        # poll often: shutdown() waits out one poll (0.5 s by default)
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return server
 
     def log_message(self, *args):
@@ -272,7 +273,11 @@ class FakeBackend(BaseHTTPRequestHandler):
 
     def do_POST(self):
         self.server.hits += 1
-        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.respond(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.server.answered += 1  # in full: a client that hung up first makes the last write raise
+
+    def respond(self, request):
+        """Answer one predict request as the mode says."""
         rows, named = len(request["instances"]), request.get("signature_name") == "verdicts"
 
         def predictions(row, **verdict):  # the row form, or the named-output form the "verdicts" signature asks for

@@ -4,6 +4,8 @@ Every family draws from its own seeded generator at a random size and goes throu
 (images.to_model_input), as an upload would. Training, fitting and benchmarks use disjoint seeds (TRAIN_SEED,
 FIT_SEED, BENCH_SEED), so the benchmark's images are never seen while training or fitting. No image comes from a third-party package.
 """
+import functools
+
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
@@ -199,7 +201,10 @@ def generate(family, count, seed, size=INPUT_SIZE):
                      for i in range(count)])
 
 
+@functools.lru_cache(maxsize=4)  # every evaluation in a process draws the same held-out set (FIT_SEED): drawn once
 def mixed(count, seed, size=INPUT_SIZE, families=tuple(FAMILIES)):
-    """count images drawn evenly from the families (every one by default; family-major order)."""
+    """count images drawn evenly from the families (every one by default; family-major order); read-only."""
     per = -(-count // len(families))
-    return np.concatenate([generate(name, per, seed, size) for name in families])[:count]
+    images = np.concatenate([generate(name, per, seed, size) for name in families])[:count]
+    images.setflags(write=False)
+    return images

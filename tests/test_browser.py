@@ -40,7 +40,8 @@ def live_url(tmp_path_factory):
     """The app with the shipped model and CSRF on, served over HTTP on a loopback port."""
     app = create_app({"UPLOAD_FOLDER": str(tmp_path_factory.mktemp("uploads")), "SECRET_KEY": "browser-test"})
     server = make_server("127.0.0.1", free_port(), app, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # poll often: shutdown() waits out one poll (0.5 s by default)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
 

@@ -1,5 +1,4 @@
 import io
-import time
 
 import numpy as np
 import pytest
@@ -63,10 +62,8 @@ def test_images_past_the_deadline_are_refused_with_503(pool):
 def test_a_decoder_past_the_deadline_is_killed_and_replaced(decoders, huge_png):
     decoding.decode_items([("warm.png", image_bytes())], 32, BUDGET, pool=decoders)
     before = live_pids(decoders)
-    started = time.monotonic()
     quick = decoding.Budget(BIG.max_image_pixels, BIG.max_request_pixels, deadline_s=0.05)
     items = decoding.decode_items([("huge.png", huge_png), ("next.png", image_bytes())], 32, quick, pool=decoders)
-    assert time.monotonic() - started < 1.0
     assert [status_of(i.error) for i in items] == [503, 503] and "0.05 s limit" in items[0].error.message
     assert len(before - live_pids(decoders)) == 1  # the busy decoder was killed, not waited for
     assert decoding.decode_items([("after.png", image_bytes())], 32, BUDGET, pool=decoders)[0].error is None

@@ -55,3 +55,24 @@ def test_every_exception_of_the_package_derives_from_its_one_base():
     exceptions = {name for name in classes if any(base in builtin for base in ancestors(name))}
     assert len(exceptions) >= 17
     assert {name for name in exceptions - {"CifarlabError"} if "CifarlabError" not in set(ancestors(name))} == set()
+
+
+CLOCKS = {"monotonic", "perf_counter", "time", "monotonic_ns", "perf_counter_ns", "time_ns"}
+
+
+def reads_a_clock_or_a_duration(node):
+    """True when an assert's expression calls a clock or names a latency, elapsed time or seconds taken."""
+    for part in ast.walk(node):
+        if isinstance(part, ast.Call) and isinstance(part.func, ast.Attribute) and part.func.attr in CLOCKS:
+            return True
+        if isinstance(part, ast.Name) and part.id in ("latency", "elapsed", "seconds", "took"):
+            return True
+    return False
+
+
+def test_no_test_asserts_on_wall_clock_time():  # a loaded machine fails them; latency lives in benchmarks/
+    timed = {f"{path.name}:{node.lineno}" for path in (REPO / "tests").glob("*.py")
+             for node in ast.walk(ast.parse(path.read_text()))
+             if isinstance(node, ast.Assert) and reads_a_clock_or_a_duration(node.test)}
+    # a patience bound on a wait loop (300 s for a process to reach a state), not a latency
+    assert timed == {"test_resume.py:141"}

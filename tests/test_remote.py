@@ -20,7 +20,8 @@ def backend(tiny_model_path, tmp_path):
     app = create_app({"TESTING": True, "MODEL_PATH": str(tiny_model_path), "UPLOAD_FOLDER": str(tmp_path / "b"),
                       "SECRET_KEY": "t"})
     server = make_server("127.0.0.1", free_port(), app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # poll often: shutdown() waits out one poll (0.5 s by default)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}", app
     server.shutdown()
@@ -74,13 +75,15 @@ def post_image(client, url="/api/predict"):
 
 @pytest.mark.parametrize("mode", ["hang", "trickle", "garbage", "nan", "negative", "strings", "ragged",
                                   "not-normalised", "huge", "huge-integer", "bad-verdict", "error"])
-def test_a_misbehaving_backend_is_a_quick_503_that_never_names_it(fake_backend, tmp_path, mode):
+def test_a_misbehaving_backend_is_a_503_by_the_deadline_that_never_names_it(fake_backend, tmp_path, mode):
     url, server = fake_backend
-    front = front_app(url, tmp_path, INFERENCE_TIMEOUT=2).test_client()
+    front = front_app(url, tmp_path, INFERENCE_TIMEOUT=1).test_client()
     server.mode = mode
-    started = time.monotonic()
+    answered = server.answered
     api = post_image(front)
-    assert api.status_code == 503 and time.monotonic() - started < 3.5  # the deadline, not 30 s of hanging
+    assert api.status_code == 503
+    if mode in ("hang", "trickle"):  # the deadline answered, not the backend: it is still busy for 30 s
+        assert server.answered == answered
     page = post_image(front, "/")
     for response in (api, page):
         assert str(server.server_port) not in response.get_data(as_text=True)
@@ -131,28 +134,27 @@ def test_the_breaker_opens_after_repeated_failures_and_closes_after_the_cooldown
     front = front_app(url, tmp_path, BREAKER_FAILURES=2, BREAKER_COOLDOWN=1.0, INFERENCE_RETRIES=0).test_client()
     server.mode = "error"
     assert [post_image(front).status_code for _ in range(2)] == [503, 503]
-    hits, started = server.hits, time.monotonic()
+    hits = server.hits
     assert post_image(front).status_code == 503
-    assert server.hits == hits and time.monotonic() - started < 0.5  # answered without asking the backend
+    assert server.hits == hits  # answered without asking the backend
     server.mode = "ok"
     time.sleep(1.1)
     assert post_image(front).status_code == 200
 
 
-def test_calls_past_the_inflight_cap_fail_at_once(fake_backend):
+def test_calls_past_the_inflight_cap_are_refused_without_reaching_the_backend(fake_backend):
     url, server = fake_backend
     server.mode = "hang"
-    remote = RemoteClassifier(url, timeout=3, retries=0, max_inflight=1)
+    remote = RemoteClassifier(url, timeout=2, retries=0, max_inflight=1)
     hits = server.hits  # the metadata call of the constructor
     first = threading.Thread(target=lambda: pytest.raises(BackendUnavailable, remote.probabilities,
                                                           np.zeros((1, 32, 32, 3), np.uint8)))
     first.start()
     while server.hits == hits:  # the first call is now inside the backend, holding the one slot
         time.sleep(0.01)
-    started = time.monotonic()
-    with pytest.raises(BackendUnavailable, match="in flight"):
+    with pytest.raises(BackendUnavailable, match="in flight"):  # refused by the cap, not timed out
         remote.probabilities(np.zeros((1, 32, 32, 3), np.uint8))
-    assert time.monotonic() - started < 0.5
+    assert server.hits == hits + 1  # the second call never reached the backend
     first.join()
 
 

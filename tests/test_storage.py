@@ -46,8 +46,9 @@ def test_retention_never_deletes_what_is_younger_than_the_keep_time(tmp_path):
     names = [storage.save_image(Image.new("RGB", (8, 8)), tmp_path) for _ in range(3)]
     assert storage.enforce_retention(tmp_path, max_files=2, max_bytes=10**9, keep_seconds=600) is False
     assert sorted(os.listdir(tmp_path)) == sorted(names)  # all three are young: none goes
+    past_the_keep_time = time.time() + 601
     assert storage.enforce_retention(tmp_path, max_files=2, max_bytes=10**9, keep_seconds=600,
-                                     now=time.time() + 601) is True
+                                     now=past_the_keep_time) is True
     assert len(os.listdir(tmp_path)) == 2
 
 
