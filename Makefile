@@ -39,8 +39,10 @@ serve: venv         ## production stack: nginx (deploy/nginx.conf) in front of g
 test: test-venv
 	$(BIN)/python -m pytest -q
 
-test-fast: test-venv     ## everything but the tests marked slow (multi-process, notebook, browser, full stack, resume)
-	$(BIN)/python -m pytest -q -m "not slow"
+# everything but the tests marked slow (multi-process, notebook, browser, full stack, resume), on one process per
+# core (pytest-xdist, at most 4): most of these tests wait on sockets, subprocesses and disk, not on a core
+test-fast: test-venv
+	$(BIN)/python -m pytest -q -m "not slow" -n auto --maxprocesses 4
 
 NOTEBOOK_PORT ?= 8888
 # root (containers, CI) needs --allow-root; a machine without a display gets no browser, just the URL to open

@@ -72,6 +72,13 @@ def parse_args(argv=None):
     return args
 
 
+def set_up_tensorflow():
+    """Import TensorFlow once, its start-up lines filtered, before a module of cifarlab.ml imports Keras."""
+    from cifarlab import quiet
+
+    quiet.tensorflow()
+
+
 def fail(message, code=2):
     """Print one error line; the exit code train.py returns."""
     print(f"error: {message}", file=sys.stderr)
@@ -98,6 +105,7 @@ def main(argv=None):
         hp = recipe_for(args)  # option mistakes stop here, in a second, before TensorFlow loads
     except ValueError as exc:
         return fail(exc)
+    set_up_tensorflow()
     from cifarlab.ml import resume
 
     state = None
@@ -165,6 +173,7 @@ def evaluate_main(argv):
     p.add_argument("--model", default="model/cifar10_cnn.h5", help=".h5 model with its .json sidecar")
     p.add_argument("--data", help="dataset the model was trained on (default: official download)")
     args = p.parse_args(argv)
+    set_up_tensorflow()
     from cifarlab.ml.data import load_dataset
     from cifarlab.report import card
 
@@ -193,6 +202,7 @@ def export_main(argv):
     formats = set(args.formats.split(","))
     if not formats or formats - {"h5", "savedmodel", "float16", "int8"}:
         return fail("--formats takes h5, savedmodel, float16 and int8, comma-separated")
+    set_up_tensorflow()
     from cifarlab.ml import export
 
     existing = [path for path in export.output_paths(args.model, args.out, formats) if os.path.exists(path)]

@@ -125,14 +125,13 @@ def features_and_logits(model_path):
     of a model with test-time views; a softmax-ending model's logits are its log-probabilities)."""
     import keras
 
-    from cifarlab.ml import models
+    from cifarlab import modelfile
 
     model, _ = checkpoint.load(model_path)
-    parts = models.tta_parts(model)
-    network = parts[0] if parts else model
+    network = modelfile.backbone(model)
     head = [layer for layer in network.layers if isinstance(layer, keras.layers.Dense)][-1]
     probe = keras.Model(network.inputs, [head.input, network.outputs[0]])
-    softmax_out = parts is None
+    softmax_out = not modelfile.views(model)
 
     def run(x, batch=500):
         feats, logits = zip(*(map(np.asarray, probe.predict_on_batch(x[i:i + batch].astype(np.float32)))

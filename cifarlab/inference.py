@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from . import checkpoint, ood, quiet
+from . import checkpoint, modelfile, ood, quiet
 from .images import tta_rows
 
 
@@ -55,12 +55,7 @@ class Classifier:
         quiet.tensorflow()
         import keras
 
-        names = [layer.name for layer in model.layers]
-        if "probabilities" in names:  # the TTA model: the final softmax's input is the views' mean logits
-            model = keras.Model(model.inputs, model.get_layer("probabilities").input)
-            to_logits = np.asarray
-        else:  # a softmax-ending model: log-probabilities are logits up to a constant
-            to_logits = log_probabilities
+        model, to_logits = modelfile.logits_model(model)
         if keras.backend.backend() != "tensorflow":
             return lambda x: to_logits(np.asarray(model(x, training=False)))
         tf = quiet.tensorflow()
@@ -175,7 +170,7 @@ class PerThreadTFLite:
             rows_per_image // 2 if rows_per_image % 2 == 0 else rows_per_image)
         forward = cls(path, threads, chunk, borrow_idle_core, content)
         forward.local.runner = probe
-        return (ViewAverage(forward, views) if views else Composed(forward, log_probabilities)), meta
+        return (ViewAverage(forward, views) if views else Composed(forward, modelfile.log_probabilities)), meta
 
     def run(self, chunks):
         """This thread's interpreter applied to each chunk."""
@@ -231,10 +226,6 @@ class Composed:
     def __call__(self, x):
         return self.then(self.forward(x))
 
-
-def log_probabilities(probs):
-    """log(p), clipped at 1e-12: logits up to a constant, for files that output probabilities."""
-    return np.log(np.clip(np.asarray(probs, np.float64), 1e-12, 1.0)).astype(np.float32)
 
 
 def interpreter_class():

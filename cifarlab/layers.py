@@ -1,11 +1,9 @@
 """The custom Keras layers inside saved model files (test-time views, GELU, fused batch norm): what loading one needs."""
+import keras
+from keras import layers, ops
+
 from . import quiet
-
-quiet.tensorflow()  # imported here first, so TensorFlow's CPU-only start-up lines are filtered
-import keras  # noqa: E402
-from keras import layers, ops  # noqa: E402
-
-from .images import tta_view  # noqa: E402
+from .images import tta_view
 
 PACKAGE = "cifarlab"  # registration namespace of the custom layers saved in .h5 files
 

@@ -5,20 +5,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import shutil
 
-import keras
 import numpy as np
 import pytest
 from PIL import Image
 
 import train
 from app import create_app
-from benchmarks.loadtest import image_bytes  # noqa: F401  (tests import it from here)
 from cifarlab import REPO, checkpoint
 from cifarlab.images import to_model_input
-from cifarlab.ml import models
-from cifarlab.ml.data import CIFAR10_CLASSES
 from cifarlab.ml.presets import FastRecipe
-from tests.test_data import write_folder
+from cifarlab.sidecar import CIFAR10_CLASSES
+from tests.helpers import write_folder
+
+# No TensorFlow here: a test that needs a model pays for Keras in the fixture that builds one (test_layout checks).
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -57,6 +56,8 @@ def database_url(request, tmp_path):
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory):
     """An untrained baseline CNN saved with a sidecar, as train.py would save it."""
+    from cifarlab.ml import models
+
     path = tmp_path_factory.mktemp("model") / "tiny.h5"
     model = models.build_baseline(len(CIFAR10_CLASSES))
     checkpoint.save(model, path, {
@@ -116,6 +117,10 @@ def exported(tmp_path_factory, tiny_model_path):
 @pytest.fixture(scope="session")
 def exported_tta(tmp_path_factory):
     """A tiny fast net with six test-time views and temperature 2, exported: its TFLite files output per-view logits."""
+    import keras
+
+    from cifarlab.ml import models
+
     root = tmp_path_factory.mktemp("export_tta")
     keras.utils.set_random_seed(0)
     net = models.with_tta(models.build_fast_backbone(FastRecipe(widths=(8, 16, 16)), 10), level=2)

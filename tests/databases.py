@@ -9,7 +9,7 @@ import tempfile
 
 import pytest
 
-from benchmarks.loadtest import free_port
+from tests.helpers import free_port
 
 NEED_POSTGRES = os.environ.get("REQUIRE_POSTGRES") == "1"  # CI installs Debian's postgresql and sets this
 

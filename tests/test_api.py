@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from cifarlab.ml.data import CIFAR10_CLASSES
-from tests.conftest import image_bytes
+from tests.helpers import image_bytes
 
 
 def api_post(client, payloads, url="/api/predict"):

@@ -10,9 +10,9 @@ import pytest
 import cifarlab.web
 from app import create_app
 from cifarlab.checkpoint import ModelFileError
-from benchmarks.loadtest import multipart
+from tests.helpers import multipart
 from cifarlab.ml.data import CIFAR10_CLASSES
-from tests.conftest import image_bytes
+from tests.helpers import image_bytes
 
 
 def post_file(client, data, filename="cat.png", content_type="image/png", url="/"):

@@ -10,8 +10,8 @@ from app import create_app
 from cifarlab import REPO
 from cifarlab.ml import architectures
 from cifarlab.ml.presets import PRESETS, TITLES, FastRecipe, TransferRecipe
-from tests.conftest import image_bytes
-from tests.test_data import write_folder
+from tests.helpers import image_bytes
+from tests.helpers import write_folder
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from cifarlab import REPO, batch
 from cifarlab.children import descendants
 from cifarlab.images import preprocess_bytes
 from cifarlab.inference import Classifier
-from tests.conftest import image_bytes
+from tests.helpers import image_bytes
 from tests.processes import wait_gone
 
 

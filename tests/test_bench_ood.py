@@ -3,7 +3,7 @@ import pytest
 
 from benchmarks import bench_ood
 from cifarlab.ml.data import CIFAR10_CLASSES, load_image_folder
-from tests.test_data import write_folder
+from tests.helpers import write_folder
 
 
 def test_the_posthoc_comparison_scores_every_detector_on_every_family(tiny_model_path, tmp_path):

@@ -7,7 +7,7 @@ from app import create_app
 from benchmarks import bench_robustness
 from cifarlab import checkpoint
 from cifarlab.inference import Classifier
-from tests.test_data import write_folder
+from tests.helpers import write_folder
 
 
 def test_the_benchmark_runs_every_corruption_on_a_tiny_set_and_summarises_it(tiny_model_path, photos):

@@ -14,7 +14,7 @@ from werkzeug.serving import make_server
 
 from app import create_app
 from cifarlab import atomic
-from benchmarks.loadtest import free_port
+from tests.helpers import free_port
 from tests.test_readme import SCREENSHOTS_MANIFEST, screenshots_manifest
 
 ROOT = Path(__file__).resolve().parents[1]

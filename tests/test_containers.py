@@ -6,7 +6,7 @@ import pytest
 
 from cifarlab import containers
 from cifarlab.images import ImageError, decode_image, open_image
-from benchmarks.loadtest import gif_with_tiny_comment_blocks, image_bytes, png_with_empty_chunks, progressive_jpeg
+from tests.helpers import gif_with_tiny_comment_blocks, image_bytes, png_with_empty_chunks, progressive_jpeg
 
 
 @pytest.mark.parametrize("data", [image_bytes("JPEG"), progressive_jpeg(), image_bytes("PNG"), image_bytes("GIF"),

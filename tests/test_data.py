@@ -3,22 +3,10 @@ import zipfile
 
 import numpy as np
 import pytest
-from PIL import Image
 
+from tests.helpers import write_folder
 from cifarlab.ml.data import CIFAR10_CLASSES, DataError, load_dataset, load_image_folder
 
-
-def write_folder(root, classes, per_class=3, size=(32, 32), ext="png", noise=0):
-    """A tiny image-folder dataset: root/{train,test}/<class>/<n>.<ext>, each class a colour (+- noise levels)."""
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        for c, name in enumerate(classes):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for n in range(per_class):
-                pixels = np.array([20 * c, 10 * n, 200]) + rng.integers(-noise, noise + 1, (size[1], size[0], 3))
-                Image.fromarray(pixels.clip(0, 255).astype(np.uint8), "RGB").save(folder / f"{n:04d}.{ext}")
-    return root
 
 
 def test_folder_with_custom_classes_sorted_and_resized(tmp_path):

@@ -6,7 +6,7 @@ from PIL import Image
 
 from cifarlab.web import decoding
 from cifarlab.web.service import status_of
-from tests.conftest import image_bytes
+from tests.helpers import image_bytes
 
 BUDGET = decoding.Budget(max_image_pixels=10**6, max_request_pixels=10**6, deadline_s=10.0)
 BIG = decoding.Budget(max_image_pixels=30_000_000, max_request_pixels=30_000_000, deadline_s=10.0)

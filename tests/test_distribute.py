@@ -11,8 +11,8 @@ import pytest
 import train
 from cifarlab.ml import distribute
 from cifarlab.inference import Classifier
-from benchmarks.loadtest import free_port
-from tests.test_data import write_folder
+from tests.helpers import free_port
+from tests.helpers import write_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@ import pytest
 
 from cifarlab.web import explain_worker
 from cifarlab.web.explain import ExplanationUnavailable, RemoteExplanations
-from tests.conftest import image_bytes
+from tests.helpers import image_bytes
 
 
 class SlowExplanations:

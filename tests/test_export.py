@@ -15,10 +15,10 @@ import pytest
 import train
 from cifarlab import checkpoint, sidecar
 from cifarlab.inference import Classifier, PerThreadTFLite
-from benchmarks.loadtest import free_port
+from tests.helpers import free_port
 from cifarlab.ml import models
 from cifarlab.ml.data import load_image_folder
-from tests.conftest import image_bytes
+from tests.helpers import image_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "static" / "examples" / "cat.png"

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from benchmarks import loadtest
+from tests import helpers
 from cifarlab.feedback.store import Store
-from tests.conftest import image_bytes
+from tests.helpers import image_bytes
 
 pytestmark = pytest.mark.slow
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -19,29 +19,29 @@ CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 
 def start_gunicorn(model, database_url, folder, log):
     """gunicorn (2 workers x 4 threads) serving the model, answers and flags kept in the database; (process, port)."""
-    port = loadtest.free_port()
+    port = helpers.free_port()
     env = {"BIND": f"127.0.0.1:{port}", "WEB_WORKERS": "2", "WEB_THREADS": "4", "MODEL_PATH": str(model),
            "DATABASE_URL": database_url, "FEEDBACK_FOLDER": str(folder / "feedback"), "SECRET_KEY": "t",
            "UPLOAD_FOLDER": str(folder / "uploads"), "GRADCAM": "false", "FEEDBACK_SAMPLE_PER_HOUR": "0"}
-    return loadtest.start_server([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"], port, env,
+    return helpers.start_server([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"], port, env,
                                  log_path=str(log)), port
 
 
 def flagger(port, answered, stop, seed):
     """Predict 4 images, flag each answer; record (id, label) of every flag answered 2xx, until stop or the server
     goes away."""
-    body, ctype = loadtest.multipart({}, [("file", f"{i}.png", image_bytes(seed=seed * 100 + i)) for i in range(4)])
+    body, ctype = helpers.multipart({}, [("file", f"{i}.png", image_bytes(seed=seed * 100 + i)) for i in range(4)])
     n = 0
     while not stop.is_set():
         try:
-            status, reply = loadtest.request("POST", port, "/api/predict", body, {"Content-Type": ctype}, timeout=10)
+            status, reply = helpers.request("POST", port, "/api/predict", body, {"Content-Type": ctype}, timeout=10)
             if status != 200:
                 continue
             for prediction in json.loads(reply)["predictions"]:
                 label = CLASSES[n % len(CLASSES)]
                 n += 1
                 flag = json.dumps({"id": prediction["id"], "label": label}).encode()
-                status, _ = loadtest.request("POST", port, "/api/feedback", flag,
+                status, _ = helpers.request("POST", port, "/api/feedback", flag,
                                              {"Content-Type": "application/json"}, timeout=10)
                 if status in (200, 201):
                     answered.append((prediction["id"], label))
@@ -64,7 +64,7 @@ def test_a_kill_9_under_8_flaggers_loses_no_answered_flag(exported, database_url
     finally:
         stop.set()
         [t.join(30) for t in threads]
-        loadtest.stop_server(server)
+        helpers.stop_server(server)
     assert len(answered) >= 200
 
     store = Store.open(database_url, tmp_path / "feedback", classes=CLASSES)
@@ -77,7 +77,7 @@ def test_a_kill_9_under_8_flaggers_loses_no_answered_flag(exported, database_url
     try:
         answer_id, _ = answered[0]
         flag = json.dumps({"id": answer_id, "label": "none"}).encode()
-        status, reply = loadtest.request("POST", port, "/api/feedback", flag, {"Content-Type": "application/json"})
+        status, reply = helpers.request("POST", port, "/api/feedback", flag, {"Content-Type": "application/json"})
         assert status == 200 and json.loads(reply)["replaced"] is True
     finally:
-        loadtest.stop_server(server)
+        helpers.stop_server(server)

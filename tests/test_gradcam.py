@@ -30,14 +30,15 @@ def test_heatmap_on_shipped_models(model_file, real_image):
 
 def test_fast_net_uses_a_7x7_map_of_the_backbone():
     wrapped = models.with_tta(models.build_fast_backbone(FastRecipe(widths=(8, 16, 16)), 10), level=1)
-    network = gradcam.scoring_network(wrapped)
-    assert network.name == "fast_backbone" and not gradcam.ends_in_softmax(network)
+    network = gradcam.Explainer(wrapped).network
+    assert network.name == "fast_backbone"
     assert gradcam.target_layer(network).output.shape[1:3] == (7, 7)
 
 
 def test_baseline_sequential_scores_log_probabilities():
-    network = gradcam.scoring_network(models.build_baseline(10))
-    assert isinstance(network, keras.Sequential) and gradcam.ends_in_softmax(network)
+    explainer = gradcam.Explainer(models.build_baseline(10))
+    network = explainer.network
+    assert isinstance(network, keras.Sequential) and explainer.softmax
     assert gradcam.target_layer(network).name == network.layers[3].name  # the last conv, 13x13
 
 

@@ -9,7 +9,7 @@ import zlib
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from tests.conftest import image_bytes
+from tests.helpers import image_bytes
 
 
 def png_declaring(width, height):

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from cifarlab.images import ImageError, decode_image, preprocess_bytes, to_model_input
-from tests.conftest import image_bytes
+from tests.helpers import image_bytes
 
 
 def encode(img, fmt="PNG", **kw):

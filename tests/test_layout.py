@@ -1,5 +1,7 @@
 import ast
 import builtins
+import subprocess
+import sys
 
 from cifarlab import REPO
 
@@ -76,3 +78,14 @@ def test_no_test_asserts_on_wall_clock_time():  # a loaded machine fails them; l
              if isinstance(node, ast.Assert) and reads_a_clock_or_a_duration(node.test)}
     # a patience bound on a wait loop (300 s for a process to reach a state), not a latency
     assert timed == {"test_resume.py:141"}
+
+
+def test_the_shared_fixtures_import_neither_keras_nor_tensorflow():  # a test without a model starts in a second
+    code = "import sys, tests.conftest; print(sorted(m for m in ('keras', 'tensorflow') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+def test_no_module_of_the_package_sets_up_tensorflow_between_its_imports():  # entry points do (train.py, quiet)
+    sources = [REPO / "train.py", REPO / "app.py", *(REPO / "cifarlab").rglob("*.py")]
+    assert [str(path.relative_to(REPO)) for path in sources if "noqa: E402" in path.read_text()] == []

@@ -56,16 +56,6 @@ def test_tta_model_round_trips_through_h5(tmp_path):
     np.testing.assert_allclose(np.asarray(loaded(x)), probs, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("level", [0, 2])
-def test_tta_parts_gives_the_backbone_and_the_views_with_their_weights(level):
-    model = models.with_tta(models.build_fast_backbone(TINY, 10), level=level)
-    backbone, views = models.tta_parts(model)
-    assert backbone.name == "fast_backbone"
-    expected = [(False, 0, 0, 1.0)] if level == 0 else models.TTA_VIEWS[level]
-    assert views == expected
-    assert models.tta_parts(models.build_baseline(10)) is None
-
-
 @pytest.mark.parametrize("approximate", [False, True])
 def test_gelu_layer_matches_the_erf_curve_and_keeps_its_form(approximate):
     x = np.linspace(-6, 6, 1001, dtype="float32")

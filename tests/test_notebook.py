@@ -10,7 +10,7 @@ SHARED = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 @pytest.mark.slow
 def test_explore_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
-    from tests.test_data import write_folder
+    from tests.helpers import write_folder
     from cifarlab.ml.data import CIFAR10_CLASSES
 
     data = SHARED if SHARED.exists() else write_folder(tmp_path / "ds", CIFAR10_CLASSES, per_class=8)

@@ -11,7 +11,7 @@ from cifarlab.inference import Classifier
 from cifarlab.ml import training
 from cifarlab.ml.data import CIFAR10_CLASSES, load_image_folder
 from cifarlab.report import card
-from tests.conftest import image_bytes, write_folder
+from tests.helpers import image_bytes, write_folder
 
 
 def test_scores_grow_away_from_a_confident_answer():

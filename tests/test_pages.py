@@ -8,8 +8,8 @@ import pytest
 from werkzeug.serving import make_server
 
 from app import create_app
-from benchmarks.loadtest import free_port
-from tests.conftest import image_bytes
+from tests.helpers import free_port
+from tests.helpers import image_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ["shipped h5", "shipped int8 with views", "best h5", "baseline h5", "tflite without views",

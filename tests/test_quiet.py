@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from cifarlab import REPO, quiet
-from tests.test_data import write_folder
+from tests.helpers import write_folder
 
 # what a user reads as failure (issue 33): TensorFlow's CUDA probing and Keras's advice against .h5
 ALARMING = re.compile(r"cuInit|E0000|legacy|cudart_stub|absl::InitializeLog")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import train
-from benchmarks import loadtest
+from tests import helpers
 from cifarlab import REPO, checkpoint
 from cifarlab.ml.presets import PRESETS
 from cifarlab.web import settings
@@ -119,8 +119,8 @@ def quick(command):
 def test_the_quick_documented_commands_run_as_written_in_a_fresh_copy_and_change_no_tracked_file(tmp_path):
     clone = fresh_copy(tmp_path / "clone")
     before = contents(clone)
-    port = loadtest.free_port()
-    server = loadtest.start_server([sys.executable, "app.py", "--port", str(port)], port, {"SECRET_KEY": "docs"})
+    port = helpers.free_port()
+    server = helpers.start_server([sys.executable, "app.py", "--port", str(port)], port, {"SECRET_KEY": "docs"})
     try:
         commands = [c for _, c in COMMANDS if quick(c)]
         assert len(commands) >= 5
@@ -133,7 +133,7 @@ def test_the_quick_documented_commands_run_as_written_in_a_fresh_copy_and_change
             elif words(command)[0] == "curl":
                 assert "error" not in json.loads(result.stdout), (command, result.stdout)  # JSON, not an error
     finally:
-        loadtest.stop_server(server)
+        helpers.stop_server(server)
     settings_table = subprocess.run([sys.executable, "-m", "cifarlab.web.settings"], cwd=clone, capture_output=True,
                                     text=True, timeout=60)
     assert settings_table.returncode == 0 and settings_table.stdout.strip() in (clone / "docs" / "configuration.md").read_text()

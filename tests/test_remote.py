@@ -8,10 +8,10 @@ import pytest
 from werkzeug.serving import make_server
 
 from app import create_app
-from benchmarks import loadtest
-from benchmarks.loadtest import free_port
+from tests import helpers
+from tests.helpers import free_port
 from cifarlab.web.remote import BackendUnavailable, RemoteClassifier, check_probabilities
-from tests.conftest import image_bytes
+from tests.helpers import image_bytes
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def test_backend_down_gives_a_clear_503(tmp_path):
 @pytest.fixture
 def fake_backend():
     """A misbehaving TF-Serving backend on loopback (set .mode); yields (url, server)."""
-    server = loadtest.FakeBackend.start()
+    server = helpers.FakeBackend.start()
     yield f"http://127.0.0.1:{server.server_port}", server
     server.shutdown()
     server.server_close()
@@ -168,7 +168,7 @@ def test_a_front_started_while_its_backend_is_down_reads_its_metadata_once_it_is
     port = free_port()
     front = front_app(f"http://127.0.0.1:{port}", tmp_path, INFERENCE_RETRIES=0, BREAKER_FAILURES=100).test_client()
     assert front.get("/readyz").status_code == 503 and post_image(front).status_code == 503
-    server = loadtest.FakeBackend.start(port=port)  # the backend comes up where the front looks for it
+    server = helpers.FakeBackend.start(port=port)  # the backend comes up where the front looks for it
     try:
         assert front.get("/readyz").status_code == 200
         answer = post_image(front)

@@ -16,7 +16,7 @@ import train
 from cifarlab.children import descendants
 from cifarlab.ml import resume
 from tests.processes import wait_gone
-from tests.test_data import write_folder
+from tests.helpers import write_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 KILL_AFTER = """

@@ -6,7 +6,7 @@ import pytest
 
 import train
 from cifarlab import rollout
-from tests.conftest import image_bytes
+from tests.helpers import image_bytes
 from tests.test_servables import INT8, add_version
 
 

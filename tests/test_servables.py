@@ -8,9 +8,8 @@ import shutil
 import pytest
 
 from cifarlab import REPO
-from cifarlab.checkpoint import ModelFileError
 from cifarlab.web import servables
-from tests.conftest import image_bytes
+from tests.helpers import image_bytes
 from tests.test_web_metrics import sample
 
 INT8 = REPO / "model" / "cifar10_cnn_int8.tflite"

@@ -14,12 +14,12 @@ import time
 import pytest
 from PIL import Image
 
-from benchmarks import loadtest
-from benchmarks.loadtest import scan_bomb
+from tests import helpers
+from tests.helpers import scan_bomb
 from cifarlab import REPO, atomic, checkpoint
 from cifarlab.children import descendants
 from cifarlab.web import serve, settings
-from tests.conftest import image_bytes
+from tests.helpers import image_bytes
 from tests.processes import running
 
 NEED_NGINX = os.environ.get("REQUIRE_NGINX") == "1"  # CI installs Debian's nginx and sets this
@@ -39,12 +39,12 @@ def need_nginx():
 def start_stack(tmp_path_factory, **env):
     """`python -m cifarlab.web.serve` on a free port with one worker of two threads (easy to starve); (process, port)."""
     need_nginx()
-    port = loadtest.free_port()
+    port = helpers.free_port()
     env = {"BIND": f"127.0.0.1:{port}", "WEB_WORKERS": "1", "WEB_THREADS": "2",
            "UPLOAD_FOLDER": str(tmp_path_factory.mktemp("uploads")), "SECRET_KEY": "t", "GRADCAM": "false",
            "XDG_RUNTIME_DIR": str(tmp_path_factory.mktemp("runtime")), **env}
     log = tmp_path_factory.mktemp("log") / "serve.log"
-    server = loadtest.start_server([sys.executable, "-m", "cifarlab.web.serve"], port, env, log_path=str(log),
+    server = helpers.start_server([sys.executable, "-m", "cifarlab.web.serve"], port, env, log_path=str(log),
                                    headers={"Host": "localhost"})
     server.log_path = log
     return server, port
@@ -55,7 +55,7 @@ def stack(tiny_model_path, tmp_path_factory):
     """The stack serving the tiny model; yields the port."""
     server, port = start_stack(tmp_path_factory, MODEL_PATH=str(tiny_model_path))
     yield port
-    loadtest.stop_server(server)
+    helpers.stop_server(server)
 
 
 def answer(port, method, path, body=b"", content_type="application/octet-stream"):
@@ -85,8 +85,8 @@ def test_the_stack_opens_no_shared_gunicorn_control_socket(stack, tmp_path_facto
 
 
 def test_stack_serves_the_api_through_nginx(stack):
-    body, content_type = loadtest.multipart({}, [("file", "a.png", image_bytes())])
-    status, answer = loadtest.request("POST", stack, "/api/predict", body,
+    body, content_type = helpers.multipart({}, [("file", "a.png", image_bytes())])
+    status, answer = helpers.request("POST", stack, "/api/predict", body,
                                       {"Content-Type": content_type, "Host": "localhost"})
     assert status == 200 and b'"predictions"' in answer
 
@@ -104,16 +104,16 @@ def test_an_oversized_form_post_is_the_apps_error_page_from_nginx(stack):
 @pytest.fixture(scope="module")
 def slow_backend_stack(tmp_path_factory):
     """The stack as a remote front of a backend that never answers, nginx waiting 1 s for the app; yields the port."""
-    backend = loadtest.FakeBackend.start("hang")
+    backend = helpers.FakeBackend.start("hang")
     server, port = start_stack(tmp_path_factory, INFERENCE_URL=f"http://127.0.0.1:{backend.server_port}",
                                PROXY_TIMEOUT="1", INFERENCE_TIMEOUT="4", INFERENCE_RETRIES="0")
     yield port
-    loadtest.stop_server(server)
+    helpers.stop_server(server)
     backend.shutdown()
 
 
 def test_a_backend_timeout_is_a_json_504_on_the_api_and_the_error_page_elsewhere(slow_backend_stack):
-    body, content_type = loadtest.multipart({}, [("file", "a.png", image_bytes())])
+    body, content_type = helpers.multipart({}, [("file", "a.png", image_bytes())])
     assert_json_error(answer(slow_backend_stack, "POST", "/api/predict", body, content_type), 504,
                       "took too long to answer")
     assert_error_page(answer(slow_backend_stack, "GET", "/examples/cat"), 504, "took too long to answer")
@@ -121,7 +121,7 @@ def test_a_backend_timeout_is_a_json_504_on_the_api_and_the_error_page_elsewhere
 
 def test_an_app_that_is_down_is_a_json_502_on_the_api_and_the_error_page_elsewhere(tiny_model_path):
     need_nginx()
-    port, dead = loadtest.free_port(), loadtest.free_port()
+    port, dead = helpers.free_port(), helpers.free_port()
     config = {**settings.defaults(), "MAX_CONTENT_LENGTH": 2**20}
     run_dir = serve.prepare_run_dir(f"127.0.0.1:{port}", dead, config, checkpoint.preflight(tiny_model_path))
     nginx = subprocess.Popen([serve.find_nginx(), "-p", str(run_dir), "-c", str(run_dir / "nginx.conf"), "-e", "stderr"],
@@ -142,9 +142,9 @@ def test_an_app_that_is_down_is_a_json_502_on_the_api_and_the_error_page_elsewhe
 
 
 def test_slow_clients_do_not_take_the_stack_offline(stack):
-    threads, made = loadtest.slow_clients(stack, connections=50, seconds=20, drip_every=1.0)
+    threads, made = helpers.slow_clients(stack, connections=50, seconds=20, drip_every=1.0)
     time.sleep(2)  # let every attacker connect and start dripping
-    probes = loadtest.probe(stack, "/healthz", seconds=16, every=1.0)
+    probes = helpers.probe(stack, "/healthz", seconds=16, every=1.0)
     for t in threads:
         t.join(30)
     assert made[0] >= 50
@@ -171,9 +171,9 @@ def test_gunicorn_alone_also_refuses_a_bad_model_with_exit_2():
 
 
 def test_scan_bombs_at_once_are_refused_and_healthz_keeps_answering(stack):
-    body, content_type = loadtest.multipart({}, [("file", f"bomb{i}.jpg", scan_bomb()) for i in range(8)])
+    body, content_type = helpers.multipart({}, [("file", f"bomb{i}.jpg", scan_bomb()) for i in range(8)])
     assert len(body) > 2_000_000
-    replies, probes = loadtest.probe_during(stack, lambda: answer(stack, "POST", "/api/predict", body, content_type),
+    replies, probes = helpers.probe_during(stack, lambda: answer(stack, "POST", "/api/predict", body, content_type),
                                             8, seconds=4, every=0.25)
     assert len(replies) == 8, replies
     for reply, _ in replies:
@@ -187,17 +187,17 @@ def deadline_stack(tiny_model_path, tmp_path_factory):
     server, port = start_stack(tmp_path_factory, MODEL_PATH=str(tiny_model_path), REQUEST_DEADLINE="0.1",
                                MAX_IMAGE_PIXELS=str(81_000_000), MAX_REQUEST_PIXELS=str(10**9))
     yield port, server.pid
-    loadtest.stop_server(server)
+    helpers.stop_server(server)
 
 
 def test_a_decoder_past_the_deadline_is_killed_mid_image_and_the_next_request_is_served(deadline_stack):
     port, pid = deadline_stack
-    small = loadtest.multipart({}, [("file", "a.png", image_bytes())])
+    small = helpers.multipart({}, [("file", "a.png", image_bytes())])
     assert answer(port, "POST", "/api/predict", *small)[0] == 200  # a decoder is up and idle
     before = set(running(descendants(pid)))
     buffer = io.BytesIO()
     Image.new("RGB", (9000, 9000), (90, 120, 30)).save(buffer, format="PNG")  # 81 MP decoded, 270 kB sent
-    reply = answer(port, "POST", "/api/predict", *loadtest.multipart({}, [("file", "big.png", buffer.getvalue())]))
+    reply = answer(port, "POST", "/api/predict", *helpers.multipart({}, [("file", "big.png", buffer.getvalue())]))
     assert_json_error(reply, 503, "0.1 s limit")
     assert before - set(running(descendants(pid)))  # the decoder was killed mid-image, not waited for
     assert answer(port, "POST", "/api/predict", *small)[0] == 200
@@ -219,20 +219,20 @@ def test_explanations_come_from_one_explain_worker_and_the_web_workers_stay_tens
         form = conn.getresponse()
         cookie, html = form.getheader("Set-Cookie").split(";", 1)[0], form.read().decode()
         token = re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
-        body, content_type = loadtest.multipart({"csrf_token": token}, [("file", "a.png", image_bytes())])
+        body, content_type = helpers.multipart({"csrf_token": token}, [("file", "a.png", image_bytes())])
         conn.request("POST", "/", body=body, headers={"Host": "localhost", "Content-Type": content_type,
                                                       "Cookie": cookie})
         page = conn.getresponse().read().decode()
         link = re.search(r'class="explain-link" href="([^"]+)"', page).group(1).replace("&amp;", "&")
         replies = [answer(port, "GET", link) for _ in range(4)]  # both web workers, most likely
         assert all(status == 200 and b'src="data:image/png;base64,' in body for status, _, body in replies)
-        processes = {pid: open(f"/proc/{pid}/cmdline").read() for pid in loadtest.process_tree_rss_mb(server.pid)}
+        processes = {pid: open(f"/proc/{pid}/cmdline").read() for pid in helpers.process_tree_rss_mb(server.pid)}
         explainers = [pid for pid, command in processes.items() if "explain_worker" in command]
         web = [pid for pid, command in processes.items() if "gunicorn" in command or "decoding" in command]
         assert len(explainers) == 1 and maps_tensorflow(explainers[0])
         assert len(web) >= 3 and not any(maps_tensorflow(pid) for pid in web)  # master, 2 workers, their decoders
     finally:
-        loadtest.stop_server(server)
+        helpers.stop_server(server)
 
 
 @pytest.fixture(scope="module")
@@ -240,11 +240,11 @@ def small_limit_stack(tiny_model_path, tmp_path_factory):
     """The stack with a 64 kB request limit (nginx lets 64 kB more through for multipart framing); yields the port."""
     server, port = start_stack(tmp_path_factory, MODEL_PATH=str(tiny_model_path), MAX_CONTENT_LENGTH="64k")
     yield port
-    loadtest.stop_server(server)
+    helpers.stop_server(server)
 
 
 def test_an_early_413_from_the_app_never_poisons_the_next_request(small_limit_stack):
-    body, content_type = loadtest.multipart({}, [("file", "a.png", image_bytes())])
+    body, content_type = helpers.multipart({}, [("file", "a.png", image_bytes())])
     statuses = []
     for _ in range(100):
         over = answer(small_limit_stack, "POST", "/api/predict", b"x" * (100 * 1024), "application/octet-stream")
@@ -254,10 +254,10 @@ def test_an_early_413_from_the_app_never_poisons_the_next_request(small_limit_st
 
 
 def test_sigterm_lets_every_request_in_flight_finish(tmp_path_factory):
-    backend = loadtest.FakeBackend.start("slow")  # every answer takes 2 s
+    backend = helpers.FakeBackend.start("slow")  # every answer takes 2 s
     server, port = start_stack(tmp_path_factory, INFERENCE_URL=f"http://127.0.0.1:{backend.server_port}",
                                WEB_THREADS="8", INFERENCE_MAX_INFLIGHT="8", INFERENCE_RETRIES="0")
-    body, content_type = loadtest.multipart({}, [("file", "a.png", image_bytes())])
+    body, content_type = helpers.multipart({}, [("file", "a.png", image_bytes())])
     results = []
     try:
         threads = [threading.Thread(target=lambda: results.append(
@@ -270,7 +270,7 @@ def test_sigterm_lets_every_request_in_flight_finish(tmp_path_factory):
             thread.join(30)
         assert server.wait(60) == 0
     finally:
-        loadtest.stop_server(server)
+        helpers.stop_server(server)
         backend.shutdown()
     assert results == [200] * 6
 
@@ -341,7 +341,7 @@ def models_stack(tmp_path_factory):
     while b'"version":"2"' not in answer(port, "GET", "/v1/models/cnn")[2] and time.monotonic() < deadline:
         time.sleep(0.25)
     yield port, root, server.log_path
-    loadtest.stop_server(server)
+    helpers.stop_server(server)
 
 
 def test_a_line_break_in_a_url_is_logged_escaped_not_as_a_forged_line(models_stack):
@@ -396,8 +396,8 @@ def test_metrics_take_the_client_from_forwarded_for_of_a_trusted_proxy_only(mode
 
 def test_a_text_field_over_the_form_limit_never_poisons_the_next_request(models_stack):
     port = models_stack[0]
-    field, field_type = loadtest.multipart({"note": "x" * (2 * 2**20)}, [("file", "a.png", image_bytes())])
-    good, good_type = loadtest.multipart({}, [("file", "a.png", image_bytes())])
+    field, field_type = helpers.multipart({"note": "x" * (2 * 2**20)}, [("file", "a.png", image_bytes())])
+    good, good_type = helpers.multipart({}, [("file", "a.png", image_bytes())])
     pairs = [(answer(port, "POST", "/", field, field_type), answer(port, "POST", "/api/predict", good, good_type)[0])
              for _ in range(10)]
     assert all(refused[0] == 413 and b"500 kB per text field" in refused[2] for refused, _ in pairs)

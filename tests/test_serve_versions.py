@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from benchmarks import loadtest
-from tests.conftest import image_bytes
+from tests import helpers
+from tests.helpers import image_bytes
 from tests.test_serve import start_stack
 from tests.test_servables import add_version
 from tests.test_web_metrics import sample
@@ -28,12 +28,12 @@ def versions_stack(tmp_path_factory, tiny_model_path):
     server, port = start_stack(tmp_path_factory, MODEL_DIR=str(root), MODEL_POLL_SECONDS=str(POLL),
                                SERVING_MODEL_NAME="cnn", WEB_WORKERS="2", WEB_THREADS="4", LOG_FORMAT="json")
     yield root, port, server
-    loadtest.stop_server(server)
+    helpers.stop_server(server)
 
 
 def predict(port, path="/api/predict", headers=None):
     """(status, JSON answer, headers) of one upload."""
-    body, content_type = loadtest.multipart({}, [("file", "a.png", image_bytes())])
+    body, content_type = helpers.multipart({}, [("file", "a.png", image_bytes())])
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         conn.request("POST", path, body=body, headers={"Content-Type": content_type, "Host": "localhost",
@@ -46,7 +46,7 @@ def predict(port, path="/api/predict", headers=None):
 
 
 def scrape(port):
-    status, text = loadtest.request("GET", port, "/metrics", b"", {"Host": "localhost"})
+    status, text = helpers.request("GET", port, "/metrics", b"", {"Host": "localhost"})
     assert status == 200
     return text.decode()
 
@@ -104,7 +104,7 @@ def test_a_broken_version_is_refused_and_the_old_one_keeps_serving(versions_stac
         time.sleep(POLL)
     status, body, _ = predict(port)
     assert status == 200 and body["model"]["served_version"] == 2
-    _, answer = loadtest.request("GET", port, "/v1/models/cnn", b"", {"Host": "localhost"})
+    _, answer = helpers.request("GET", port, "/v1/models/cnn", b"", {"Host": "localhost"})
     states = {v["version"]: v for v in json.loads(answer)["model_version_status"]}
     assert states["3"]["state"] == "END" and states["3"]["status"]["error_message"]
     assert states["2"]["state"] == "AVAILABLE"

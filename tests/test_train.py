@@ -12,8 +12,8 @@ import train
 from cifarlab import REPO, checkpoint, sidecar
 from cifarlab.inference import Classifier
 from cifarlab.ml.data import load_image_folder
-from tests.conftest import image_bytes
-from tests.test_data import write_folder
+from tests.helpers import image_bytes
+from tests.helpers import write_folder
 
 
 NARROW = {"fast": ["--set", "widths=(8,16,16)"], "muon": ["--set", "widths=(8,16,16)"]}  # where width is not the point
@@ -34,6 +34,7 @@ def test_train_writes_model_sidecar_and_curves(tmp_path, tiny_dataset, arch):
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["class_names"] == ["blue", "red"]
     assert meta["arch"] == arch and meta["epochs"] == 1 and meta["input_size"] == 32
+    assert meta["model_file"]["views"] == (1 if arch == "baseline" else 6)  # the fast recipes' level-2 views
     assert meta["command"].startswith("python train.py --data")
     assert meta["schema_version"] == sidecar.SCHEMA_VERSION and meta["git_commit"] == sidecar.git_commit()
     assert len(meta["history"]) == 1 and meta["train_seconds"] > 0

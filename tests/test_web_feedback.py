@@ -7,7 +7,7 @@ import re
 import pytest
 
 from cifarlab.feedback import store as feedback_store
-from tests.conftest import image_bytes
+from tests.helpers import image_bytes
 from tests.test_web_metrics import sample
 
 CREDENTIALS = "operator:correct horse battery"

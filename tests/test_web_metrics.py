@@ -6,7 +6,7 @@ import re
 import pytest
 
 from cifarlab.web import metrics, settings
-from tests.conftest import image_bytes
+from tests.helpers import image_bytes
 
 
 def sample(text, name, **labels):

@@ -5,8 +5,8 @@ import time
 
 import numpy as np
 
-from . import architectures, models
-from .. import atomic, checkpoint, sidecar
+from . import architectures
+from .. import atomic, checkpoint, modelfile, sidecar
 from ..images import tta_rows
 from ..inference import Classifier, TFLiteRunner, ViewAverage
 from ..progress import Progress
@@ -17,12 +17,8 @@ def calibrated_model(model, temperature):
     import keras
 
     inputs = keras.Input(model.input_shape[1:], name="images")
-    names = [layer.name for layer in model.layers]
-    if "probabilities" in names:  # the TTA model: its logits are the input of the final softmax
-        logits = keras.Model(model.inputs, model.get_layer("probabilities").input)(inputs)
-    else:  # a softmax-ending model: log-probabilities are logits up to a constant
-        logits = keras.ops.log(keras.ops.maximum(model(inputs), 1e-12))
-    probs = keras.layers.Activation("softmax", name="probabilities")(logits / temperature)
+    logits = modelfile.symbolic_logits(model, inputs)
+    probs = keras.layers.Activation("softmax", name=modelfile.PROBABILITIES)(logits / temperature)
     return keras.Model(inputs, probs, name=f"{model.name}_calibrated")
 
 
@@ -123,12 +119,12 @@ def export_all(model_path, out_dir, data, command="", calibration_count=500, see
     stem = saved.removesuffix("_savedmodel")
     export_saved_model(model, temperature, saved)
     calibration = data.x_train[np.random.default_rng(seed).permutation(len(data.x_train))[:calibration_count]]
-    tta = models.tta_parts(model)
-    views = tta[1] if tta else None
+    views = modelfile.views(model) or None
     with tempfile.TemporaryDirectory() as tmp:
-        source = write_saved_model(tta[0], "logits", os.path.join(tmp, "backbone")) if tta else saved
+        source = saved if not views else write_saved_model(modelfile.backbone(model), "logits",
+                                                           os.path.join(tmp, "backbone"))
         fp16 = export_tflite(source, f"{stem}_float16.tflite", "float16") if "float16" in formats else None
-        int8 = export_tflite(source, f"{stem}_int8.tflite", "int8", tta_rows(calibration, views) if tta else calibration) \
+        int8 = export_tflite(source, f"{stem}_int8.tflite", "int8", tta_rows(calibration, views) if views else calibration) \
             if "int8" in formats else None
     clf = Classifier(model, meta)
     measured = [  # (name, path or None when not asked for, a function making its predictor)

@@ -1,20 +1,12 @@
 """Grad-CAM: which parts of a 32x32 input a class score depends on, for the baseline and the fast net."""
-from .. import quiet
-
-quiet.tensorflow()  # imported here first, so TensorFlow's CPU-only start-up lines are filtered
-import keras  # noqa: E402
+import keras
 import numpy as np
 from PIL import Image
 
+from .. import modelfile, quiet
 from . import models
 
 MIN_CAM_SIDE = 7  # pixels of the feature map; later, coarser conv outputs (3x3) say too little about where
-
-
-def scoring_network(model):
-    """The plain network inside a model: the backbone of a TTA wrapper (view 0 is the identity), else the model."""
-    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-    return nested[0] if nested else model
 
 
 def target_layer(network):
@@ -27,19 +19,13 @@ def target_layer(network):
     return convs[-1]
 
 
-def ends_in_softmax(network):
-    """True when the network's last layer applies a softmax (the baseline), False for logits (the fast net)."""
-    activation = getattr(network.layers[-1], "activation", None)
-    return getattr(activation, "__name__", "") == "softmax"
-
-
 class Explainer:
     """Grad-CAM for one model: the scoring network, target layer and feature probe are built once."""
 
     def __init__(self, model):
-        self.network = scoring_network(model)
+        self.network = modelfile.backbone(model)  # a model with views is explained on view 0, the identity
         self.layer = target_layer(self.network)
-        self.softmax = ends_in_softmax(self.network)
+        self.softmax = modelfile.ends_in_softmax(self.network)
         self.probe = None if isinstance(self.network, keras.Sequential) else keras.Model(
             self.network.inputs, [self.layer.output, self.network.output])
 

@@ -1,14 +1,12 @@
 """Keras models: the seed baseline CNN, the fast airbench-style network with built-in TTA, and a transfer net."""
 import functools
 
-from .. import quiet
-from ..errors import CifarlabError
-
-quiet.tensorflow()  # imported here first, so TensorFlow's CPU-only start-up lines are filtered
-import keras  # noqa: E402
+import keras
 import numpy as np
 from keras import layers
 
+from .. import modelfile
+from ..errors import CifarlabError
 from ..images import INPUT_SIZE
 from ..layers import PACKAGE, GELU, FusedBatchNorm, MirrorAndShift, WeightedMean  # noqa: F401  (re-exported)
 
@@ -117,21 +115,12 @@ def with_tta(backbone, level=2):
     """Wrap a logits backbone into a model that averages TTA-view logits and returns softmax."""
     inputs = keras.Input(backbone.input_shape[1:], name="image")
     views = TTA_VIEWS[level]
-    outputs = [backbone(MirrorAndShift(m, dx, dy, name=f"view{i}")(inputs)) for i, (m, dx, dy, _) in enumerate(views)]
-    logits = outputs[0] if len(outputs) == 1 else WeightedMean([w for *_, w in views], name="tta_mean")(outputs)
-    probs = layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
+    outputs = [backbone(MirrorAndShift(m, dx, dy, name=modelfile.VIEW.format(i))(inputs))
+               for i, (m, dx, dy, _) in enumerate(views)]
+    logits = outputs[0] if len(outputs) == 1 else WeightedMean([w for *_, w in views], name=modelfile.MEAN)(outputs)
+    probs = layers.Activation("softmax", dtype="float32", name=modelfile.PROBABILITIES)(logits)
     return keras.Model(inputs, probs, name=f"fast_tta{level}")
 
-
-def tta_parts(model):
-    """(backbone, [(mirror, dx, dy, weight)] in view order) of a model built by with_tta; None for any other model."""
-    names = {layer.name for layer in model.layers}
-    if "view0" not in names:
-        return None
-    layers_ = [model.get_layer(f"view{i}") for i in range(len(names)) if f"view{i}" in names]
-    weights = model.get_layer("tta_mean").view_weights if len(layers_) > 1 else [1.0]
-    backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
-    return backbone, [(v.mirror, v.dx, v.dy, w) for v, w in zip(layers_, weights)]
 
 
 def init_fast_backbone(net, x_train, hp):

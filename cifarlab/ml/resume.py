@@ -4,14 +4,11 @@ import json
 import zipfile
 from pathlib import Path
 
-from .. import quiet
-from ..errors import CifarlabError
-
-quiet.tensorflow()  # imported here first, so TensorFlow's CPU-only start-up lines are filtered
-import keras  # noqa: E402
+import keras
 import numpy as np
 
 from ..atomic import replace_atomically
+from ..errors import CifarlabError
 
 FORMAT = 1  # bump when the checkpoint's contents change
 

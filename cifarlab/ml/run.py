@@ -5,19 +5,16 @@ import os
 import time
 from dataclasses import dataclass
 
-from .. import quiet
+import keras
+import numpy as np
+
+from . import architectures, distribute, resume, training
+from .. import atomic, checkpoint, modelfile, sidecar
 from ..errors import CifarlabError
-
-quiet.tensorflow()  # imported here first, so TensorFlow's CPU-only start-up lines are filtered
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-from . import architectures, distribute, resume, training  # noqa: E402
-from .. import atomic, checkpoint, sidecar  # noqa: E402
-from ..images import INPUT_SIZE  # noqa: E402
-from ..report import card  # noqa: E402
-from .data import DataError, load_dataset, load_feedback_export  # noqa: E402
-from .models import WeightsDownloadError  # noqa: E402
+from ..images import INPUT_SIZE
+from ..report import card
+from .data import DataError, load_dataset, load_feedback_export
+from .models import WeightsDownloadError
 
 
 class RunError(CifarlabError):
@@ -277,6 +274,7 @@ def save_and_evaluate(run, net, data, split, log, early_stop, command):
         "input_size": INPUT_SIZE,
         "input": "uint8-range RGB pixels 0..255, shape (N, 32, 32, 3); rescaling is inside the model",
         "output": "softmax probabilities over class_names",
+        "model_file": modelfile.describe(model),  # where the logits, backbone and views are (cifarlab.modelfile)
         "data_source": data.source,
         "train_images": int(len(split.x_train)),
         "train_class_counts": dict(zip(data.class_names, np.sum(split.y_train, axis=0).round().astype(int).tolist())),

@@ -4,11 +4,10 @@ import platform
 import sys
 import time
 
-from .. import progress, quiet
-
-quiet.tensorflow()  # imported here first, so TensorFlow's CPU-only start-up lines are filtered
-import keras  # noqa: E402
+import keras
 import numpy as np
+
+from .. import modelfile, progress, quiet
 
 from . import models
 from .augmix import augmix_some
@@ -170,14 +169,13 @@ class Teacher:
         from .. import checkpoint
 
         model, self.meta = checkpoint.load(model_path)
-        parts = models.tta_parts(model)
-        self.network, self.outputs_logits = (parts[0], True) if parts else (model, False)
+        self.network, self.outputs_logits = modelfile.backbone(model), bool(modelfile.views(model))
         self.weight, self.temperature = weight, temperature
 
     def logits(self, x):
         """The teacher's logits (log-probabilities for a softmax-ending model) of uint8 images."""
         out = np.asarray(self.network.predict_on_batch(x.astype(np.float32)), np.float64)
-        return out if self.outputs_logits else np.log(np.maximum(out, 1e-12))
+        return out if self.outputs_logits else modelfile.log_probabilities(out, np.float64)
 
     def targets(self, x, y):
         """The training targets of images x whose one-hot labels are y."""
@@ -313,9 +311,7 @@ def load_initial_weights(net, model_path):
     """Copy a saved model's weights (its backbone's, for a model with test-time views) into the net to train."""
     from .. import checkpoint
 
-    model, _ = checkpoint.load(model_path)
-    parts = models.tta_parts(model)
-    source = parts[0] if parts else model
+    source = modelfile.backbone(checkpoint.load(model_path)[0])
     shapes = [tuple(w.shape) for w in source.get_weights()]
     if shapes != [tuple(w.shape) for w in net.get_weights()]:
         raise ValueError("its weights do not fit this recipe's net (another architecture or widths)")

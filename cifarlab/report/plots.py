@@ -1,25 +1,20 @@
-"""Matplotlib figures saved as PNG (headless)."""
+"""Matplotlib figures saved as PNG (headless: Figure objects, never pyplot's global figures or backend)."""
 import contextlib
 
-import matplotlib
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from ..atomic import replace_atomically  # noqa: E402
+from ..atomic import replace_atomically
 
 
 @contextlib.contextmanager
-def saved_figure(path, dpi, **subplots):
-    """(figure, axes) of plt.subplots for the block; written to path atomically if the block succeeds; always closed."""
-    fig, axes = plt.subplots(**subplots)
-    try:
-        yield fig, axes
-        fig.tight_layout()
-        replace_atomically(path, lambda tmp: fig.savefig(tmp, dpi=dpi))
-    finally:
-        plt.close(fig)
+def saved_figure(path, dpi, figsize=None, **subplots):
+    """(figure, axes) of Figure.subplots for the block; written to path atomically if the block succeeds."""
+    fig = Figure(figsize=figsize)
+    axes = fig.subplots(**subplots)
+    yield fig, axes
+    fig.tight_layout()
+    replace_atomically(path, lambda tmp: fig.savefig(tmp, dpi=dpi))
 
 
 def training_curves(history, path, title):

@@ -22,6 +22,14 @@ class ExplanationUnavailable(CifarlabError):
     status = 503
 
 
+def gradcam_module():
+    """cifarlab.ml.gradcam, TensorFlow imported first with its start-up lines filtered."""
+    quiet.tensorflow()
+    from ..ml import gradcam
+
+    return gradcam
+
+
 def explainable(config, meta, model_path):
     """The .h5 Grad-CAM needs for this model (model_path itself, or the file an export came from), or None when
     explanations are off, remote, without TensorFlow, or for a net Grad-CAM does not know. Imports no TensorFlow."""
@@ -83,20 +91,16 @@ class Explanations:
 
     def _explainer(self):
         """The Explainer, built on first use (TensorFlow, the .h5, the gradient probe); call with the lock held."""
-        from ..ml import gradcam
-
         if self.explainer is None:
             model = self.model or checkpoint.load(self.model_path)[0]
-            self.explainer = gradcam.Explainer(model)
+            self.explainer = gradcam_module().Explainer(model)
         return self.explainer
 
     def overlay(self, pixels, class_index):
         """A PNG data URI of the Grad-CAM heatmap of class_index beside and over the 32x32 input."""
-        from ..ml import gradcam
-
         with self.lock:
             cam, _ = self._explainer().heatmap(pixels, class_index)
-        return png_data_uri(gradcam.overlay(pixels, cam))
+        return png_data_uri(gradcam_module().overlay(pixels, cam))
 
     def warm_up(self):
         """Build the explainer and run one heatmap, so the first user's explanation does not wait for them."""
