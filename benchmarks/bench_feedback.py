@@ -30,7 +30,7 @@ import numpy as np
 import loadtest  # beside this script: its folder is on sys.path when it runs
 from cifarlab.feedback.schema import answers
 from cifarlab.feedback.store import Store
-from cifarlab.inference import Prediction
+from cifarlab.prediction import Prediction
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 CREDENTIALS = "operator:benchmark only"  # REVIEW_CREDENTIALS of the benchmark's server

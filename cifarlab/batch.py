@@ -24,6 +24,7 @@ from . import archives, children
 from .errors import CifarlabError
 from .atomic import replace_atomically, write_json
 from .images import ImageError, preprocess_bytes
+from .prediction import CSV_FIELDS
 from .progress import Progress, count
 
 BATCH = 256  # images per model call: the int8 file's in-process peak (docs/benchmarks.md)
@@ -153,8 +154,7 @@ class Writer:
     def header(self):
         if self.suffix != ".csv":
             return ""
-        return self._csv(["path", "class", "index", "verdict", "unsure", "unknown", "ood_score", "top3",
-                          *self.class_names, "error"])
+        return self._csv(["path", *(field.name for field in CSV_FIELDS), *self.class_names, "error"])
 
     def row(self, name, prediction=None, error=None):
         """One output line for a prediction, or for a file that could not be classified."""
@@ -163,11 +163,9 @@ class Writer:
             return json.dumps({"path": name, **body}) + "\n"
         name = spreadsheet_text(name)  # file names and error messages come from whoever made the input
         if prediction is None:
-            return self._csv([name, "", "", "", "", "", "", "", *[""] * len(self.class_names), spreadsheet_text(error)])
-        top3 = ";".join(f"{label}:{p:.4f}" for label, _, p in prediction.top(3))
-        return self._csv([name, prediction.label, prediction.index, prediction.verdict, prediction.unsure,
-                          prediction.unknown, f"{prediction.ood_score:.4f}", top3,
-                          *(f"{p:.6f}" for p in prediction.probs), ""])
+            blank = [""] * (len(CSV_FIELDS) + len(self.class_names))
+            return self._csv([name, *blank, spreadsheet_text(error)])
+        return self._csv([name, *prediction.csv_cells(), ""])
 
     @staticmethod
     def _csv(values):

@@ -8,6 +8,7 @@ import numpy as np
 
 from . import checkpoint, modelfile, ood, quiet
 from .images import tta_rows
+from .prediction import Prediction
 
 
 class Classifier:
@@ -250,44 +251,3 @@ def softmax(logits):
     """exp(logits) normalised over the last axis, shifted by the maximum so it cannot overflow."""
     e = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
-
-
-class Prediction:
-    """The one result type: probabilities over named classes, top class, top-k, the out-of-distribution score and
-    the verdict flags (unsure: doubt between the known classes; unknown: none of them). Pages, /api/predict and
-    :predict all serialise it through to_json."""
-
-    SERVING_FIELDS = ("probabilities", "ood_score", "unsure", "unknown")  # :predict's named outputs ("verdicts")
-
-    def __init__(self, probs, class_names, ood_score=0.0, unsure=False, unknown=False):
-        self.probs = np.asarray(probs, dtype=np.float64)
-        self.class_names = class_names
-        self.index = int(np.argmax(self.probs))
-        self.label = class_names[self.index]
-        self.confidence = float(self.probs[self.index])
-        self.ood_score, self.unsure, self.unknown = float(ood_score), bool(unsure), bool(unknown)
-
-    @property
-    def verdict(self):
-        """known, unsure or unknown."""
-        return "unknown" if self.unknown else "unsure" if self.unsure else "known"
-
-    def top(self, k=3):
-        """[(class name, index, probability)] for the k most likely classes."""
-        order = np.argsort(-self.probs, kind="stable")[:k]
-        return [(self.class_names[i], int(i), float(self.probs[i])) for i in order]
-
-    def serving_row(self, named):
-        """:predict's answer for one instance: TF Serving's row of probabilities, or its named-output form."""
-        probs = np.round(self.probs, 7).tolist()
-        return dict(zip(self.SERVING_FIELDS, (probs, round(self.ood_score, 6), self.unsure, self.unknown))) \
-            if named else probs
-
-    def to_json(self):
-        """The JSON object every API answers for one prediction."""
-        return {
-            "class": self.label, "index": self.index, "verdict": self.verdict, "unsure": self.unsure,
-            "unknown": self.unknown, "ood_score": round(self.ood_score, 6),
-            "probabilities": {name: round(float(v), 6) for name, v in zip(self.class_names, self.probs)},
-            "top3": [{"class": name, "index": index, "probability": round(prob, 6)} for name, index, prob in self.top(3)],
-        }

@@ -79,7 +79,7 @@ def test_no_explanations_when_disabled(make_app):
 
 def test_result_matches_the_classifier(client, app):
     from cifarlab.images import preprocess_bytes
-    from cifarlab.inference import Prediction
+    from cifarlab.prediction import Prediction
 
     data = image_bytes(size=(32, 32), seed=3)
     classifier = app.extensions["servables"].get()[1].classifier

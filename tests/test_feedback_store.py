@@ -10,7 +10,7 @@ from sqlalchemy import text, update
 from cifarlab.feedback import store as feedback
 from cifarlab.feedback.schema import answers
 from cifarlab.feedback.store import FeedbackError, Limits, Store
-from cifarlab.inference import Prediction
+from cifarlab.prediction import Prediction
 from cifarlab.ml.data import CIFAR10_CLASSES
 
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from cifarlab import atomic, checkpoint
-from cifarlab.inference import Classifier, Prediction, ViewAverage, calibrate
+from cifarlab.inference import Classifier, ViewAverage, calibrate
+from cifarlab.prediction import Prediction
 
 
 def test_temperature_one_leaves_probabilities_alone():

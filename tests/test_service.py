@@ -4,7 +4,7 @@ import pytest
 from werkzeug.datastructures import FileStorage, MultiDict
 
 from cifarlab.images import REASONS
-from cifarlab.inference import Prediction
+from cifarlab.prediction import Prediction
 from cifarlab.web import service
 from cifarlab.web.decoding import decode_items
 from tests.test_decoding import BUDGET, image_bytes

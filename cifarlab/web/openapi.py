@@ -1,21 +1,16 @@
 """The OpenAPI 3 description of every route, served at /openapi.json; tests check it against the URL map and
 fuzz the live app with it (schemathesis)."""
 
+from ..prediction import FIELDS, PROBABILITY, SERVING_FIELDS
+
 ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
-PROBABILITY = {"type": "number", "minimum": 0, "maximum": 1}
 PREDICTION = {
     "type": "object",
-    "required": ["filename", "class", "index", "verdict", "unsure", "unknown", "ood_score", "probabilities", "top3"],
+    "required": ["filename", *(field.name for field in FIELDS)],
     "properties": {
         "filename": {"type": "string"}, "id": {"type": "string", "description": "the answer's id, for /api/feedback "
                                                                                   "(absent when FEEDBACK is off)"},
-        "class": {"type": "string"}, "index": {"type": "integer", "minimum": 0},
-        "verdict": {"enum": ["known", "unsure", "unknown"]}, "unsure": {"type": "boolean"},
-        "unknown": {"type": "boolean"}, "ood_score": {"type": "number"},
-        "probabilities": {"type": "object", "additionalProperties": PROBABILITY},
-        "top3": {"type": "array", "maxItems": 3, "items": {
-            "type": "object", "required": ["class", "index", "probability"],
-            "properties": {"class": {"type": "string"}, "index": {"type": "integer"}, "probability": PROBABILITY}}},
+        **{field.name: field.schema for field in FIELDS},
     },
 }
 FILE_ERROR = {"type": "object", "required": ["filename", "error", "status"],
@@ -36,7 +31,7 @@ VERSION_STATUS = {"type": "object", "required": ["model_version_status"], "prope
                        "status": {"type": "object", "required": ["error_code", "error_message"]}}}}}}
 SERVING_ANSWER = {"type": "object", "required": ["predictions"], "properties": {"predictions": {"type": "array", "items": {
     "oneOf": [{"type": "array", "items": PROBABILITY},
-              {"type": "object", "required": ["probabilities", "ood_score", "unsure", "unknown"]}]}}}}
+              {"type": "object", "required": list(SERVING_FIELDS)}]}}}}
 INSTANCES = {"type": "object", "properties": {
     "instances": {"type": "array", "minItems": 1, "items": {"oneOf": [
         {"type": "array", "description": "32x32x3 pixel values 0..255"},

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from ..errors import CifarlabError
-from ..inference import Prediction
+from ..prediction import Prediction
 from ..ood import Detector
 from ..sidecar import CIFAR10_CLASSES
 

@@ -6,6 +6,7 @@ from flask import Blueprint, abort, current_app, render_template, request, send_
 
 from .. import checkpoint, sidecar
 from ..checkpoint import ModelFileError
+from ..prediction import FIELDS
 from . import service, storage
 from .api import classifier, client_address, count_refused_request, decode, predictor, record_answers, served
 from .explain import ExplanationUnavailable
@@ -98,7 +99,7 @@ def example(name):
 
 @bp.get("/api")
 def api_docs():
-    return render_template("api.html", serving_name=current_app.config["SERVING_MODEL_NAME"])
+    return render_template("api.html", serving_name=current_app.config["SERVING_MODEL_NAME"], fields=FIELDS)
 
 
 @bp.get("/explain/<name>")
