@@ -9,7 +9,7 @@ import argparse
 import logging
 import sys
 
-from cifarlab.checkpoint import ModelFileError
+from cifarlab.modelfile import ModelFileError
 from cifarlab.web.factory import create_app
 from cifarlab.web.settings import ConfigError
 

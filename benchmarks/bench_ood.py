@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from cifarlab import atomic, checkpoint, corruptions, ood, outliers  # noqa: E402
+from cifarlab import atomic, corruptions, modelfile, ood, outliers  # noqa: E402
 from cifarlab.inference import Classifier  # noqa: E402
 from cifarlab.report import card  # noqa: E402
 
@@ -127,7 +127,7 @@ def features_and_logits(model_path):
 
     from cifarlab import modelfile
 
-    model, _ = checkpoint.load(model_path)
+    model, _ = modelfile.load(model_path)
     network = modelfile.backbone(model)
     head = [layer for layer in network.layers if isinstance(layer, keras.layers.Dense)][-1]
     probe = keras.Model(network.inputs, [head.input, network.outputs[0]])
@@ -242,13 +242,13 @@ def main(argv=None):
         posthoc = posthoc_rows(args.posthoc, data, args.per_family)
         print_posthoc(posthoc, args.posthoc)
     if args.write:
-        meta = checkpoint.read_meta(args.model)
+        meta = modelfile.read_meta(args.model)
         command = "python benchmarks/bench_ood.py " + " ".join(argv if argv is not None else sys.argv[1:])
         meta["ood_benchmark"] = {"command": command, "date": datetime.date.today().isoformat(), "rows": rows,
                                  "corruptions": mild, "test": test, "posthoc": posthoc}
-        atomic.write_json(checkpoint.sidecar_path(args.model), meta)
+        atomic.write_json(modelfile.sidecar_path(args.model), meta)
         card.rewrite_card(args.model, meta)
-        print(f"written to {checkpoint.sidecar_path(args.model)} (and the model card beside an .h5)")
+        print(f"written to {modelfile.sidecar_path(args.model)} (and the model card beside an .h5)")
     return 0
 
 

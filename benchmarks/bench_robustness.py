@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from cifarlab import atomic, checkpoint, corruptions  # noqa: E402
+from cifarlab import atomic, corruptions, modelfile  # noqa: E402
 from cifarlab.inference import Classifier  # noqa: E402
 from cifarlab.report import card  # noqa: E402
 from cifarlab.report.metrics import expected_calibration_error  # noqa: E402
@@ -89,13 +89,13 @@ def main(argv=None):
     result = benchmark(classifier, x, y, names, args.seed, progress=lambda line: print(line, flush=True))
     print_tables(result, len(x))
     if args.write:
-        meta = checkpoint.read_meta(args.model)
+        meta = modelfile.read_meta(args.model)
         command = "python benchmarks/bench_robustness.py " + " ".join(argv if argv is not None else sys.argv[1:])
         meta["robustness"] = {"command": command, "date": datetime.date.today().isoformat(), "images": len(x),
                               **result}
-        atomic.write_json(checkpoint.sidecar_path(args.model), meta)
+        atomic.write_json(modelfile.sidecar_path(args.model), meta)
         card.rewrite_card(args.model, meta)
-        print(f"written to {checkpoint.sidecar_path(args.model)} (and the model card beside an .h5)")
+        print(f"written to {modelfile.sidecar_path(args.model)} (and the model card beside an .h5)")
     return 0
 
 

@@ -77,10 +77,10 @@ def main(argv=None):
     png = image_bytes("PNG", size=(32, 32), seed=1)
     tmp = tempfile.mkdtemp(prefix="cifarlab-serve-")
 
-    from cifarlab import checkpoint
+    from cifarlab import modelfile
     from cifarlab.ml import models
 
-    flops = models.forward_flops(checkpoint.load(args.model)[0])
+    flops = models.forward_flops(modelfile.load(args.model)[0])
     peak = conv_peak_gflops()
 
     models_served = {"ours int8 (default)": args.fast_model} if args.fast_model else {}

@@ -16,7 +16,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, Predi
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from .batch import BATCH, Writer, decode_many
-from .checkpoint import read_meta
+from .modelfile import read_meta
 from .inference import Classifier
 
 ERRORS = "errors"  # the tag of files that could not be decoded

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from . import checkpoint, modelfile, ood, quiet
+from . import modelfile, ood, quiet
 from .images import tta_rows
 from .prediction import Prediction
 
@@ -33,21 +33,21 @@ class Classifier:
 
     @classmethod
     def from_path(cls, model_path, chunk_images=None, **thresholds):
-        """Load a .h5 or .tflite file + sidecar; raises checkpoint.ModelFileError with a one-line reason.
+        """Load a .h5 or .tflite file + sidecar; raises modelfile.ModelFileError with a one-line reason.
 
         chunk_images: images per TFLite invoke (default: what serves one request fastest; more for bulk work).
         """
         if not os.path.isfile(model_path):
-            raise checkpoint.ModelFileError(f"{model_path}: model file not found.")
+            raise modelfile.ModelFileError(f"{model_path}: model file not found.")
         if str(model_path).endswith(".tflite"):
-            content = checkpoint.read_model_bytes(model_path)  # served from memory: a copy over the file is harmless
+            content = modelfile.read_model_bytes(model_path)  # served from memory: a copy over the file is harmless
             version = hashlib.sha256(content).hexdigest()[:12]  # changes whenever the weights do
             threads = int(os.environ.get("TF_NUM_INTRAOP_THREADS") or os.cpu_count())  # gunicorn's post_fork sets it
             forward, meta = PerThreadTFLite.load(model_path, threads, borrow_idle_core=threads < (os.cpu_count() or 1),
                                                  chunk_images=chunk_images, content=content)
             return cls(None, meta, version, forward, **thresholds)
-        version = checkpoint.model_digest(model_path)[:12]
-        model, meta = checkpoint.load(model_path)  # Keras reads every weight now and keeps no file open
+        version = modelfile.model_digest(model_path)[:12]
+        model, meta = modelfile.load(model_path)  # Keras reads every weight now and keeps no file open
         return cls(model, meta, version, **thresholds)
 
     @staticmethod
@@ -131,10 +131,10 @@ def check_output_kind(path, runner, views):
     rows = runner(np.random.default_rng(0).integers(0, 256, (2, size, size, 3)).astype(np.float32))
     probabilities = bool(np.all(rows >= -1e-3) and np.all(rows <= 1 + 1e-3) and np.allclose(rows.sum(1), 1, atol=0.05))
     if views and probabilities:
-        raise checkpoint.ModelFileError(f"{path}: the sidecar lists test-time views (per-view logits), but the model "
+        raise modelfile.ModelFileError(f"{path}: the sidecar lists test-time views (per-view logits), but the model "
                                         "outputs probabilities.")
     if not views and not probabilities:
-        raise checkpoint.ModelFileError(f"{path}: the model outputs logits (an export with test-time views?), but the "
+        raise modelfile.ModelFileError(f"{path}: the model outputs logits (an export with test-time views?), but the "
                                         "sidecar lists no tta_views.")
 
 
@@ -156,14 +156,14 @@ class PerThreadTFLite:
     def load(cls, path, threads=1, borrow_idle_core=False, chunk_images=None, content=None):
         """(forward, sidecar) after checking the file (or its bytes, `content`) opens and its shapes match the
         sidecar."""
-        meta = checkpoint.read_meta(path)
+        meta = modelfile.read_meta(path)
         with quiet.filtered_stderr(quiet.LITERT_NOISE):  # the first forward pass is where LiteRT announces XNNPACK
             try:
                 probe = TFLiteRunner(path, threads, content)
             except (ValueError, RuntimeError) as exc:
-                raise checkpoint.ModelFileError(f"{path}: cannot load TFLite model "
+                raise modelfile.ModelFileError(f"{path}: cannot load TFLite model "
                                                 f"({' '.join(str(exc).split())[:200]}).") from None
-            checkpoint.check_shapes(path, tuple(probe.input["shape"]), tuple(probe.output["shape"]), meta)
+            modelfile.check_shapes(path, tuple(probe.input["shape"]), tuple(probe.output["shape"]), meta)
             views = meta.get("tta_views")
             check_output_kind(path, probe, views)
         rows_per_image = len(views) if views else 1

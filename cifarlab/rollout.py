@@ -6,9 +6,9 @@ import os
 import shutil
 from pathlib import Path
 
-from . import atomic, checkpoint
+from . import atomic, modelfile
 from .errors import CifarlabError
-from .web.servables import CANARY, LABELS_FILE, MODEL_SUFFIXES, STABLE, read_labels, version_file, version_folders
+from .modeldir import CANARY, LABELS_FILE, MODEL_SUFFIXES, STABLE, read_labels, version_file, version_folders
 
 
 class RolloutError(CifarlabError, ValueError):
@@ -37,8 +37,8 @@ def publish(model_path, model_dir, name):
     if model_path.suffix not in MODEL_SUFFIXES or not model_path.is_file():
         raise RolloutError(f"{model_path}: expected a {' or '.join(MODEL_SUFFIXES)} model file")
     try:
-        meta = checkpoint.read_meta(model_path)
-    except checkpoint.ModelFileError as exc:
+        meta = modelfile.read_meta(model_path)
+    except modelfile.ModelFileError as exc:
         raise RolloutError(str(exc)) from None
     feedback = meta.get("feedback") or {}
     if feedback.get("publishable") is False:
@@ -53,7 +53,7 @@ def publish(model_path, model_dir, name):
     staging = folder / f".publishing-{number}-{os.getpid()}"
     staging.mkdir()
     try:
-        for source in (model_path, checkpoint.sidecar_path(model_path)):
+        for source in (model_path, modelfile.sidecar_path(model_path)):
             shutil.copyfile(source, staging / source.name)
         if versions:  # the label first, so that no poll sees the new folder as just the highest version
             labels = {**labels, STABLE: labels.get(STABLE) or serving_version(versions, name), CANARY: number}
@@ -72,9 +72,9 @@ def serving_version(versions, name):
     for number in sorted(versions, reverse=True):
         path = version_file(versions[number])
         try:
-            if path is not None and checkpoint.preflight(path) is not None:
+            if path is not None and modelfile.preflight(path) is not None:
                 return number
-        except checkpoint.ModelFileError:
+        except modelfile.ModelFileError:
             continue
     raise RolloutError(f"{name}: none of versions {', '.join(map(str, sorted(versions)))} holds a model a server "
                        "would load, so nothing could stay stable beside a canary: fix or remove them first")

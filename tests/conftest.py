@@ -11,7 +11,7 @@ from PIL import Image
 
 import train
 from app import create_app
-from cifarlab import REPO, checkpoint
+from cifarlab import modelfile, REPO
 from cifarlab.images import to_model_input
 from cifarlab.ml.presets import FastRecipe
 from cifarlab.sidecar import CIFAR10_CLASSES
@@ -60,7 +60,7 @@ def tiny_model_path(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("model") / "tiny.h5"
     model = models.build_baseline(len(CIFAR10_CLASSES))
-    checkpoint.save(model, path, {
+    modelfile.save(model, path, {
         "name": "tiny", "arch": "baseline", "class_names": list(CIFAR10_CLASSES), "input_size": 32,
         "data_source": "synthetic", "test_accuracy": 0.1, "test_images": 10, "history": [],
     })
@@ -109,7 +109,7 @@ def exported(tmp_path_factory, tiny_model_path):
                                         "ship", "truck"], per_class=4, noise=60)
     model = root / "tiny.h5"
     shutil.copy(tiny_model_path, model)
-    shutil.copy(checkpoint.sidecar_path(tiny_model_path), checkpoint.sidecar_path(model))
+    shutil.copy(modelfile.sidecar_path(tiny_model_path), modelfile.sidecar_path(model))
     assert train.export_main(["--model", str(model), "--data", str(data), "--out", str(root / "out")]) == 0
     return root / "out", model, data
 
@@ -128,7 +128,7 @@ def exported_tta(tmp_path_factory):
         if isinstance(layer, keras.layers.Conv2D):
             layer.kernel.assign(layer.kernel * 5.0)
     model = root / "tta.h5"
-    checkpoint.save(net, model, {"name": "tta", "arch": "fast", "class_names": list(CIFAR10_CLASSES),
+    modelfile.save(net, model, {"name": "tta", "arch": "fast", "class_names": list(CIFAR10_CLASSES),
                                  "input_size": 32, "calibration": {"temperature": 2.0}})
     data = write_folder(root / "data", list(CIFAR10_CLASSES), per_class=4, noise=60)
     assert train.export_main(["--model", str(model), "--data", str(data), "--out", str(root / "out")]) == 0

@@ -9,7 +9,7 @@ import pytest
 
 import cifarlab.web
 from app import create_app
-from cifarlab.checkpoint import ModelFileError
+from cifarlab.modelfile import ModelFileError
 from tests.helpers import multipart
 from cifarlab.ml.data import CIFAR10_CLASSES
 from tests.helpers import image_bytes

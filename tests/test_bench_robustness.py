@@ -5,7 +5,7 @@ import numpy as np
 import train
 from app import create_app
 from benchmarks import bench_robustness
-from cifarlab import checkpoint
+from cifarlab import modelfile
 from cifarlab.inference import Classifier
 from tests.helpers import write_folder
 
@@ -29,11 +29,11 @@ def test_the_benchmark_writes_its_table_into_the_sidecar_card_and_model_page(tmp
     model = f"{out}.h5"
     assert bench_robustness.main(["--model", model, "--data", str(data), "--images", "8",
                                   "--corruptions", "fog,saturate", "--write"]) == 0
-    written = checkpoint.read_meta(model)["robustness"]
+    written = modelfile.read_meta(model)["robustness"]
     assert written["images"] == 8 and [r["corruption"] for r in written["rows"]] == ["fog", "saturate"]
     assert written["command"].startswith("python benchmarks/bench_robustness.py --model")
     assert "| fog |" in capsys.readouterr().out
-    assert "## Robustness to corruptions" in Path(checkpoint.artefact_paths(model)["card"]).read_text()
+    assert "## Robustness to corruptions" in Path(modelfile.artefact_paths(model)["card"]).read_text()
     app = create_app({"TESTING": True, "MODEL_PATH": model, "UPLOAD_FOLDER": str(tmp_path / "uploads"),
                       "SECRET_KEY": "test-only"})
     page = app.test_client().get("/model").get_data(as_text=True)

@@ -1,15 +1,15 @@
 import json
 import re
 
-from cifarlab import REPO, checkpoint
+from cifarlab import modelfile, REPO
 from cifarlab.report import card
 
 SHIPPED = REPO / "model" / "cifar10_cnn.h5"
 
 
 def test_the_card_states_the_sidecar_figures_and_links_its_plots():
-    meta = json.loads(checkpoint.sidecar_path(SHIPPED).read_text())
-    text = card.model_card(meta, checkpoint.artefact_paths(SHIPPED))
+    meta = json.loads(modelfile.sidecar_path(SHIPPED).read_text())
+    text = card.model_card(meta, modelfile.artefact_paths(SHIPPED))
     ev = meta["evaluation"]
     assert f"| accuracy | {ev['accuracy']:.2%} |" in text
     assert f"Temperature {meta['calibration']['temperature']:.3f}" in text
@@ -21,14 +21,14 @@ def test_the_card_states_the_sidecar_figures_and_links_its_plots():
 
 
 def test_the_committed_card_is_the_one_the_sidecar_renders():
-    meta = json.loads(checkpoint.sidecar_path(SHIPPED).read_text())
-    committed = open(checkpoint.artefact_paths(SHIPPED)["card"]).read()
-    assert committed == card.model_card(meta, checkpoint.artefact_paths(SHIPPED))
+    meta = json.loads(modelfile.sidecar_path(SHIPPED).read_text())
+    committed = open(modelfile.artefact_paths(SHIPPED)["card"]).read()
+    assert committed == card.model_card(meta, modelfile.artefact_paths(SHIPPED))
 
 
 def test_the_card_shows_the_ood_benchmark_with_its_mild_corruptions():
-    meta = json.loads(checkpoint.sidecar_path(SHIPPED).read_text())
-    text = card.model_card(meta, checkpoint.artefact_paths(SHIPPED))
+    meta = json.loads(modelfile.sidecar_path(SHIPPED).read_text())
+    text = card.model_card(meta, modelfile.artefact_paths(SHIPPED))
     bench = meta["ood_benchmark"]
     assert f"`{bench['command']}`" in text
     assert all(f"| {r['set']} | {r['baseline_auroc']:.3f} |" in text for r in bench["rows"])

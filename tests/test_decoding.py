@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from cifarlab.web import decoding
-from cifarlab.web.service import status_of
+from cifarlab.web.uploads import status_of
 from tests.helpers import image_bytes
 
 BUDGET = decoding.Budget(max_image_pixels=10**6, max_request_pixels=10**6, deadline_s=10.0)

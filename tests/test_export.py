@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import train
-from cifarlab import checkpoint, sidecar
+from cifarlab import modelfile, sidecar
 from cifarlab.inference import Classifier, PerThreadTFLite
 from tests.helpers import free_port
 from cifarlab.ml import models
@@ -132,7 +132,7 @@ def test_broken_tflite_file_is_a_model_file_error(exported, tmp_path, damage):
         meta["class_names"] = ["a", "b"]
     if damage != "no-sidecar":
         path.with_suffix(".json").write_text(json.dumps(meta))
-    with pytest.raises(checkpoint.ModelFileError, match=str(path.with_suffix(".json") if damage == "no-sidecar" else path)):
+    with pytest.raises(modelfile.ModelFileError, match=str(path.with_suffix(".json") if damage == "no-sidecar" else path)):
         Classifier.from_path(path)
 
 

@@ -7,7 +7,7 @@ from PIL import Image
 
 from cifarlab.ml import gradcam, models
 from cifarlab.ml.presets import FastRecipe
-from cifarlab.checkpoint import load
+from cifarlab.modelfile import load
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, "static", "examples", "cat.png")

@@ -3,7 +3,7 @@ import shutil
 import numpy as np
 import pytest
 
-from cifarlab import atomic, checkpoint
+from cifarlab import atomic, modelfile
 from cifarlab.inference import Classifier, ViewAverage, calibrate
 from cifarlab.prediction import Prediction
 
@@ -72,7 +72,7 @@ def test_a_tflite_file_whose_output_kind_contradicts_its_sidecar_is_refused(requ
     original = next(folder.glob("*_int8.tflite"))
     model = tmp_path / "m.tflite"
     shutil.copy(original, model)
-    meta = {k: v for k, v in {**checkpoint.read_meta(original), **sidecar_change}.items() if v is not None}
-    atomic.write_json(checkpoint.sidecar_path(model), meta)
-    with pytest.raises(checkpoint.ModelFileError, match=message):
+    meta = {k: v for k, v in {**modelfile.read_meta(original), **sidecar_change}.items() if v is not None}
+    atomic.write_json(modelfile.sidecar_path(model), meta)
+    with pytest.raises(modelfile.ModelFileError, match=message):
         Classifier.from_path(str(model))

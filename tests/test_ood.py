@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from cifarlab import atomic, checkpoint, ood, outliers
+from cifarlab import atomic, modelfile, ood, outliers
 from cifarlab.inference import Classifier
 from cifarlab.ml import training
 from cifarlab.ml.data import CIFAR10_CLASSES, load_image_folder
@@ -69,8 +69,8 @@ def evaluated(tmp_path_factory, tiny_model_path):
     root = tmp_path_factory.mktemp("ood")
     model = root / "tiny.h5"
     shutil.copy(tiny_model_path, model)
-    meta = json.loads(checkpoint.sidecar_path(tiny_model_path).read_text())
-    atomic.write_json(checkpoint.sidecar_path(model), {
+    meta = json.loads(modelfile.sidecar_path(tiny_model_path).read_text())
+    atomic.write_json(modelfile.sidecar_path(model), {
         **meta, "val_images": 20, "seed": 0, "train_images": 20, "hyperparameters": {}, "command": "tiny",
         "device": "CPU", "precision": "float32", "keras": "3", "backend": "tensorflow", "train_seconds": 1.0,
         "epochs": 1, "parameters": 1})

@@ -14,7 +14,7 @@ import pytest
 
 import train
 from tests import helpers
-from cifarlab import REPO, checkpoint
+from cifarlab import modelfile, REPO
 from cifarlab.ml.presets import PRESETS
 from cifarlab.web import settings
 
@@ -150,7 +150,7 @@ def screenshots_manifest():
     """What the screenshots show: the served model file and its sidecar (by content hash), and how they were taken."""
     model = Path(settings.defaults()["MODEL_PATH"])
     return {"model": str(model.relative_to(REPO)), "model_sha256": sha256(model),
-            "sidecar_sha256": sha256(checkpoint.sidecar_path(model)),
+            "sidecar_sha256": sha256(modelfile.sidecar_path(model)),
             "command": "SCREENSHOT_DIR=docs/screenshots .venv/bin/python -m pytest tests/test_browser.py"}
 
 

@@ -7,7 +7,7 @@ import pytest
 import train
 from cifarlab import rollout
 from tests.helpers import image_bytes
-from tests.test_servables import INT8, add_version
+from tests.test_registry import INT8, add_version
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from PIL import Image
 
 from tests import helpers
 from tests.helpers import scan_bomb
-from cifarlab import REPO, atomic, checkpoint
+from cifarlab import atomic, modelfile, REPO
 from cifarlab.children import descendants
 from cifarlab.web import serve, settings
 from tests.helpers import image_bytes
@@ -123,7 +123,7 @@ def test_an_app_that_is_down_is_a_json_502_on_the_api_and_the_error_page_elsewhe
     need_nginx()
     port, dead = helpers.free_port(), helpers.free_port()
     config = {**settings.defaults(), "MAX_CONTENT_LENGTH": 2**20}
-    run_dir = serve.prepare_run_dir(f"127.0.0.1:{port}", dead, config, checkpoint.preflight(tiny_model_path))
+    run_dir = serve.prepare_run_dir(f"127.0.0.1:{port}", dead, config, modelfile.preflight(tiny_model_path))
     nginx = subprocess.Popen([serve.find_nginx(), "-p", str(run_dir), "-c", str(run_dir / "nginx.conf"), "-e", "stderr"],
                              stderr=subprocess.DEVNULL)
     try:
@@ -282,7 +282,7 @@ LAUNCHERS = {"dev": ["app.py", "--port", "0"], "gunicorn": ["-m", "gunicorn", "-
 def broken_models(root, tiny_model_path, tflite):
     """{case: environment} of model files and settings no launcher may start with."""
     root.mkdir()
-    meta = checkpoint.read_meta(tflite)
+    meta = modelfile.read_meta(tflite)
     (root / "corrupt.tflite").write_bytes(tflite.read_bytes()[:8] + b"\0" * 4096)  # the magic intact, the rest not
     atomic.write_json(root / "corrupt.json", meta)
     shutil.copy(tflite, root / "mismatch.tflite")
@@ -292,7 +292,7 @@ def broken_models(root, tiny_model_path, tflite):
     shutil.copy(tflite, root / "cold.tflite")
     atomic.write_json(root / "cold.json", {**meta, "calibration": {"temperature": -1.0}})
     (root / "truncated.h5").write_bytes(tiny_model_path.read_bytes()[:20000])
-    shutil.copy(checkpoint.sidecar_path(tiny_model_path), root / "truncated.json")
+    shutil.copy(modelfile.sidecar_path(tiny_model_path), root / "truncated.json")
     return {
         "corrupt tflite": ({"MODEL_PATH": str(root / "corrupt.tflite")}, "cannot load TFLite model"),
         "sidecar mismatch": ({"MODEL_PATH": str(root / "mismatch.tflite")}, "but the sidecar lists"),
@@ -330,7 +330,7 @@ def test_every_launcher_refuses_a_bad_start_with_one_line_and_exit_2(bad_starts,
 def models_stack(tmp_path_factory):
     """The stack on a MODEL_DIR (version 1 the shipped int8 model, then version 2 a file that is no model), behind
     a trusted proxy on loopback; yields (port, MODEL_DIR, the server's log)."""
-    from tests.test_servables import add_version
+    from tests.test_registry import add_version
 
     root = tmp_path_factory.mktemp("served") / "models"
     add_version(root, "cnn", 1)

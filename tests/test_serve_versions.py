@@ -13,7 +13,7 @@ import pytest
 from tests import helpers
 from tests.helpers import image_bytes
 from tests.test_serve import start_stack
-from tests.test_servables import add_version
+from tests.test_registry import add_version
 from tests.test_web_metrics import sample
 
 pytestmark = pytest.mark.slow

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from cifarlab import atomic, checkpoint, sidecar
+from cifarlab import atomic, modelfile, sidecar
 from cifarlab.sidecar import SCHEMA_VERSION, SidecarError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,8 +59,8 @@ def test_a_sidecar_that_cannot_describe_a_model_is_refused_in_one_line(meta, mes
 def test_the_reader_names_the_file_of_a_bad_sidecar(tmp_path):
     (tmp_path / "m.h5").write_bytes(b"")
     (tmp_path / "m.json").write_text(json.dumps({"class_names": ["a"], "input_size": 32, "schema_version": 99}))
-    with pytest.raises(checkpoint.ModelFileError, match=r"m\.json: sidecar schema_version 99"):
-        checkpoint.read_meta(tmp_path / "m.h5")
+    with pytest.raises(modelfile.ModelFileError, match=r"m\.json: sidecar schema_version 99"):
+        modelfile.read_meta(tmp_path / "m.h5")
 
 
 def test_evaluation_and_export_keep_the_training_provenance():
@@ -104,7 +104,7 @@ def test_a_model_is_shown_by_what_it_is_not_by_its_run_name(meta, name):
 def test_pages_name_the_model_for_users_and_print_counts_with_separators(make_app, tiny_model_path, tmp_path):
     model = tmp_path / "m.h5"
     shutil.copy(tiny_model_path, model)
-    atomic.write_json(checkpoint.sidecar_path(model), {**checkpoint.read_meta(tiny_model_path), "parameters": 1234567})
+    atomic.write_json(modelfile.sidecar_path(model), {**modelfile.read_meta(tiny_model_path), "parameters": 1234567})
     page = make_app(MODEL_PATH=str(model)).test_client().get("/model").get_data(as_text=True)
     assert "<h1>Model card: Seed baseline CNN</h1>" in page and "Model: <strong>Seed baseline CNN</strong>" in page
     assert "1,234,567 parameters" in page and "tiny" not in page

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import train
-from cifarlab import REPO, checkpoint, sidecar
+from cifarlab import modelfile, REPO, sidecar
 from cifarlab.inference import Classifier
 from cifarlab.ml.data import load_image_folder
 from tests.helpers import image_bytes
@@ -118,7 +118,7 @@ def test_train_without_network_exits_with_one_line(monkeypatch, capsys, tmp_path
 
 
 def test_shipped_model_loads_with_its_sidecar():
-    model, meta = checkpoint.load(Path(__file__).resolve().parents[1] / "model" / "cifar10_cnn.h5")
+    model, meta = modelfile.load(Path(__file__).resolve().parents[1] / "model" / "cifar10_cnn.h5")
     assert meta["class_names"] == ["airplane", "automobile", "bird", "cat", "deer",
                                    "dog", "frog", "horse", "ship", "truck"]
     assert model.output_shape == (None, 10)
@@ -235,7 +235,7 @@ def test_transfer_preset_trains_and_serves(tmp_path, tiny_dataset, make_app):
                        "--val-size", "4", "--set", "frozen_epochs=1", "--set", "image_size=32", "--out", str(out)]) == 0
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["arch"] == "transfer" and meta["pretrained"] is None and meta["epochs_run"] == 2
-    model, _ = checkpoint.load(out.with_suffix(".h5"))
+    model, _ = modelfile.load(out.with_suffix(".h5"))
     assert model.input_shape == (None, 32, 32, 3) and model.get_layer("backbone").count_params() > 5e6
     client = make_app(MODEL_PATH=str(out.with_suffix(".h5"))).test_client()
     page = client.post("/", data={"file": (io.BytesIO(image_bytes()), "x.png")}, content_type="multipart/form-data")

@@ -6,7 +6,7 @@ import time
 import numpy as np
 
 from . import architectures
-from .. import atomic, checkpoint, modelfile, sidecar
+from .. import atomic, modelfile, sidecar
 from ..images import tta_rows
 from ..inference import Classifier, TFLiteRunner, ViewAverage
 from ..progress import Progress
@@ -109,10 +109,10 @@ def export_all(model_path, out_dir, data, command="", calibration_count=500, see
     views' mean and the softmax cost accuracy. Other models' files output probabilities.
     """
     commit = sidecar.git_commit()  # before any file is written: an export into model/ changes tracked files
-    model, meta = checkpoint.load(model_path)
+    model, meta = modelfile.load(model_path)
     architecture = architectures.of_model(meta)
     if architecture is not None and architecture.export_refused:
-        raise checkpoint.ModelFileError(f"{model_path}: {architecture.export_refused}")
+        raise modelfile.ModelFileError(f"{model_path}: {architecture.export_refused}")
     temperature = float(meta.get("calibration", {}).get("temperature", 1.0))
     os.makedirs(out_dir, exist_ok=True)
     saved, *_ = output_paths(model_path, out_dir)
@@ -143,7 +143,7 @@ def export_all(model_path, out_dir, data, command="", calibration_count=500, see
             exported = sidecar.for_export(meta, name, model_path, accuracy, command, commit, views)
             if meta.get("ood"):  # the detector's threshold is refitted on this file's own logits
                 exported = refit_detector(path, exported, data)
-            atomic.write_json(checkpoint.sidecar_path(path), exported)
+            atomic.write_json(modelfile.sidecar_path(path), exported)
     return rows
 
 
@@ -151,7 +151,7 @@ def refit_detector(path, meta, data):
     """meta with its ood section fitted again on the exported file's own validation and outlier logits."""
     from ..report import card
 
-    atomic.write_json(checkpoint.sidecar_path(path), meta)  # the classifier reads the sidecar beside the file
+    atomic.write_json(modelfile.sidecar_path(path), meta)  # the classifier reads the sidecar beside the file
     classifier = Classifier.from_path(path, chunk_images=100)
     _, val = data.split_validation(int(meta.get("val_images", 0)), seed=int(meta.get("seed", 0)))
     if val is None:

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 
 from . import architectures, distribute, resume, training
-from .. import atomic, checkpoint, modelfile, sidecar
+from .. import atomic, modelfile, sidecar
 from ..errors import CifarlabError
 from ..images import INPUT_SIZE
 from ..report import card
@@ -149,7 +149,7 @@ def load_teacher(args, hp, class_names):
         return None
     try:
         teacher = training.Teacher(args.teacher, hp.distill_weight, hp.distill_temperature)
-    except checkpoint.ModelFileError as exc:
+    except modelfile.ModelFileError as exc:
         raise RunError(f"--teacher {args.teacher}: {exc}") from None
     if list(teacher.meta["class_names"]) != list(class_names):
         raise RunError(f"--teacher {args.teacher} knows other classes ({', '.join(teacher.meta['class_names'])}).")
@@ -186,7 +186,7 @@ def build_model(run, split, class_names, state):
         if args.init and state is None:
             try:
                 training.load_initial_weights(net, args.init)
-            except (checkpoint.ModelFileError, ValueError) as exc:
+            except (modelfile.ModelFileError, ValueError) as exc:
                 raise RunError(f"--init {args.init}: {exc}") from None
     loss = keras.losses.CategoricalCrossentropy(from_logits=from_logits, label_smoothing=hp.label_smoothing)
     print(f"Model: {args.arch}, {net.count_params():,} parameters. Per-epoch val/test metrics: the net as it "
@@ -299,16 +299,16 @@ def save_and_evaluate(run, net, data, split, log, early_stop, command):
         "resumes": run.resumes,
     })
     if args.init:
-        meta["init"] = sidecar.lineage(args.init, checkpoint.read_meta(args.init))
+        meta["init"] = sidecar.lineage(args.init, modelfile.read_meta(args.init))
     if args.teacher:
-        meta["teacher"] = {"path": args.teacher, "test_accuracy": checkpoint.read_meta(args.teacher).get("test_accuracy")}
+        meta["teacher"] = {"path": args.teacher, "test_accuracy": modelfile.read_meta(args.teacher).get("test_accuracy")}
     if architecture.pretrained:
         meta["pretrained"] = "imagenet" if args.pretrained else None
     if early_stop is not None:
         meta["early_stop"] = {"patience": args.early_stop, "monitor": "val_loss",
                               "stopped_after_epoch": len(log.history) if early_stop.stopped_epoch else None,
                               "best_epoch": early_stop.best_epoch + 1}
-    checkpoint.save(model, f"{args.out}.h5", meta)
+    modelfile.save(model, f"{args.out}.h5", meta)
     resume.checkpoint_path(args.out).unlink(missing_ok=True)  # the run is complete: nothing left to resume
     meta = card.evaluate(f"{args.out}.h5", data)  # one pass over the test split: accuracy, loss, report
     print(f"Test ({len(data.x_test):,}-image split of {data.source}, TTA level {hp.tta_level}): "
@@ -342,7 +342,7 @@ def compare_with_init(run, data, feedback, model_path, meta):
         "export": feedback.source, "corrections": int(len(feedback.y_train)), "weight": run.args.feedback_weight,
         "held_out": int(len(feedback.y_holdout)), "outliers": int(len(feedback.outliers)), "init": run.args.init,
         "accuracy": accuracy["new"], "init_accuracy": accuracy["init"], "worse_on": worse, "publishable": not worse}}
-    atomic.write_json(checkpoint.sidecar_path(model_path), meta)
+    atomic.write_json(modelfile.sidecar_path(model_path), meta)
     card.rewrite_card(model_path, meta)
     for name in sets:
         print(f"Against --init on {name}: {accuracy['new'][name]:.2%} (was {accuracy['init'][name]:.2%}, "

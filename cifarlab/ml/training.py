@@ -166,9 +166,9 @@ class Teacher:
     plus (1 - weight) x the label. A model with test-time views teaches with its backbone, on the one view given."""
 
     def __init__(self, model_path, weight, temperature):
-        from .. import checkpoint
+        from .. import modelfile
 
-        model, self.meta = checkpoint.load(model_path)
+        model, self.meta = modelfile.load(model_path)
         self.network, self.outputs_logits = modelfile.backbone(model), bool(modelfile.views(model))
         self.weight, self.temperature = weight, temperature
 
@@ -309,9 +309,9 @@ def phase_optimizer(hp, phase, steps_per_epoch):
 
 def load_initial_weights(net, model_path):
     """Copy a saved model's weights (its backbone's, for a model with test-time views) into the net to train."""
-    from .. import checkpoint
+    from .. import modelfile
 
-    source = modelfile.backbone(checkpoint.load(model_path)[0])
+    source = modelfile.backbone(modelfile.load(model_path)[0])
     shapes = [tuple(w.shape) for w in source.get_weights()]
     if shapes != [tuple(w.shape) for w in net.get_weights()]:
         raise ValueError("its weights do not fit this recipe's net (another architecture or widths)")

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics, plots
-from .. import atomic, checkpoint, ood, outliers, sidecar
+from .. import atomic, modelfile, ood, outliers, sidecar
 from ..inference import Classifier, calibrate, softmax
 from ..progress import Progress
 
@@ -47,9 +47,9 @@ def evaluate(model_path, data):
     if detector is not None:
         meta = {**meta, "ood": {**detector, **test_rates(test_logits, detector, temperature, threshold)}}
     meta = sidecar.with_evaluation(meta, calibration, report)
-    atomic.write_json(checkpoint.sidecar_path(model_path), meta)
+    atomic.write_json(modelfile.sidecar_path(model_path), meta)
 
-    paths = checkpoint.artefact_paths(model_path)
+    paths = modelfile.artefact_paths(model_path)
     plots.confusion_matrix(report["confusion_matrix"], names, paths["confusion"])
     plots.reliability_diagram([
         ("raw", metrics.reliability_bins(test_raw, y), report["ece_before"]),
@@ -236,7 +236,7 @@ def robustness_section(meta):
 def rewrite_card(model_path, meta):
     """Write the card beside an evaluated .h5 again from its sidecar (after a benchmark's --write added a table)."""
     if str(model_path).endswith(".h5") and meta.get("evaluation"):
-        paths = checkpoint.artefact_paths(model_path)
+        paths = modelfile.artefact_paths(model_path)
         text = model_card(meta, paths)
         atomic.replace_atomically(paths["card"], lambda tmp: Path(tmp).write_text(text))
 
@@ -244,7 +244,7 @@ def rewrite_card(model_path, meta):
 def save_curves(model_path, meta):
     """The training curves beside a model, drawn from its sidecar's per-epoch history (none: nothing to draw)."""
     if meta.get("history"):
-        plots.training_curves(meta["history"], checkpoint.artefact_paths(model_path)["curves"],
+        plots.training_curves(meta["history"], modelfile.artefact_paths(model_path)["curves"],
                               f"{sidecar.display_name(meta)}: test accuracy {meta['test_accuracy']:.2%}\n"
                               f"{sidecar.training_time(meta)}")
 

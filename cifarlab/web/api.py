@@ -8,9 +8,9 @@ import numpy as np
 from flask import Blueprint, current_app, g, jsonify, request
 from werkzeug.routing import BaseConverter
 
-from . import decoding, feedback, metrics, openapi, service
+from . import decoding, feedback, metrics, openapi, uploads
 from ..errors import CifarlabError
-from .servables import NotServed
+from .registry import NotServed
 
 bp = Blueprint("api", __name__)
 JSON_PREFIXES = ("/api/", "/v1/", "/healthz", "/readyz")  # paths whose errors are answered in JSON
@@ -50,10 +50,10 @@ def api_error(exc):
 
 @bp.errorhandler(decoding.OverBudget)
 def over_budget(exc):
-    return error_json(exc.message, service.status_of(exc))
+    return error_json(exc.message, uploads.status_of(exc))
 
 
-@bp.errorhandler(service.UploadRefused)
+@bp.errorhandler(uploads.UploadRefused)
 def upload_refused(exc):
     """The refusal, with each file's own error when the files were read."""
     count_refused_request(exc)
@@ -195,7 +195,7 @@ def model_ready(models, name):
 @bp.post("/api/predict")
 def predict():
     """Each file classified or refused on its own, like the form; 200 when at least one was classified."""
-    items = service.classify_uploads(request.files, current_app.config["MAX_BATCH_FILES"], decode, predictor())
+    items = uploads.classify_uploads(request.files, current_app.config["MAX_BATCH_FILES"], decode, predictor())
     record_answers(items)
     return jsonify(predictions_json(items))
 
@@ -203,8 +203,8 @@ def predict():
 def predictions_json(items):
     """The /api/predict answer: a prediction or an error per file, and the model that made them."""
     name, model = served_or_default()
-    return {"predictions": [service.prediction_json(item) for item in items],
-            "model": {**service.model_summary(model.classifier), "served_name": name, "served_version": model.version}}
+    return {"predictions": [uploads.prediction_json(item) for item in items],
+            "model": {**uploads.model_summary(model.classifier), "served_name": name, "served_version": model.version}}
 
 
 @bp.get("/v1/models/<servable:name>")
@@ -284,7 +284,7 @@ def instances_pixels(instances):
     for i, instance in enumerate(instances):
         if i in decoded:
             if decoded[i].error is not None:
-                raise ApiError(f"instance {i}: {decoded[i].error.message}", service.status_of(decoded[i].error))
+                raise ApiError(f"instance {i}: {decoded[i].error.message}", uploads.status_of(decoded[i].error))
             pixels.append(decoded[i].pixels.astype(np.float32))
         else:
             pixels.append(array_pixels(instance, i, size))

@@ -11,7 +11,7 @@ from .. import REPO
 from ..errors import CifarlabError
 from . import api, views
 from .remote import BackendUnavailable
-from .servables import NotServed
+from .registry import NotServed
 
 TITLES = {400: "Bad request", 404: "Not found", 507: "Feedback store full"}  # error page titles, else HTTP's phrase
 

@@ -9,9 +9,9 @@ from multiprocessing.connection import Client
 
 import numpy as np
 
-from .. import checkpoint, quiet
+from .. import modelfile, quiet
 from ..errors import CifarlabError
-from .service import png_data_uri
+from .uploads import png_data_uri
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def explainable(config, meta, model_path):
         return None
     if not meta.get("exported_from"):  # a Keras model file, explained from itself
         return model_path
-    return checkpoint.source_model_path(model_path, meta)
+    return modelfile.source_model_path(model_path, meta)
 
 
 class RemoteExplanations:
@@ -92,7 +92,7 @@ class Explanations:
     def _explainer(self):
         """The Explainer, built on first use (TensorFlow, the .h5, the gradient probe); call with the lock held."""
         if self.explainer is None:
-            model = self.model or checkpoint.load(self.model_path)[0]
+            model = self.model or modelfile.load(self.model_path)[0]
             self.explainer = gradcam_module().Explainer(model)
         return self.explainer
 
@@ -122,7 +122,7 @@ class Explanations:
         started = time.perf_counter()
         try:
             self.warm_up()
-        except (checkpoint.ModelFileError, ValueError, OSError) as exc:  # the page then offers no heatmap
+        except (modelfile.ModelFileError, ValueError, OSError) as exc:  # the page then offers no heatmap
             log.warning("Grad-CAM preload failed: %s", exc)
             return
         log.info("Grad-CAM ready in %.1f s", time.perf_counter() - started)

@@ -11,8 +11,8 @@ import sys
 import threading
 from multiprocessing.connection import Listener
 
-from .. import checkpoint, memory
-from . import servables, settings
+from .. import memory, modeldir, modelfile
+from . import settings
 from .explain import Explanations, explainable
 
 log = logging.getLogger("cifarlab.explain")
@@ -60,9 +60,9 @@ def main():
     logging.basicConfig(level=config["LOG_LEVEL"].upper(),
                         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
     try:
-        path = servables.first_model_path(config)
-        source = explainable(config, checkpoint.preflight(path), path)
-    except checkpoint.ModelFileError as exc:
+        path = modeldir.first_model_path(config)
+        source = explainable(config, modelfile.preflight(path), path)
+    except modelfile.ModelFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if source is None or not config["EXPLAIN_SOCKET"]:

@@ -14,8 +14,8 @@ from urllib.parse import quote
 from flask import Flask, Request, abort, current_app, g, request
 from flask_wtf.csrf import CSRFProtect
 
-from .. import REPO, memory
-from . import api, errors, feedback, servables, settings, views
+from .. import REPO, memory, modeldir
+from . import api, errors, feedback, registry, settings, views
 from .batching import Batcher, InFlight
 from .decoding import DecoderPool
 from .explain import Explanations
@@ -68,7 +68,7 @@ def create_app(test_config=None):
                                                           app.extensions["in_flight"])
     try:
         name, first = models.get()
-    except servables.NotServed:  # nothing loaded yet: the worker boots, says not ready, and offers no heatmaps
+    except registry.NotServed:  # nothing loaded yet: the worker boots, says not ready, and offers no heatmaps
         app.extensions["explain"], app.extensions["explained"] = None, None
     else:
         app.extensions["explain"] = Explanations.for_classifier(app.config, first.classifier, first.path)
@@ -133,13 +133,13 @@ def make_servables(config, metrics, in_flight):
         return classifier
 
     if config["MODEL_DIR"] and not config["INFERENCE_URL"]:
-        models = servables.Servables.from_folder(config["MODEL_DIR"], servables.default_name(config), load,
+        models = registry.Servables.from_folder(config["MODEL_DIR"], modeldir.default_name(config), load,
                                                  batching, metrics.observe_model_load, config["CANARY_SHARE"],
                                                  config["CANARY_MODE"])
         if config["MODEL_POLL_SECONDS"]:
             models.start_polling(config["MODEL_POLL_SECONDS"])
         return models
-    models = servables.Servables.fixed(config["SERVING_MODEL_NAME"], config["MODEL_PATH"],
+    models = registry.Servables.fixed(config["SERVING_MODEL_NAME"], config["MODEL_PATH"],
                                        load(config["MODEL_PATH"]), batching)
     metrics.observe_model_load(config["SERVING_MODEL_NAME"], "loaded")
     return models
@@ -151,7 +151,7 @@ def served_class_names(models):
     for name in models.names():
         try:
             classes = models.get(name)[1].classifier.class_names
-        except servables.NotServed:
+        except registry.NotServed:
             continue
         names += [c for c in classes if c not in names]
     return names

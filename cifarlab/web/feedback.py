@@ -13,7 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..feedback import insights
 from ..feedback.store import DECISIONS, FeedbackError, Limits, Store
-from .servables import NotServed
+from .registry import NotServed
 
 log = logging.getLogger(__name__)
 bp = Blueprint("feedback", __name__)

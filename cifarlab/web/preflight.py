@@ -7,7 +7,7 @@ TensorFlow before its workers fork. One line on stderr and exit 2 when the app c
 import sys
 
 from . import settings
-from ..checkpoint import ModelFileError
+from ..modelfile import ModelFileError
 
 
 def main():

@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import api, errors, explain, servables, settings
-from .. import REPO, checkpoint
+from . import api, errors, explain, settings
+from .. import REPO, modeldir, modelfile
 
 TEMPLATE = REPO / "deploy" / "nginx.conf"
 MULTIPART_SLACK = 64 * 1024  # bytes nginx allows above MAX_CONTENT_LENGTH for multipart framing
@@ -116,8 +116,8 @@ def checked_config():
     the full one (cifarlab.web.preflight, in a child process); one line and exit 2 when the app cannot start."""
     try:
         config = settings.current()
-        meta = None if config["INFERENCE_URL"] else checkpoint.preflight(servables.first_model_path(config))
-    except (settings.ConfigError, checkpoint.ModelFileError) as exc:
+        meta = None if config["INFERENCE_URL"] else modelfile.preflight(modeldir.first_model_path(config))
+    except (settings.ConfigError, modelfile.ModelFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     if not os.environ.get(PREFLIGHT_DONE):
@@ -155,7 +155,7 @@ def start_explain_worker(config, meta, run_dir, env):
     """The server's one explain worker (None when the model is not explainable or EXPLAIN_SOCKET is set already),
     on a socket in a folder only this user can enter; env gets EXPLAIN_SOCKET for the web workers."""
     if config["EXPLAIN_SOCKET"] or meta is None or \
-            explain.explainable(config, meta, servables.first_model_path(config)) is None:
+            explain.explainable(config, meta, modeldir.first_model_path(config)) is None:
         return None
     folder = run_dir / "explain"
     folder.mkdir(mode=0o700)

@@ -4,13 +4,13 @@ import os
 
 from flask import Blueprint, abort, current_app, render_template, request, send_file, send_from_directory
 
-from .. import checkpoint, sidecar
-from ..checkpoint import ModelFileError
+from .. import modelfile, sidecar
+from ..modelfile import ModelFileError
 from ..prediction import FIELDS
-from . import service, storage
+from . import storage, uploads
 from .api import classifier, client_address, count_refused_request, decode, predictor, record_answers, served
 from .explain import ExplanationUnavailable
-from .servables import NotReady
+from .registry import NotReady
 
 bp = Blueprint("views", __name__)
 bp.add_app_template_filter(sidecar.display_name)  # templates name the model as users would, not by its run
@@ -58,12 +58,12 @@ def save_upload(item, stored_name=None):
                 config["UPLOAD_FOLDER"], config["UPLOAD_MAX_FILES"], config["UPLOAD_MAX_BYTES"],
                 config["UPLOAD_KEEP_SECONDS"], client_share=config["UPLOAD_CLIENT_SHARE"]):
             storage.remove(config["UPLOAD_FOLDER"], name)  # full of results pages have just linked: shown inline
-            return service.png_data_uri(item.image)
+            return uploads.png_data_uri(item.image)
         item.extras["upload"] = name
         return f"/uploads/{name}"
     except OSError as exc:
         log.warning("could not save upload: %s", exc)
-        return service.png_data_uri(item.image)
+        return uploads.png_data_uri(item.image)
 
 
 @bp.get("/")
@@ -78,8 +78,8 @@ def index():
 @bp.post("/")
 def predict():
     try:
-        items = service.classify_uploads(request.files, current_app.config["MAX_BATCH_FILES"], decode, predictor())
-    except service.UploadRefused as exc:
+        items = uploads.classify_uploads(request.files, current_app.config["MAX_BATCH_FILES"], decode, predictor())
+    except uploads.UploadRefused as exc:
         count_refused_request(exc)
         return render_form(exc.message, exc.status)
     record_answers(items)
@@ -93,7 +93,7 @@ def example(name):
     with open(os.path.join(current_app.static_folder, "examples", f"{name}.png"), "rb") as f:
         data = f.read()
     items = decode([(f"{name}.png", data)])
-    service.classify_items(predictor(), items)
+    uploads.classify_items(predictor(), items)
     return render_results(items, stored_name=storage.content_name(data))
 
 
@@ -124,7 +124,7 @@ def explain(name):
 def plot_paths():
     """Evaluation plots of the served model; an export shows those of its source model, beside it."""
     model_path = served()[1].path
-    return checkpoint.artefact_paths(checkpoint.source_model_path(model_path, classifier().meta) or model_path)
+    return modelfile.artefact_paths(modelfile.source_model_path(model_path, classifier().meta) or model_path)
 
 
 @bp.get("/model")

@@ -7,8 +7,7 @@ import shutil
 
 import pytest
 
-from cifarlab import REPO
-from cifarlab.web import servables
+from cifarlab import REPO, modeldir
 from tests.helpers import image_bytes
 from tests.test_web_metrics import sample
 
@@ -61,7 +60,7 @@ def test_the_highest_version_is_served_and_a_new_one_is_picked_up(dir_app, model
 def test_a_broken_version_is_refused_and_the_old_one_keeps_serving(dir_app, model_dir, caplog):
     client = dir_app.test_client()
     add_version(model_dir, "cnn", 2, broken=True)
-    with caplog.at_level(logging.WARNING, logger="cifarlab.web.servables"):
+    with caplog.at_level(logging.WARNING, logger="cifarlab.web.registry"):
         dir_app.extensions["servables"].poll()
     assert any("version 2 refused" in r.getMessage() for r in caplog.records)
     assert served_version(client) == 1
@@ -71,7 +70,7 @@ def test_a_broken_version_is_refused_and_the_old_one_keeps_serving(dir_app, mode
     metrics = client.get("/metrics").get_data(as_text=True)
     assert 'cifarlab_model_loads_total{model="cnn",outcome="refused"} 1.0' in metrics
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="cifarlab.web.servables"):
+    with caplog.at_level(logging.WARNING, logger="cifarlab.web.registry"):
         dir_app.extensions["servables"].poll()  # unchanged: not tried again
     assert not caplog.records
 
@@ -178,12 +177,12 @@ def test_an_empty_model_dir_boots_and_serves_a_model_folder_added_later(make_app
 @pytest.mark.parametrize("name", ["\u00b2", "01", "\u0661", "1.0", "99999999999999999999999"])
 def test_folders_that_are_not_plain_version_numbers_are_ignored(model_dir, name):
     (model_dir / "cnn" / name).mkdir()
-    assert servables.version_folders(model_dir / "cnn") == {1: str(model_dir / "cnn" / "1")}
+    assert modeldir.version_folders(model_dir / "cnn") == {1: str(model_dir / "cnn" / "1")}
 
 
 def test_a_model_file_too_large_is_refused_unread_and_the_old_version_serves(dir_app, model_dir, monkeypatch):
     folder = add_version(model_dir, "cnn", 2)
-    monkeypatch.setattr("cifarlab.checkpoint.MAX_MODEL_BYTES", 1000)
+    monkeypatch.setattr("cifarlab.modelfile.MAX_MODEL_BYTES", 1000)
     dir_app.extensions["servables"].poll()
     version = dir_app.extensions["servables"].servable("cnn").versions[2]
     assert version.state == "END" and "larger than a model file may be" in version.error
@@ -223,7 +222,7 @@ def test_bad_labels_are_refused_and_the_old_ones_kept(dir_app, model_dir, text, 
     (model_dir / "cnn" / "labels.json").write_text(json.dumps({"stable": 1}))
     dir_app.extensions["servables"].poll()
     (model_dir / "cnn" / "labels.json").write_text(text)
-    with caplog.at_level(logging.WARNING, logger="cifarlab.web.servables"):
+    with caplog.at_level(logging.WARNING, logger="cifarlab.web.registry"):
         dir_app.extensions["servables"].poll()
     assert any("labels not read" in r.getMessage() for r in caplog.records)
     assert dir_app.extensions["servables"].servable("cnn").labels == {"stable": 1}
@@ -231,9 +230,9 @@ def test_bad_labels_are_refused_and_the_old_ones_kept(dir_app, model_dir, text, 
 
 def test_version_file_needs_one_model_with_its_sidecar(tmp_path):
     (tmp_path / "m.tflite").write_bytes(b"x")
-    assert servables.version_file(tmp_path) is None
+    assert modeldir.version_file(tmp_path) is None
     (tmp_path / "m.json").write_text("{}")
-    assert servables.version_file(tmp_path) == str(tmp_path / "m.tflite")
+    assert modeldir.version_file(tmp_path) == str(tmp_path / "m.tflite")
 
 
 @pytest.fixture

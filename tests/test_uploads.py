@@ -5,7 +5,7 @@ from werkzeug.datastructures import FileStorage, MultiDict
 
 from cifarlab.images import REASONS
 from cifarlab.prediction import Prediction
-from cifarlab.web import service
+from cifarlab.web import uploads
 from cifarlab.web.decoding import decode_items
 from tests.test_decoding import BUDGET, image_bytes
 
@@ -24,10 +24,10 @@ class CountingClassifier:
 def test_decodable_items_are_classified_in_one_batched_call():
     items = decode_items([("a.png", image_bytes()), ("x", b"junk"), ("b.png", image_bytes(seed=1))], 32, BUDGET)
     clf = CountingClassifier()
-    service.classify_items(clf, items)
+    uploads.classify_items(clf, items)
     assert clf.calls == [2] and items[1].prediction is None and items[2].prediction.label == "dog"
-    assert service.prediction_json(items[0])["unsure"] is True
-    assert service.prediction_json(items[1]) == {"filename": "x", "error": items[1].error.message, "status": 415}
+    assert uploads.prediction_json(items[0])["unsure"] is True
+    assert uploads.prediction_json(items[1]) == {"filename": "x", "error": items[1].error.message, "status": 415}
 
 
 @pytest.mark.parametrize("payloads, status, text", [
@@ -36,7 +36,7 @@ def test_decodable_items_are_classified_in_one_batched_call():
     ([("a.txt", b"hi"), ("e.png", b"")], 400, "e.png: The file is empty"),
 ])
 def test_the_refusal_names_every_file_and_keeps_a_shared_status(payloads, status, text):
-    message, code = service.refusal(decode_items(payloads, 32, BUDGET))
+    message, code = uploads.refusal(decode_items(payloads, 32, BUDGET))
     assert code == status and text in message
 
 
@@ -51,7 +51,7 @@ def decode(named_payloads):
 
 def test_the_pipeline_classifies_the_usable_files_and_keeps_the_others_errors():
     clf = CountingClassifier()
-    items = service.classify_uploads(form(("a.png", image_bytes()), ("b", b"")), 5, decode, clf)
+    items = uploads.classify_uploads(form(("a.png", image_bytes()), ("b", b"")), 5, decode, clf)
     assert clf.calls == [1] and items[0].prediction.label == "dog" and items[1].error.reason == "empty"
 
 
@@ -63,18 +63,18 @@ def test_the_pipeline_classifies_the_usable_files_and_keeps_the_others_errors():
 ])
 def test_the_pipeline_refuses_a_request_without_a_usable_image_in_one_way(files, limit, status, text, items):
     clf = CountingClassifier()
-    with pytest.raises(service.UploadRefused) as refused:
-        service.classify_uploads(files, limit, decode, clf)
+    with pytest.raises(uploads.UploadRefused) as refused:
+        uploads.classify_uploads(files, limit, decode, clf)
     assert refused.value.status == status and text in refused.value.message
     assert len(refused.value.items) == items and clf.calls == []
 
 
 def test_the_pipeline_counts_files_before_reading_any():
     files = form(("a.png", image_bytes()), ("b.png", image_bytes()))
-    with pytest.raises(service.UploadRefused):
-        service.classify_uploads(files, 1, decode, CountingClassifier())
+    with pytest.raises(uploads.UploadRefused):
+        uploads.classify_uploads(files, 1, decode, CountingClassifier())
     assert all(f.stream.tell() == 0 for f in files.getlist("file"))
 
 
 def test_every_reason_an_image_is_refused_for_has_an_http_status():
-    assert set(REASONS) <= set(service.STATUS) and all(400 <= s < 600 for s in service.STATUS.values())
+    assert set(REASONS) <= set(uploads.STATUS) and all(400 <= s < 600 for s in uploads.STATUS.values())

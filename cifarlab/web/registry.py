@@ -12,7 +12,6 @@ refused with a log line and the old one keeps serving; it is tried again when it
 one model (SERVING_MODEL_NAME), version 1, never polled.
 """
 import hashlib
-import json
 import logging
 import os
 import re
@@ -20,14 +19,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from .. import checkpoint
+from .. import modelfile
+from ..modeldir import CANARY, model_names, read_labels, STABLE, stamp, version_file, version_folders
 from ..errors import CifarlabError
 
 log = logging.getLogger(__name__)
-MODEL_SUFFIXES = (".tflite", ".h5")
-LABELS_FILE = "labels.json"
-STABLE, CANARY = "stable", "canary"  # the labels a canary rollout moves (train.py models)
-VERSION_NAME = re.compile(r"[1-9][0-9]{0,17}", re.ASCII)  # 1, 2, ...: no Unicode digits, no leading zeros
 
 
 class NotServed(CifarlabError, LookupError):
@@ -107,85 +103,6 @@ def client_bucket(client, name):
     """A client's fixed place in [0, 1) for one model: the same client lands on the same side of a canary split."""
     digest = hashlib.sha256(f"{name}\n{client}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2 ** 64
-
-
-def version_file(folder):
-    """The model file in a version folder (the one .tflite or .h5 with a sidecar), or None."""
-    try:
-        names = sorted(os.listdir(folder))
-    except OSError:
-        return None
-    models = [n for n in names if n.endswith(MODEL_SUFFIXES) and os.path.splitext(n)[0] + ".json" in names]
-    return os.path.join(folder, models[0]) if len(models) == 1 else None
-
-
-def stamp(folder):
-    """What changes when a version folder's files do: names, sizes, modification times."""
-    try:
-        return tuple(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(folder)))
-    except OSError:
-        return ()
-
-
-def version_folders(model_folder):
-    """{version number: folder} of the whole-number folders under a model's folder."""
-    try:
-        entries = list(os.scandir(model_folder))
-    except OSError:
-        return {}
-    return {int(e.name): e.path for e in entries if VERSION_NAME.fullmatch(e.name) and is_folder(e)}
-
-
-def is_folder(entry):
-    """A directory entry that is a folder (False when it vanished or cannot be looked at)."""
-    try:
-        return entry.is_dir()
-    except OSError:
-        return False
-
-
-def read_labels(model_folder):
-    """{label: version} from the model's labels.json ({} when there is none); ValueError when unreadable."""
-    path = os.path.join(model_folder, LABELS_FILE)
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        labels = json.load(f)
-    if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
-                                               for k, v in labels.items()):
-        raise ValueError(f'{path}: expected {{"label": version number, ...}}, e.g. {{"stable": 1, "canary": 2}}')
-    return labels
-
-
-def first_model_path(config):
-    """The file the default model starts on: MODEL_PATH, or the highest version with a model file under MODEL_DIR."""
-    if not config.get("MODEL_DIR"):
-        return config["MODEL_PATH"]
-    folder = os.path.join(config["MODEL_DIR"], default_name(config))
-    for number, path in sorted(version_folders(folder).items(), reverse=True):
-        if (found := version_file(path)) is not None:
-            return found
-    raise checkpoint.ModelFileError(f"{folder}: no version folder (1, 2, ...) with a model file and its sidecar.")
-
-
-def model_names(model_dir):
-    """The model names under MODEL_DIR (folders, not hidden); ConfigError-worthy ValueError when none."""
-    try:
-        names = sorted(e.name for e in os.scandir(model_dir) if e.is_dir() and not e.name.startswith("."))
-    except OSError as exc:
-        raise checkpoint.ModelFileError(f"{model_dir}: cannot read the model folder ({exc.strerror or exc}).") from None
-    if not names:
-        raise checkpoint.ModelFileError(f"{model_dir}: no model folders (MODEL_DIR/<name>/<version>/).")
-    return names
-
-
-def default_name(config):
-    """SERVING_MODEL_NAME when MODEL_DIR has a folder of that name (or none at all), else its first model."""
-    try:
-        names = model_names(config["MODEL_DIR"])
-    except checkpoint.ModelFileError:
-        return config["SERVING_MODEL_NAME"]
-    return config["SERVING_MODEL_NAME"] if config["SERVING_MODEL_NAME"] in names else names[0]
 
 
 class Servables:
@@ -291,7 +208,7 @@ class Servables:
         if self.model_dir is not None:
             try:
                 names = model_names(self.model_dir)
-            except checkpoint.ModelFileError as exc:
+            except modelfile.ModelFileError as exc:
                 log.warning("%s", exc)
                 names = []
             for name in names:
@@ -341,10 +258,10 @@ class Servables:
         version = Version(number, path or folder, stamp=current)
         try:
             if path is None:
-                raise checkpoint.ModelFileError(f"{folder}: expected one .tflite or .h5 file with its .json sidecar")
+                raise modelfile.ModelFileError(f"{folder}: expected one .tflite or .h5 file with its .json sidecar")
             version.classifier = self.load(path)
             version.batcher = self.batching(servable.name, version.classifier)
-        except (checkpoint.ModelFileError, OSError, ValueError, MemoryError) as exc:
+        except (modelfile.ModelFileError, OSError, ValueError, MemoryError) as exc:
             version.state, version.error = "END", self.public(str(exc) or type(exc).__name__)
             with self.lock:
                 servable.versions[number] = version
