@@ -1,6 +1,13 @@
 """What processes a command left behind (Linux /proc), for the tests of interrupted and killed commands."""
+import signal
 import time
 from pathlib import Path
+
+
+def interruptible():
+    """In a child before exec: SIGINT raises KeyboardInterrupt again, as at a terminal (a pytest-xdist worker ignores
+    SIGINT, and a process that starts with SIGINT ignored never installs Python's handler)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def running(pids):

@@ -20,7 +20,7 @@ from cifarlab.children import descendants
 from cifarlab.images import preprocess_bytes
 from cifarlab.inference import Classifier
 from tests.helpers import image_bytes
-from tests.processes import wait_gone
+from tests.processes import interruptible, wait_gone
 
 
 @pytest.fixture
@@ -181,7 +181,8 @@ def test_a_killed_command_resumes_to_the_output_of_an_uninterrupted_run(tmp_path
 def test_ctrl_c_stops_the_command_with_one_line_that_says_how_to_continue(tmp_path, predict_command):
     out = tmp_path / "preds.csv"
     run = subprocess.Popen([*predict_command, "--out", str(out)], cwd=REPO, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True, start_new_session=True)
+                           stderr=subprocess.PIPE, text=True, start_new_session=True,
+                           preexec_fn=interruptible)
     wait_for_parts(batch.parts_folder(out), 3)
     helpers = descendants(run.pid)
     os.killpg(run.pid, signal.SIGINT)  # as a terminal's Ctrl-C does: to the whole process group

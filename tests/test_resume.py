@@ -15,7 +15,7 @@ import pytest
 import train
 from cifarlab.children import descendants
 from cifarlab.ml import resume
-from tests.processes import wait_gone
+from tests.processes import interruptible, wait_gone
 from tests.helpers import write_folder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,7 +134,7 @@ def test_ctrl_c_stops_training_with_one_line_that_says_how_to_continue(tmp_path,
     out = tmp_path / "m"
     command = [sys.executable, "train.py", *options(dataset, out, "--epochs", "40")]
     run = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           start_new_session=True)
+                           start_new_session=True, preexec_fn=interruptible)
     try:
         deadline = time.monotonic() + 300
         while not resume.checkpoint_path(out).exists():  # an epoch has finished: there is something to continue
