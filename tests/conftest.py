@@ -11,10 +11,11 @@ from PIL import Image
 
 import train
 from app import create_app
-from cifarlab import modelfile, REPO
+from cifarlab import REPO, modelfile
 from cifarlab.images import to_model_input
 from cifarlab.ml.presets import FastRecipe
 from cifarlab.sidecar import CIFAR10_CLASSES
+from cifarlab.web.context import parts
 from tests.helpers import write_folder
 
 # No TensorFlow here: a test that needs a model pays for Keras in the fixture that builds one (test_layout checks).
@@ -87,8 +88,8 @@ def make_app(tiny_model_path, tmp_path):
         return app
     yield build
     for app in built:
-        if app.extensions["decoders"]:
-            app.extensions["decoders"].close()
+        if parts(app).decoders:
+            parts(app).decoders.close()
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ import pytest
 
 import cifarlab.web
 from app import create_app
-from cifarlab.modelfile import ModelFileError
-from tests.helpers import multipart
 from cifarlab.ml.data import CIFAR10_CLASSES
-from tests.helpers import image_bytes
+from cifarlab.modelfile import ModelFileError
+from cifarlab.web.context import parts
+from tests.helpers import image_bytes, multipart
 
 
 def post_file(client, data, filename="cat.png", content_type="image/png", url="/"):
@@ -61,13 +61,13 @@ def test_explanation_on_demand_for_the_stored_input(client, app):
 
 
 def test_explanations_are_prepared_in_the_background_at_start_up(make_app):
-    explain = make_app(GRADCAM_PRELOAD=True).extensions["explain"]
+    explain = parts(make_app(GRADCAM_PRELOAD=True)).explain
     explain.preloading.join(60)
     assert explain.explainer is not None  # the first request finds it built and traced
 
 
 def test_no_background_preparation_when_preload_is_off(make_app):
-    explain = make_app(GRADCAM_PRELOAD=False).extensions["explain"]
+    explain = parts(make_app(GRADCAM_PRELOAD=False)).explain
     assert explain.preloading is None and explain.explainer is None
 
 
@@ -82,7 +82,7 @@ def test_result_matches_the_classifier(client, app):
     from cifarlab.prediction import Prediction
 
     data = image_bytes(size=(32, 32), seed=3)
-    classifier = app.extensions["servables"].get()[1].classifier
+    classifier = parts(app).models.get()[1].classifier
     expected = Prediction(classifier.probabilities(preprocess_bytes(data)[None])[0], classifier.class_names)
     html = post_file(client, data).get_data(as_text=True)
     assert f'class="class-index">{expected.index}<' in html

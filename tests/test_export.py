@@ -15,10 +15,10 @@ import pytest
 import train
 from cifarlab import modelfile, sidecar
 from cifarlab.inference import Classifier, PerThreadTFLite
-from tests.helpers import free_port
 from cifarlab.ml import models
 from cifarlab.ml.data import load_image_folder
-from tests.helpers import image_bytes
+from cifarlab.web.context import parts
+from tests.helpers import free_port, image_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "static" / "examples" / "cat.png"
@@ -91,7 +91,7 @@ def test_app_serves_a_tflite_model(exported, make_app):
     app = make_app(MODEL_PATH=str(exported[0] / "tiny_int8.tflite"), OOD_THRESHOLD=1e5)  # never unknown: a heatmap
     client = app.test_client()
     r = client.post("/api/predict", data={"file": (io.BytesIO(image_bytes()), "a.png")})
-    assert r.status_code == 200 and r.get_json()["predictions"][0]["class"] in app.extensions["servables"].get()[1].classifier.class_names
+    assert r.status_code == 200 and r.get_json()["predictions"][0]["class"] in parts(app).models.get()[1].classifier.class_names
     page = client.post("/", data={"file": (io.BytesIO(image_bytes()), "a.png")})
     assert page.status_code == 200 and b"Top 3" in page.data and b'class="explain-link"' in page.data  # from the .h5
     assert client.get("/model").status_code == 200

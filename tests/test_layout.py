@@ -89,3 +89,12 @@ def test_the_shared_fixtures_import_neither_keras_nor_tensorflow():  # a test wi
 def test_no_module_of_the_package_sets_up_tensorflow_between_its_imports():  # entry points do (train.py, quiet)
     sources = [REPO / "train.py", REPO / "app.py", *(REPO / "cifarlab").rglob("*.py")]
     assert [str(path.relative_to(REPO)) for path in sources if "noqa: E402" in path.read_text()] == []
+
+
+def test_the_apps_parts_are_reached_through_one_accessor():  # web.context.parts(), not app.extensions["..."]
+    sources = [REPO / "app.py", *(REPO / "cifarlab").rglob("*.py")]
+    lookups = [f"{path.relative_to(REPO)}: {line.strip()}" for path in sources
+               for line in path.read_text().splitlines() if "extensions[" in line]
+    assert lookups == ["cifarlab/web/context.py: return (app or current_app).extensions[KEY]",
+                       "cifarlab/web/factory.py: app.extensions[context.KEY] = built = context.Parts("
+                       "metrics=Metrics(), in_flight=InFlight())"]

@@ -7,6 +7,7 @@ from schemathesis.specs.openapi.checks import content_type_conformance, response
     status_code_conformance
 
 from cifarlab.web import openapi
+from cifarlab.web.context import parts
 
 pytestmark = pytest.mark.slow
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
@@ -21,8 +22,8 @@ def live_schema(tiny_model_path, tmp_path_factory):
     app = create_app({"TESTING": True, "MODEL_PATH": str(tiny_model_path), "SECRET_KEY": "test-only",
                       "UPLOAD_FOLDER": str(tmp_path_factory.mktemp("uploads")), "METRICS_ALLOW": None})
     yield schemathesis.openapi.from_wsgi("/openapi.json", app)
-    if app.extensions["decoders"]:
-        app.extensions["decoders"].close()
+    if parts(app).decoders:
+        parts(app).decoders.close()
 
 
 @pytest.mark.parametrize("path,method", OPERATIONS)

@@ -46,6 +46,6 @@ def test_train_evaluate_export_and_a_first_explanation_print_no_alarming_line(tm
                 "--out", str(tmp_path / "exports"))
     lines += run("-c", "from app import create_app; import numpy as np; "
                        f"app = create_app({{'MODEL_PATH': r'{tmp_path}/exports/m_int8.tflite', 'SECRET_KEY': 'x', 'GRADCAM': True}}); "
-                       "print(app.extensions['explain'].overlay(np.zeros((32, 32, 3), np.uint8), 0)[:22])")
+                       "from cifarlab.web.context import parts; print(parts(app).explain.overlay(np.zeros((32, 32, 3), np.uint8), 0)[:22])")
     assert "data:image/png;base64" in lines
     assert not [line for line in lines.splitlines() if ALARMING.search(line)]

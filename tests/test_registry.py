@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from cifarlab import REPO, modeldir
+from cifarlab.web.context import parts
 from tests.helpers import image_bytes
 from tests.test_web_metrics import sample
 
@@ -49,7 +50,7 @@ def test_the_highest_version_is_served_and_a_new_one_is_picked_up(dir_app, model
     client = dir_app.test_client()
     assert served_version(client) == 1
     add_version(model_dir, "cnn", 2)
-    dir_app.extensions["servables"].poll()
+    parts(dir_app).models.poll()
     assert served_version(client) == 2
     status = client.get("/v1/models/cnn").get_json()["model_version_status"]
     assert [(s["version"], s["state"]) for s in status] == [("2", "AVAILABLE"), ("1", "END")]
@@ -61,7 +62,7 @@ def test_a_broken_version_is_refused_and_the_old_one_keeps_serving(dir_app, mode
     client = dir_app.test_client()
     add_version(model_dir, "cnn", 2, broken=True)
     with caplog.at_level(logging.WARNING, logger="cifarlab.web.registry"):
-        dir_app.extensions["servables"].poll()
+        parts(dir_app).models.poll()
     assert any("version 2 refused" in r.getMessage() for r in caplog.records)
     assert served_version(client) == 1
     status = {s["version"]: s for s in client.get("/v1/models/cnn").get_json()["model_version_status"]}
@@ -71,7 +72,7 @@ def test_a_broken_version_is_refused_and_the_old_one_keeps_serving(dir_app, mode
     assert 'cifarlab_model_loads_total{model="cnn",outcome="refused"} 1.0' in metrics
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="cifarlab.web.registry"):
-        dir_app.extensions["servables"].poll()  # unchanged: not tried again
+        parts(dir_app).models.poll()  # unchanged: not tried again
     assert not caplog.records
 
 
@@ -79,7 +80,7 @@ def test_labels_pick_versions_and_keep_them_loaded(dir_app, model_dir):
     client = dir_app.test_client()
     add_version(model_dir, "cnn", 2)
     (model_dir / "cnn" / "labels.json").write_text(json.dumps({"stable": 1, "canary": 2}))
-    dir_app.extensions["servables"].poll()
+    parts(dir_app).models.poll()
     pixels = {"instances": [[[[0, 0, 0]] * 32] * 32]}
     for path in ("/v1/models/cnn/labels/stable:predict", "/v1/models/cnn/labels/canary:predict",
                  "/v1/models/cnn/versions/1:predict", "/v1/models/cnn:predict"):
@@ -89,7 +90,7 @@ def test_labels_pick_versions_and_keep_them_loaded(dir_app, model_dir):
     missing = client.post("/v1/models/cnn/labels/beta:predict", json=pixels)
     assert missing.status_code == 404 and "beta" in missing.get_json()["error"]
     (model_dir / "cnn" / "labels.json").write_text(json.dumps({"stable": 2}))  # roll stable forward
-    dir_app.extensions["servables"].poll()
+    parts(dir_app).models.poll()
     assert client.get("/v1/models/cnn/labels/stable").get_json()["model_version_status"][0]["version"] == "2"
     assert client.post("/v1/models/cnn/versions/1:predict", json=pixels).status_code == 404
 
@@ -97,10 +98,10 @@ def test_labels_pick_versions_and_keep_them_loaded(dir_app, model_dir):
 def test_removing_the_served_version_rolls_back_to_the_one_before(dir_app, model_dir):
     client = dir_app.test_client()
     newest = add_version(model_dir, "cnn", 2)
-    dir_app.extensions["servables"].poll()
+    parts(dir_app).models.poll()
     assert served_version(client) == 2
     shutil.move(newest, model_dir / "cnn" / ".rolled-back-2")
-    dir_app.extensions["servables"].poll()
+    parts(dir_app).models.poll()
     assert served_version(client) == 1
 
 
@@ -140,7 +141,7 @@ def test_a_form_post_for_a_model_that_is_not_served_shows_the_form(dir_app):
 def test_a_model_with_no_loadable_version_boots_not_ready_and_the_others_serve(make_app, model_dir):
     add_version(model_dir, "bad", 1, broken=True)
     app = make_app(MODEL_DIR=str(model_dir), MODEL_POLL_SECONDS=0, SERVING_MODEL_NAME="cnn")
-    assert "model 'bad': no version could be loaded" in app.extensions["servables"].unloadable()[0]
+    assert "model 'bad': no version could be loaded" in parts(app).models.unloadable()[0]
     client = app.test_client()
     assert served_version(client) == 1
     reply = client.post("/api/predict?model=bad", data={"file": (io.BytesIO(image_bytes()), "a.png")})
@@ -160,7 +161,7 @@ def test_a_worker_with_every_version_moved_away_boots_and_recovers(make_app, mod
     reply = client.post("/api/predict", data={"file": (io.BytesIO(image_bytes()), "a.png")})
     assert reply.status_code == 503 and b"Traceback" not in reply.data
     os.rename(tmp_path / "away", model_dir / "cnn" / "1")
-    app.extensions["servables"].poll()
+    parts(app).models.poll()
     assert served_version(client) == 1 and client.get("/readyz").status_code == 200
 
 
@@ -170,7 +171,7 @@ def test_an_empty_model_dir_boots_and_serves_a_model_folder_added_later(make_app
     app = make_app(MODEL_DIR=str(root), MODEL_POLL_SECONDS=0, SERVING_MODEL_NAME="cnn")
     assert app.test_client().get("/readyz").status_code == 503
     add_version(root, "cnn", 1)
-    app.extensions["servables"].poll()
+    parts(app).models.poll()
     assert served_version(app.test_client()) == 1
 
 
@@ -183,8 +184,8 @@ def test_folders_that_are_not_plain_version_numbers_are_ignored(model_dir, name)
 def test_a_model_file_too_large_is_refused_unread_and_the_old_version_serves(dir_app, model_dir, monkeypatch):
     folder = add_version(model_dir, "cnn", 2)
     monkeypatch.setattr("cifarlab.modelfile.MAX_MODEL_BYTES", 1000)
-    dir_app.extensions["servables"].poll()
-    version = dir_app.extensions["servables"].servable("cnn").versions[2]
+    parts(dir_app).models.poll()
+    version = parts(dir_app).models.servable("cnn").versions[2]
     assert version.state == "END" and "larger than a model file may be" in version.error
     assert served_version(dir_app.test_client()) == 1 and folder.exists()
 
@@ -196,8 +197,8 @@ def test_a_version_with_a_bad_detector_in_its_sidecar_is_refused(dir_app, model_
     meta = json.loads(sidecar.read_text())
     meta["ood"][field] = value
     sidecar.write_text(json.dumps(meta))
-    dir_app.extensions["servables"].poll()
-    assert f"ood.{field}" in dir_app.extensions["servables"].servable("cnn").versions[2].error
+    parts(dir_app).models.poll()
+    assert f"ood.{field}" in parts(dir_app).models.servable("cnn").versions[2].error
     assert served_version(dir_app.test_client()) == 1
 
 
@@ -220,12 +221,12 @@ def test_model_path_alone_is_one_model_at_version_1(client):
 @pytest.mark.parametrize("text", ['{"stable": "1"}', "[1]", "not json", '{"stable": true}'])
 def test_bad_labels_are_refused_and_the_old_ones_kept(dir_app, model_dir, text, caplog):
     (model_dir / "cnn" / "labels.json").write_text(json.dumps({"stable": 1}))
-    dir_app.extensions["servables"].poll()
+    parts(dir_app).models.poll()
     (model_dir / "cnn" / "labels.json").write_text(text)
     with caplog.at_level(logging.WARNING, logger="cifarlab.web.registry"):
-        dir_app.extensions["servables"].poll()
+        parts(dir_app).models.poll()
     assert any("labels not read" in r.getMessage() for r in caplog.records)
-    assert dir_app.extensions["servables"].servable("cnn").labels == {"stable": 1}
+    assert parts(dir_app).models.servable("cnn").labels == {"stable": 1}
 
 
 def test_version_file_needs_one_model_with_its_sidecar(tmp_path):
@@ -244,7 +245,7 @@ def canary_dir(model_dir):
 
 def test_a_canary_answers_its_share_of_clients_and_each_client_sticks_to_its_side(make_app, canary_dir):
     app = make_app(MODEL_DIR=str(canary_dir), MODEL_POLL_SECONDS=0, SERVING_MODEL_NAME="cnn", CANARY_SHARE=0.2)
-    models = app.extensions["servables"]
+    models = parts(app).models
     versions = [models.get(client=f"id:client-{n}")[1].version for n in range(2000)]
     assert abs(versions.count(2) / 2000 - 0.2) <= 0.03 and set(versions) == {1, 2}
     client = app.test_client()
@@ -258,7 +259,7 @@ def test_a_canary_answers_its_share_of_clients_and_each_client_sticks_to_its_sid
 
 def test_without_a_share_the_stable_label_answers_even_below_a_newer_canary(make_app, canary_dir):
     app = make_app(MODEL_DIR=str(canary_dir), MODEL_POLL_SECONDS=0, SERVING_MODEL_NAME="cnn")
-    assert {app.extensions["servables"].get(client=f"id:{n}")[1].version for n in range(200)} == {1}
+    assert {parts(app).models.get(client=f"id:{n}")[1].version for n in range(200)} == {1}
     assert served_version(app.test_client()) == 1
 
 

@@ -6,6 +6,7 @@ import pytest
 
 import train
 from cifarlab import rollout
+from cifarlab.web.context import parts
 from tests.helpers import image_bytes
 from tests.test_registry import INT8, add_version
 
@@ -85,11 +86,11 @@ def test_the_command_walks_a_canary_through_a_polling_server(make_app, model_dir
 
     command = ["--model-dir", str(model_dir), "--name", "cnn"]
     assert train.models_main([*command, "publish", str(INT8)]) == 0
-    app.extensions["servables"].poll()
+    parts(app).models.poll()
     assert version() == 1  # no share: the canary waits, loaded, behind the stable label
     assert client.get("/v1/models/cnn/labels/canary").get_json()["model_version_status"][0]["state"] == "AVAILABLE"
     assert train.models_main([*command, "promote"]) == 0
-    app.extensions["servables"].poll()
+    parts(app).models.poll()
     assert version() == 2
     assert train.models_main([*command, "show"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "cnn: versions 1, 2; stable -> 2"

@@ -7,6 +7,7 @@ import re
 import pytest
 
 from cifarlab.feedback import store as feedback_store
+from cifarlab.web.context import parts
 from tests.helpers import image_bytes
 from tests.test_web_metrics import sample
 
@@ -70,7 +71,7 @@ def test_the_result_page_asks_is_this_right_and_the_plain_form_records_the_flag(
     answer_id = re.search(r'name="id" value="([^"]+)"', html).group(1)
     reply = client.post("/feedback", data={"id": answer_id, "label": "other", "class": "ship"})
     assert reply.status_code == 201 and "the image shows a ship" in reply.get_data(as_text=True)
-    store = client.application.extensions["feedback"]
+    store = parts(client.application).feedback
     assert store.get(answer_id)["flag"] == "ship"
 
 
@@ -121,7 +122,7 @@ def test_review_lists_the_least_sure_first_and_takes_a_decision(review_app):
     reply = client.post(f"/review/{ids[0]}", data={"decision": "relabel", "label": "frog"}, headers=basic())
     assert reply.status_code == 303
     assert client.get("/review", headers=basic()).get_data(as_text=True).count('class="review-item"') == 1
-    assert review_app.extensions["feedback"].get(ids[0])["review_label"] == "frog"
+    assert parts(review_app).feedback.get(ids[0])["review_label"] == "frog"
 
 
 def test_train_py_feedback_export_writes_what_users_flagged(client, tmp_path, capsys, monkeypatch):
@@ -134,7 +135,7 @@ def test_train_py_feedback_export_writes_what_users_flagged(client, tmp_path, ca
     out = tmp_path / "export"
     monkeypatch.setenv("FEEDBACK_FOLDER", config["FEEDBACK_FOLDER"])
     assert train.feedback_main(["export", "--out", str(out), "--database", config["DATABASE_URL"]]) == 0
-    predicted = client.application.extensions["feedback"].get(ids[2])["label"]
+    predicted = parts(client.application).feedback.get(ids[2])["label"]
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*.png")) == sorted(
         [f"train/dog/{ids[0]}.png", f"outliers/{ids[1]}.png", f"train/{predicted}/{ids[2]}.png"])
     assert "Wrote 3 images" in capsys.readouterr().out
@@ -169,8 +170,8 @@ def test_what_users_send_shows_verdicts_flags_classes_and_confused_pairs(review_
 
 def test_the_drift_warning_and_the_gauges_show_the_same_figures(review_app, monkeypatch):
     client = review_app.test_client()
-    monkeypatch.setitem(review_app.extensions["servables"].get()[1].classifier.meta, "ood", {"test_unknown_rate": 0.0})
-    store = review_app.extensions["feedback"]
+    monkeypatch.setitem(parts(review_app).models.get()[1].classifier.meta, "ood", {"test_unknown_rate": 0.0})
+    store = parts(review_app).feedback
     today = datetime.datetime.now(datetime.timezone.utc).date()
     with store.engine.begin() as connection:
         feedback_store.add_daily(connection, {(today, "cifar10", "1", "unknown", "cat"): 30,

@@ -10,6 +10,7 @@ from werkzeug.routing import BaseConverter
 
 from . import decoding, feedback, metrics, openapi, uploads
 from ..errors import CifarlabError
+from .context import parts
 from .registry import NotServed
 
 bp = Blueprint("api", __name__)
@@ -74,7 +75,7 @@ def served():
     """(name, Served) of this request's model, looked up once per request; NotServed (404) when there is none."""
     if "served" not in g:
         name, version, label = requested_model()
-        g.served = current_app.extensions["servables"].get(name, version, label, client_id())
+        g.served = parts().models.get(name, version, label, client_id())
         g.model = (g.served[0], str(g.served[1].version))
     return g.served
 
@@ -96,7 +97,7 @@ def served_or_default():
     be read)."""
     if "served" in g:
         return g.served
-    models = current_app.extensions["servables"]
+    models = parts().models
     try:
         return models.get(request.args.get("model") or None)
     except NotServed:
@@ -118,11 +119,11 @@ class RecordedPredictor:
         name, model = served()
         started = time.perf_counter()
         predictions = model.predict(images)
-        counted = current_app.extensions["metrics"]
+        counted = parts().metrics
         counted.observe_predictions(name, str(model.version), predictions, time.perf_counter() - started)
         if model.predictor is model.classifier:  # no batcher: the request's images are the forward pass
             counted.batch_size.labels(name).observe(len(predictions))
-        shadow = current_app.extensions["servables"].shadow(name, model.version, client_id())
+        shadow = parts().models.shadow(name, model.version, client_id())
         if shadow is not None:  # the canary computes beside the answer, which stays stable's
             counted.observe_shadow(name, str(shadow.version), predictions, shadow.predict(images))
         for prediction in predictions:
@@ -133,7 +134,7 @@ class RecordedPredictor:
 def count_refused_request(exc):
     """An upload refused before any file was read (none sent, too many) counts as one refusal for reason "request"."""
     if not exc.items and exc.status != 413:  # 413s were counted where their budget ran out
-        current_app.extensions["metrics"].observe_refused("request")
+        parts().metrics.observe_refused("request")
 
 
 def record_answers(items):
@@ -149,11 +150,11 @@ def predictor():
 def decode(named_payloads):
     """[(filename, bytes)] -> decoded items, within this request's pixel budget and deadline, in the app's decoders;
     refused images counted by reason."""
-    counted = current_app.extensions["metrics"]
+    counted = parts().metrics
     try:
         items = decoding.decode_items(named_payloads, classifier().input_size,
                                       decoding.Budget.from_config(current_app.config), g.get("started_monotonic"),
-                                      current_app.extensions["decoders"])
+                                      parts().decoders)
     except decoding.OverBudget as exc:
         counted.observe_refused(exc.reason)
         raise
@@ -175,7 +176,7 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    models = current_app.extensions["servables"]
+    models = parts().models
     answers = {name: model_ready(models, name) for name in models.names()} or \
         {"": (False, "no model is loaded (MODEL_DIR has no model folders)")}
     ready = all(ok for ok, _ in answers.values())
@@ -212,7 +213,7 @@ def predictions_json(items):
 @bp.get("/v1/models/<servable:name>/labels/<servable:label>")
 def serving_status(name, version=None, label=None):
     """TF Serving's model status: every version of the model (or the one asked for) and its state."""
-    servable = current_app.extensions["servables"].servable(name)
+    servable = parts().models.servable(name)
     if label is not None or version is not None:
         _, model = served()
         versions = [servable.versions[model.version]]

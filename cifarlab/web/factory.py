@@ -15,7 +15,7 @@ from flask import Flask, Request, abort, current_app, g, request
 from flask_wtf.csrf import CSRFProtect
 
 from .. import REPO, memory, modeldir
-from . import api, errors, feedback, registry, settings, views
+from . import api, context, errors, feedback, registry, settings, views
 from .batching import Batcher, InFlight
 from .decoding import DecoderPool
 from .explain import Explanations
@@ -57,39 +57,40 @@ def create_app(test_config=None):
     if test_config:
         app.config.update(test_config)
     configure_logging(app.config["LOG_LEVEL"])
-    app.extensions["metrics"] = Metrics()
     if not app.config["SECRET_KEY"]:
         app.config["SECRET_KEY"] = secrets.token_hex(32)
         log.warning("SECRET_KEY is not set: using a random per-process key (sessions and CSRF tokens "
                     "will not survive a restart or be shared between workers).")
-
-    app.extensions["in_flight"] = InFlight()
-    models = app.extensions["servables"] = make_servables(app.config, app.extensions["metrics"],
-                                                          app.extensions["in_flight"])
-    try:
-        name, first = models.get()
-    except registry.NotServed:  # nothing loaded yet: the worker boots, says not ready, and offers no heatmaps
-        app.extensions["explain"], app.extensions["explained"] = None, None
-    else:
-        app.extensions["explain"] = Explanations.for_classifier(app.config, first.classifier, first.path)
-        app.extensions["explained"] = (name, first.version)  # heatmaps are offered for this model version only
-    if isinstance(app.extensions["explain"], Explanations) and app.config["GRADCAM_PRELOAD"]:
-        app.extensions["explain"].preload()
-    app.extensions["examples"] = example_names(os.path.join(app.static_folder, "examples"))
+    app.extensions[context.KEY] = built = context.Parts(metrics=Metrics(), in_flight=InFlight())
+    built.models = make_servables(app.config, built.metrics, built.in_flight)
+    built.explain, built.explained = make_explanations(app.config, built.models)
+    built.examples = example_names(os.path.join(app.static_folder, "examples"))
     check_upload_folder(app.config["UPLOAD_FOLDER"])
-    app.extensions["decoders"] = make_decoders(app.config)
+    built.decoders = make_decoders(app.config)
     app.url_map.merge_slashes = False  # /v1/models/%2F/metadata is a JSON 404, not an HTML redirect to a merged path
     register_hooks(app)  # first, so that a request refused while its form is read is timed, logged and drained too
     app.before_request(refuse_unnamed_fields)  # before CSRFProtect's check, which cannot read such a form
     csrf.init_app(app)
     csrf.exempt(api.bp)  # no cookies or sessions behind the JSON API, so nothing for a forged post to ride on
     csrf.exempt(feedback.api_bp)
-    feedback.init_app(app, served_class_names(models))
+    feedback.init_app(app, served_class_names(built.models))
     app.register_blueprint(api.bp)
     app.register_blueprint(views.bp)
     errors.register(app)
     app.add_url_rule("/metrics", "metrics", scrape)
     return app
+
+
+def make_explanations(config, models):
+    """(Grad-CAM explanations or None, the (name, version) they are for); TensorFlow preloaded when asked."""
+    try:
+        name, first = models.get()
+    except registry.NotServed:  # nothing loaded yet: the worker boots, says not ready, and offers no heatmaps
+        return None, None
+    explanations = Explanations.for_classifier(config, first.classifier, first.path)
+    if isinstance(explanations, Explanations) and config["GRADCAM_PRELOAD"]:
+        explanations.preload()
+    return explanations, (name, first.version)  # heatmaps are offered for this model version only
 
 
 def refuse_unnamed_fields():
@@ -104,7 +105,7 @@ def scrape():
     client = client_address(request.remote_addr, request.headers.get("X-Real-IP"))
     if not allowed(current_app.config["METRICS_ALLOW"], client):
         abort(403, "Metrics are served to the addresses in METRICS_ALLOW only (by default loopback).")
-    return current_app.extensions["metrics"].exposition(), 200, {"Content-Type": CONTENT_TYPE}
+    return context.parts().metrics.exposition(), 200, {"Content-Type": CONTENT_TYPE}
 
 
 def check_upload_folder(folder):
@@ -209,7 +210,7 @@ def example_names(folder):
 def register_hooks(app):
     """Request timing and logging, security headers, heap trimming, the model's sidecar in every template."""
 
-    metrics = app.extensions["metrics"]
+    metrics = context.parts(app).metrics
 
     @app.before_request
     def start_timer():
@@ -219,7 +220,7 @@ def register_hooks(app):
         g.request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         g.verdicts = {}
         metrics.in_flight.inc()
-        app.extensions["in_flight"].enter()
+        context.parts(app).in_flight.enter()
 
     @app.after_request
     def finish(response):
@@ -242,7 +243,7 @@ def register_hooks(app):
     def leave(exc):
         if g.get("started") is not None:
             metrics.in_flight.dec()
-            app.extensions["in_flight"].leave()
+            context.parts(app).in_flight.leave()
 
     app.after_request(drain_refused_body)  # registered after finish, so it runs before it (Flask runs them reversed)
     app.teardown_request(give_memory_back)
@@ -251,7 +252,7 @@ def register_hooks(app):
     def model_info():
         name, served = api.served_or_default()
         return {"model_meta": served.classifier.meta if served else None, "model_name": name,
-                "model_names": app.extensions["servables"].names()}
+                "model_names": context.parts(app).models.names()}
 
 
 def drain_refused_body(response):

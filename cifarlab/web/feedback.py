@@ -13,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..feedback import insights
 from ..feedback.store import DECISIONS, FeedbackError, Limits, Store
+from .context import parts
 from .registry import NotServed
 
 log = logging.getLogger(__name__)
@@ -27,18 +28,18 @@ GAUGE_DAYS = 7            # days the cifarlab_sent_* gauges summarise
 
 def init_app(app, class_names):
     """Open (and migrate) the store when FEEDBACK is on; register the routes either way (they say when it is off)."""
-    app.extensions["feedback"] = Store.open(
+    parts(app).feedback = Store.open(
         app.config["DATABASE_URL"], app.config["FEEDBACK_FOLDER"], Limits.from_config(app.config),
         classes=class_names) if app.config["FEEDBACK"] else None
-    app.extensions["review_logins"] = FailedLogins(FAILED_LOGINS, FAILED_WINDOW)
+    parts(app).review_logins = FailedLogins(FAILED_LOGINS, FAILED_WINDOW)
     if app.config["FEEDBACK"]:
-        app.extensions["metrics"].registry.register(SentCollector(app))
+        parts(app).metrics.registry.register(SentCollector(app))
     app.register_blueprint(bp)
     app.register_blueprint(api_bp)
 
 
 def store():
-    found = current_app.extensions["feedback"]
+    found = parts().feedback
     if found is None:
         raise FeedbackError("Feedback is switched off on this server (FEEDBACK=false).", 404)
     return found
@@ -47,7 +48,7 @@ def store():
 def record(items, model_name, model_version):
     """Give each classified item an id (item.extras["id"]) and store it; a store that fails is logged and the
     answers go out without ids rather than not at all."""
-    found = current_app.extensions["feedback"]
+    found = parts().feedback
     good = [item for item in items if item.error is None]
     if found is None or not good:
         return
@@ -63,7 +64,7 @@ def record(items, model_name, model_version):
 def flag(answer_id, label):
     """Store a user's flag, counted in /metrics by the model version that gave the answer; True when it replaced one."""
     flagged = store().flag(answer_id, label)
-    current_app.extensions["metrics"].flags.labels(flagged.model_name, flagged.model_version).inc()
+    parts().metrics.flags.labels(flagged.model_name, flagged.model_version).inc()
     return flagged.replaced
 
 
@@ -116,7 +117,7 @@ def operators_only():
     expected = current_app.config["REVIEW_CREDENTIALS"]
     if not expected:
         abort(403, "The review queue is off: set REVIEW_CREDENTIALS=user:password to open it.")
-    logins, client, now = current_app.extensions["review_logins"], request.remote_addr or "", time.monotonic()
+    logins, client, now = parts().review_logins, request.remote_addr or "", time.monotonic()
     if logins.blocked(client, now):
         abort(429, f"Too many wrong passwords: try again in {FAILED_WINDOW / 60:g} minutes.")
     auth = request.authorization
@@ -166,7 +167,7 @@ def traffic():
 def sent_insights(found, days):
     """insights.Insights of the last `days` days, judged against the default model's sidecar (prior, unknown rate)."""
     try:
-        meta = current_app.extensions["servables"].get()[1].classifier.meta
+        meta = parts().models.get()[1].classifier.meta
     except NotServed:
         meta = {}
     today = datetime.datetime.now(datetime.timezone.utc).date()
@@ -188,7 +189,7 @@ class SentCollector:
     def collect(self):
         with self.app.app_context():
             try:
-                sent = sent_insights(self.app.extensions["feedback"], GAUGE_DAYS)
+                sent = sent_insights(parts(self.app).feedback, GAUGE_DAYS)
             except SQLAlchemyError as exc:
                 log.warning("cifarlab_sent_* gauges left out of this scrape: %s", exc)
                 return

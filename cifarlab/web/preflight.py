@@ -8,6 +8,7 @@ import sys
 
 from . import settings
 from ..modelfile import ModelFileError
+from .context import parts
 
 
 def main():
@@ -18,7 +19,7 @@ def main():
     except (settings.ConfigError, ModelFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    unloadable = app.extensions["servables"].unloadable()  # a worker boots without them; a first start refuses
+    unloadable = parts(app).models.unloadable()  # a worker boots without them; a first start refuses
     if unloadable:
         print(f"error: {unloadable[0]}", file=sys.stderr)
         return 2

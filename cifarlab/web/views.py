@@ -9,6 +9,7 @@ from ..modelfile import ModelFileError
 from ..prediction import FIELDS
 from . import storage, uploads
 from .api import classifier, client_address, count_refused_request, decode, predictor, record_answers, served
+from .context import parts
 from .explain import ExplanationUnavailable
 from .registry import NotReady
 
@@ -27,7 +28,7 @@ def percent(value):
 
 def render_form(message=None, status=200):
     """The upload form, optionally with an error message."""
-    return render_template("index.html", message=message, examples=current_app.extensions["examples"]), status
+    return render_template("index.html", message=message, examples=parts().examples), status
 
 
 def render_results(items, stored_name=None):
@@ -36,8 +37,8 @@ def render_results(items, stored_name=None):
     for item in items:
         if item.error is None:
             item.extras["src"] = save_upload(item, stored_name)
-    explainable = current_app.extensions["explain"] is not None and \
-        current_app.extensions["explained"] == (served()[0], served()[1].version)
+    explainable = parts().explain is not None and \
+        parts().explained == (served()[0], served()[1].version)
     verdicts = dict(threshold=threshold, ood_threshold=classifier().detector.threshold, explainable=explainable)
     if len(items) == 1:
         return render_template("result.html", item=items[0], **verdicts)
@@ -88,7 +89,7 @@ def predict():
 
 @bp.get("/examples/<name>")
 def example(name):
-    if name not in current_app.extensions["examples"]:
+    if name not in parts().examples:
         abort(404)
     with open(os.path.join(current_app.static_folder, "examples", f"{name}.png"), "rb") as f:
         data = f.read()
@@ -105,7 +106,7 @@ def api_docs():
 @bp.get("/explain/<name>")
 def explain(name):
     """Grad-CAM for a stored result: a page without JavaScript, the figure alone for app.js (?fragment=1)."""
-    explanations = current_app.extensions["explain"]
+    explanations = parts().explain
     pixels = storage.load_input(current_app.config["UPLOAD_FOLDER"], name)
     index = request.args.get("index", type=int)
     if explanations is None or pixels is None or index is None or not 0 <= index < len(classifier().class_names):
