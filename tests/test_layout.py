@@ -93,8 +93,8 @@ def test_no_module_of_the_package_sets_up_tensorflow_between_its_imports():  # e
 
 def test_the_apps_parts_are_reached_through_one_accessor():  # web.context.parts(), not app.extensions["..."]
     sources = [REPO / "app.py", *(REPO / "cifarlab").rglob("*.py")]
-    lookups = [f"{path.relative_to(REPO)}: {line.strip()}" for path in sources
-               for line in path.read_text().splitlines() if "extensions[" in line]
-    assert lookups == ["cifarlab/web/context.py: return (app or current_app).extensions[KEY]",
+    lookups = {f"{path.relative_to(REPO)}: {line.strip()}" for path in sources
+               for line in path.read_text().splitlines() if "extensions[" in line}
+    assert lookups == {"cifarlab/web/context.py: return (app or current_app).extensions[KEY]",
                        "cifarlab/web/factory.py: app.extensions[context.KEY] = built = context.Parts("
-                       "metrics=Metrics(), in_flight=InFlight())"]
+                       "metrics=Metrics(), in_flight=InFlight())"}
