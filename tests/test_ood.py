@@ -1,4 +1,4 @@
-"""Out-of-distribution scores, thresholds, generated outliers, outlier exposure batches and the verdict everywhere."""
+"""Out-of-distribution scores, thresholds, outlier exposure batches and the verdict everywhere."""
 import io
 import json
 import shutil
@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from cifarlab import atomic, modelfile, ood, outliers
+from cifarlab import atomic, modelfile, ood
 from cifarlab.inference import Classifier
 from cifarlab.ml import training
 from cifarlab.ml.data import CIFAR10_CLASSES, load_image_folder
@@ -35,18 +35,6 @@ def test_the_threshold_leaves_the_stated_share_of_validation_scores_unknown():
     detector = ood.Detector("energy", threshold)
     assert detector.unknown(scores).mean() == pytest.approx(0.04, abs=0.002)
     assert not ood.Detector("msp", None).unknown(scores).any()  # no fitted threshold: never unknown
-
-
-@pytest.mark.parametrize("family", list(outliers.FAMILIES))
-def test_each_family_is_deterministic_by_seed_and_differs_across_seeds(family):
-    a, b = outliers.generate(family, 4, seed=1), outliers.generate(family, 4, seed=1)
-    assert a.shape == (4, 32, 32, 3) and a.dtype == np.uint8
-    np.testing.assert_array_equal(a, b)
-    assert not np.array_equal(a, outliers.generate(family, 4, seed=2))
-
-
-def test_training_fitting_and_benchmark_seeds_are_disjoint():
-    assert len({outliers.TRAIN_SEED, outliers.FIT_SEED, outliers.BENCH_SEED}) == 3
 
 
 def test_outlier_exposure_batches_add_uniform_targets_and_keep_the_class_stream():
