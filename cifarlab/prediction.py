@@ -49,8 +49,6 @@ class Prediction:
     the verdict flags (unsure: doubt between the known classes; unknown: none of them). Pages, /api/predict and
     :predict all serialise it through FIELDS."""
 
-    SERVING_FIELDS = SERVING_FIELDS
-
     def __init__(self, probs, class_names, ood_score=0.0, unsure=False, unknown=False):
         self.probs = np.asarray(probs, dtype=np.float64)
         self.class_names = class_names

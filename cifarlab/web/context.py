@@ -9,7 +9,7 @@ KEY = "cifarlab"  # the app.extensions key of an app's Parts
 
 @dataclass
 class Parts:
-    """Each part is set by the module that owns it, while create_app composes the app."""
+    """create_app sets each part once (feedback.init_app the last two); requests only read them."""
 
     metrics: Any = None  # metrics.Metrics: this process's Prometheus counters
     in_flight: Any = None  # batching.InFlight: requests being answered (the batcher waits for them)

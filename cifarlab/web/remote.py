@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from ..errors import CifarlabError
-from ..prediction import Prediction
+from ..prediction import SERVING_FIELDS, Prediction
 from ..ood import Detector
 from ..sidecar import CIFAR10_CLASSES
 
@@ -67,7 +67,7 @@ def check_verdicts(predictions, rows, classes):
     """The backend's named-output rows ("verdicts" signature) as (probabilities, [(ood_score, unsure, unknown)]),
     or BackendUnavailable saying what is wrong."""
     if not isinstance(predictions, list) or len(predictions) != rows or not all(
-            isinstance(row, dict) and set(row) == set(Prediction.SERVING_FIELDS)
+            isinstance(row, dict) and set(row) == set(SERVING_FIELDS)
             for row in predictions):
         raise BackendUnavailable(f"backend answered no {rows} rows of probabilities, ood_score, unsure and unknown")
     probs = check_probabilities([row["probabilities"] for row in predictions], rows, classes)
