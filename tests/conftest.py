@@ -111,7 +111,7 @@ def exported(tmp_path_factory, tiny_model_path):
     model = root / "tiny.h5"
     shutil.copy(tiny_model_path, model)
     shutil.copy(modelfile.sidecar_path(tiny_model_path), modelfile.sidecar_path(model))
-    assert train.export_main(["--model", str(model), "--data", str(data), "--out", str(root / "out")]) == 0
+    assert train.main(["export", "--model", str(model), "--data", str(data), "--out", str(root / "out")]) == 0
     return root / "out", model, data
 
 
@@ -132,7 +132,7 @@ def exported_tta(tmp_path_factory):
     modelfile.save(net, model, {"name": "tta", "arch": "fast", "class_names": list(CIFAR10_CLASSES),
                                  "input_size": 32, "calibration": {"temperature": 2.0}})
     data = write_folder(root / "data", list(CIFAR10_CLASSES), per_class=4, noise=60)
-    assert train.export_main(["--model", str(model), "--data", str(data), "--out", str(root / "out")]) == 0
+    assert train.main(["export", "--model", str(model), "--data", str(data), "--out", str(root / "out")]) == 0
     return root / "out", model, data
 
 

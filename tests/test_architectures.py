@@ -43,7 +43,7 @@ def test_a_new_architecture_trains_saves_serves_explains_and_is_refused_for_expo
     assert "Dummy test net" in client.get("/model").get_data(as_text=True)
 
     capsys.readouterr()
-    assert train.export_main(["--model", f"{out}.h5", "--data", str(data)]) == 2
+    assert train.main(["export", "--model", f"{out}.h5", "--data", str(data)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].endswith("the dummy net is for tests: it is not exported.")
 

@@ -130,13 +130,13 @@ def test_an_input_that_is_none_of_the_three_is_refused_in_one_line(tmp_path, mak
 
 def test_the_command_writes_json_lines_and_a_summary(photos, tmp_path, exported, capsys):
     out = tmp_path / "preds.jsonl"
-    assert train.predict_main([str(photos), "--out", str(out), "--model", str(exported[0] / "tiny_int8.tflite"),
+    assert train.main(["predict", str(photos), "--out", str(out), "--model", str(exported[0] / "tiny_int8.tflite"),
                                "--workers", "1"]) == 0
     rows = read_rows(out)
     assert len(rows) == 16 and {"class", "index", "verdict", "ood_score", "probabilities", "top3"} <= set(rows[0])
     report = capsys.readouterr().out
     assert "14 images classified, 2 files refused (error rows)" in report and "per class:" in report
-    assert train.predict_main([str(photos), "--out", str(out)]) == 2
+    assert train.main(["predict", str(photos), "--out", str(out)]) == 2
     assert "never overwritten" in capsys.readouterr().err
 
 

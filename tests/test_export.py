@@ -139,7 +139,7 @@ def test_broken_tflite_file_is_a_model_file_error(exported, tmp_path, damage):
 def test_export_never_overwrites_earlier_exports_without_force(exported, capsys):
     out, model, data = exported
     before = (out / "tiny_int8.tflite").stat().st_mtime_ns
-    assert train.export_main(["--model", str(model), "--data", str(data), "--out", str(out)]) == 2
+    assert train.main(["export", "--model", str(model), "--data", str(data), "--out", str(out)]) == 2
     assert capsys.readouterr().err == (f"error: {out / 'tiny_savedmodel'} exists: exports are never overwritten; "
                                        "give another --out, or --force.\n")
     assert (out / "tiny_int8.tflite").stat().st_mtime_ns == before

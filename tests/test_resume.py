@@ -81,6 +81,8 @@ def test_killed_run_resumes_to_the_same_final_weights(tmp_path, dataset, request
     killed = run_train(options(dataset, out, *extra), kill_after=2)
     assert killed.returncode == 137, killed.stderr
     assert resume.checkpoint_path(out).is_file() and not out.with_suffix(".h5").exists()
+    stored = resume.RunState.read(out).config["options"]  # the typed options, not an argv to parse again
+    assert stored["overrides"][0] == "widths=(16, 32, 32)" and stored["epochs"] == 4 and stored["seed"] == 3
 
     resumed = run_train(["--resume", str(out)])
     assert resumed.returncode == 0, resumed.stderr
@@ -121,6 +123,14 @@ def test_bad_resume_is_one_line(argv, message, capsys):
     assert train.main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_a_checkpoint_whose_options_the_code_no_longer_takes_is_refused(tmp_path, capsys):
+    config = {"format": resume.FORMAT, "options": {"arch": "fast", "colour": "red"}, "argv": []}
+    np.savez(resume.checkpoint_path(tmp_path / "m"), config=np.array(json.dumps(config)))
+    assert train.main(["--resume", str(tmp_path / "m")]) == 2
+    assert capsys.readouterr().err == "error: the interrupted run's options no longer fit the code: options this " \
+                                      "version does not take: colour\n"
 
 
 def test_damaged_checkpoint_is_refused(tmp_path, capsys):

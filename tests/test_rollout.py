@@ -53,7 +53,7 @@ def test_promote_makes_the_canary_stable_and_rollback_takes_it_out(model_dir):
 ])
 def test_publish_refuses_what_is_not_a_servable_model_in_one_line(tmp_path, model_dir, capsys, make_bad):
     bad = make_bad(tmp_path)
-    assert train.models_main(["--model-dir", str(model_dir), "--name", "cnn", "publish", str(bad)]) == 2
+    assert train.main(["models", "--model-dir", str(model_dir), "--name", "cnn", "publish", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
     assert sorted(p.name for p in (model_dir / "cnn").iterdir()) == ["1"]  # nothing half-published
@@ -67,7 +67,7 @@ def test_publish_refuses_a_fine_tune_worse_than_the_model_it_started_from(tmp_pa
     meta["feedback"] = {"init": "model/cifar10_cnn.h5", "publishable": publishable,
                         "worse_on": [] if publishable else ["feedback"]}
     candidate.with_suffix(".json").write_text(json.dumps(meta))
-    code = train.models_main(["--model-dir", str(model_dir), "--name", "cnn", "publish", str(candidate)])
+    code = train.main(["models", "--model-dir", str(model_dir), "--name", "cnn", "publish", str(candidate)])
     err = capsys.readouterr().err
     if publishable:
         assert code == 0 and (model_dir / "cnn" / "2").is_dir()
@@ -85,14 +85,14 @@ def test_the_command_walks_a_canary_through_a_polling_server(make_app, model_dir
         return reply.get_json()["model"]["served_version"]
 
     command = ["--model-dir", str(model_dir), "--name", "cnn"]
-    assert train.models_main([*command, "publish", str(INT8)]) == 0
+    assert train.main(["models", *command, "publish", str(INT8)]) == 0
     parts(app).models.poll()
     assert version() == 1  # no share: the canary waits, loaded, behind the stable label
     assert client.get("/v1/models/cnn/labels/canary").get_json()["model_version_status"][0]["state"] == "AVAILABLE"
-    assert train.models_main([*command, "promote"]) == 0
+    assert train.main(["models", *command, "promote"]) == 0
     parts(app).models.poll()
     assert version() == 2
-    assert train.models_main([*command, "show"]) == 0
+    assert train.main(["models", *command, "show"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "cnn: versions 1, 2; stable -> 2"
 
 

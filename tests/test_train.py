@@ -130,10 +130,10 @@ def test_evaluate_command_rewrites_report(tmp_path, tiny_dataset, capsys):
     assert train.main(["--data", str(tiny_dataset), "--epochs", "1", "--val-size", "4", "--out", str(out)]) == 0
     (tmp_path / "m_card.md").unlink()
     (tmp_path / "m_curves.png").unlink()  # e.g. a model trained elsewhere, fetched without its figures
-    assert train.evaluate_main(["--model", str(out) + ".h5", "--data", str(tiny_dataset)]) == 0
+    assert train.main(["evaluate", "--model", str(out) + ".h5", "--data", str(tiny_dataset)]) == 0
     assert "accuracy" in capsys.readouterr().out and (tmp_path / "m_card.md").exists()
     assert (tmp_path / "m_curves.png").exists()  # drawn again from the sidecar's history
-    assert train.evaluate_main(["--model", str(tmp_path / "none.h5"), "--data", str(tiny_dataset)]) == 2
+    assert train.main(["evaluate", "--model", str(tmp_path / "none.h5"), "--data", str(tiny_dataset)]) == 2
 
 
 def test_a_run_writes_tensorboard_events_and_a_csv(tmp_path, tiny_dataset):
@@ -293,8 +293,13 @@ def test_a_finished_model_is_never_overwritten_without_force(tiny_dataset, tmp_p
     assert "never overwritten" in capsys.readouterr().err and (tmp_path / "m.h5").read_bytes() == b"a finished model"
 
 
-def test_training_writes_under_runs_by_default():
-    assert train.parse_args(["--arch", "fast"]).out == "runs/fast"
+def test_training_writes_under_runs_by_default(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "fast.h5").write_bytes(b"a finished model")
+    assert train.main(["--arch", "fast"]) == 2
+    assert capsys.readouterr().err == "error: runs/fast.h5 is a finished model: it is never overwritten; give another " \
+                                      "--out, or --force.\n"
 
 
 @pytest.mark.slow

@@ -134,12 +134,12 @@ def test_train_py_feedback_export_writes_what_users_flagged(client, tmp_path, ca
     config = client.application.config
     out = tmp_path / "export"
     monkeypatch.setenv("FEEDBACK_FOLDER", config["FEEDBACK_FOLDER"])
-    assert train.feedback_main(["export", "--out", str(out), "--database", config["DATABASE_URL"]]) == 0
+    assert train.main(["feedback", "export", "--out", str(out), "--database", config["DATABASE_URL"]]) == 0
     predicted = parts(client.application).feedback.get(ids[2])["label"]
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*.png")) == sorted(
         [f"train/dog/{ids[0]}.png", f"outliers/{ids[1]}.png", f"train/{predicted}/{ids[2]}.png"])
     assert "Wrote 3 images" in capsys.readouterr().out
-    assert train.feedback_main(["export", "--out", str(out)]) == 2  # never overwrites
+    assert train.main(["feedback", "export", "--out", str(out)]) == 2  # never overwrites
 
 
 def test_what_users_send_is_for_operators_only(app, review_app):

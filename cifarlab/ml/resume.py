@@ -10,7 +10,7 @@ import numpy as np
 from ..atomic import replace_atomically
 from ..errors import CifarlabError
 
-FORMAT = 1  # bump when the checkpoint's contents change
+FORMAT = 2  # bump when the checkpoint's contents change
 
 
 class ResumeError(CifarlabError, ValueError):
