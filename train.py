@@ -29,10 +29,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 
 
 def preset_names():
-    """The presets of every registered architecture, for --arch."""
-    from cifarlab.ml.architectures import PRESETS
+    """The presets of every architecture, the plugins' too, for --arch."""
+    from cifarlab.ml import architectures
 
-    return sorted(PRESETS)
+    return sorted(architectures.catalog().presets)
 
 
 @dataclass(frozen=True)
@@ -203,16 +203,16 @@ def train(options, argv):
 def recipe_for(options):
     """The preset with --set, --epochs, --batch-size and --val-size applied; OptionError names an option mistake."""
     from cifarlab.ml import architectures
-    from cifarlab.ml.architectures import PRESETS
 
+    catalog = architectures.catalog()
     try:
-        hp = PRESETS[options.arch].with_overrides(options.overrides)
+        hp = catalog.presets[options.arch].with_overrides(options.overrides)
         hp = hp.replace(**{key: getattr(options, key) for key in ("epochs", "batch_size", "val_size")
                            if getattr(options, key) is not None})
     except ValueError as exc:
         raise OptionError(str(exc)) from None
-    if options.pretrained and not architectures.of_recipe(hp).pretrained:
-        takes = [name for name, recipe in PRESETS.items() if architectures.of_recipe(recipe).pretrained]
+    if options.pretrained and not catalog.of_recipe(hp).pretrained:
+        takes = [name for name, recipe in catalog.presets.items() if catalog.of_recipe(recipe).pretrained]
         raise OptionError(f"--pretrained needs a preset with ImageNet weights: --arch {' or '.join(takes)}.")
     if options.feedback and not options.init:
         raise OptionError("--feedback fine-tunes a model: give --init with the served model's .h5 "

@@ -109,9 +109,9 @@ def with_evaluation(meta, calibration, report):
 
 def display_name(meta):
     """The model as a user would call it: what kind of net it is and, for an export, its file format."""
-    from .ml.presets import TITLES
+    from .ml import architectures
 
-    title = TITLES.get(meta.get("arch"), meta.get("name") or "model")
+    title = architectures.catalog().titles.get(meta.get("arch"), meta.get("name") or "model")
     title = title[:1].upper() + title[1:]
     return f"{title}, {meta['format']}" if meta.get("format") else title
 

@@ -1,4 +1,3 @@
-import importlib
 import io
 import json
 import re
@@ -9,19 +8,16 @@ import train
 from app import create_app
 from cifarlab import REPO
 from cifarlab.ml import architectures
-from cifarlab.ml.presets import PRESETS, TITLES, FastRecipe, TransferRecipe
+from cifarlab.ml.presets import PRESETS, TITLES, FastRecipe, Recipe, TransferRecipe
 from tests.helpers import image_bytes
 from tests.helpers import write_folder
 
 
 @pytest.fixture
-def dummy():
-    """The tiny architecture of tests/arch_dummy.py, registered for one test and gone afterwards."""
-    saved = [(registry, dict(registry)) for registry in (architectures.ARCHITECTURES, PRESETS, TITLES)]
-    yield importlib.reload(importlib.import_module("tests.arch_dummy"))
-    for registry, contents in saved:
-        registry.clear()
-        registry.update(contents)
+def dummy(monkeypatch):
+    """The tiny architecture of tests/arch_dummy.py, a plugin for one test (named in CIFARLAB_ARCHITECTURES)."""
+    monkeypatch.setenv(architectures.PLUGINS, "tests.arch_dummy")
+    return architectures.catalog().architectures["dummy"]
 
 
 def test_a_new_architecture_trains_saves_serves_explains_and_is_refused_for_export_in_one_line(dummy, tmp_path,
@@ -65,8 +61,36 @@ def test_a_transfer_recipe_under_a_new_name_gets_the_transfer_net_and_takes_pret
 
 
 def test_a_recipe_class_belongs_to_one_architecture():
-    with pytest.raises(ValueError, match="already belongs to the fast architecture"):
-        architectures.register(architectures.Architecture("other", FastRecipe, None, None))
+    with pytest.raises(architectures.ArchitectureError, match="already belongs to the fast architecture"):
+        architectures.check_unique([*architectures.BUILT_IN, architectures.Architecture("other", FastRecipe, None,
+                                                                                        None)])
+
+
+def test_without_plugins_the_catalog_is_the_built_ins_and_read_only(monkeypatch):
+    monkeypatch.delenv(architectures.PLUGINS, raising=False)
+    catalog = architectures.catalog()
+    assert list(catalog.architectures) == ["baseline", "fast", "transfer"]
+    assert catalog.presets == PRESETS and catalog.titles == TITLES and set(TITLES) == set(PRESETS)
+    with pytest.raises(TypeError):
+        catalog.presets["mine"] = Recipe()  # a plugin declares its presets in its own module
+
+
+def test_a_plugin_joins_the_catalog_without_changing_the_built_ins(dummy):
+    catalog = architectures.catalog()
+    assert catalog.architectures["dummy"] is dummy and catalog.of_recipe(catalog.presets["dummy"]) is dummy
+    assert catalog.titles["dummy"] == "dummy test net" and "dummy" not in PRESETS and "dummy" not in TITLES
+
+
+@pytest.mark.parametrize("plugins, message", [
+    ("tests.no_such_module", "tests.no_such_module is no architecture module"),
+    ("json", "json is no architecture module"),
+    ("tests.arch_dummy,tests.arch_dummy", "declares the preset dummy, which exists already"),
+])
+def test_a_bad_plugin_is_refused_with_a_clear_message(plugins, message, monkeypatch, capsys):
+    monkeypatch.setenv(architectures.PLUGINS, plugins)
+    with pytest.raises(architectures.ArchitectureError, match=message):
+        architectures.catalog()
+    assert train.main(["--arch", "fast"]) == 2 and message in capsys.readouterr().err
 
 
 def test_no_code_outside_the_registry_tests_an_architecture_or_preset_name():

@@ -309,12 +309,15 @@ def test_transfer_trains_its_head_on_a_frozen_backbone_then_everything(tmp_path,
     from cifarlab.ml import architectures
 
     seen = []
-    transfer = architectures.ARCHITECTURES["transfer"]
+    catalog = architectures.catalog()
+    transfer = catalog.architectures["transfer"]
 
     def spy(net, phase):
         transfer.enter_phase(net, phase)
         seen.append((phase.name, net.get_layer("backbone").trainable))
-    monkeypatch.setitem(architectures.ARCHITECTURES, "transfer", dataclasses.replace(transfer, enter_phase=spy))
+    spied = dataclasses.replace(catalog, architectures={**catalog.architectures,
+                                                        "transfer": dataclasses.replace(transfer, enter_phase=spy)})
+    monkeypatch.setattr(architectures, "catalog", lambda: spied)
     out = tmp_path / "out" / "t"
     assert train.main(["--data", str(tiny_dataset), "--arch", "transfer", "--epochs", "2", "--batch-size", "8",
                        "--val-size", "4", "--set", "image_size=32", "--set", "frozen_epochs=1", "--out", str(out)]) == 0

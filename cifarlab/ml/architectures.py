@@ -1,15 +1,26 @@
-"""The architecture registry: each net declares here its recipe class, builders, training phases, Grad-CAM and export
+"""The architecture registry: each net declares its recipe class, builders, training phases, Grad-CAM and export
 rules; a preset names its architecture by its recipe's class, and no other code tests a preset's or a net's name.
 
+The built-in nets are the list BUILT_IN; plugin modules named in CIFARLAB_ARCHITECTURES add theirs; `catalog()` joins
+them into read-only tables, and nothing is registered by mutating a global.
 Imports no TensorFlow (the web layer asks it whether a model can be explained); the builders import Keras when called.
 Adding an architecture: docs/training.md, "Adding an architecture".
 """
+import functools
 import importlib
-import pkgutil
+import os
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from types import MappingProxyType
+from typing import Callable, Mapping, NamedTuple
 
-from .presets import PRESETS, FastRecipe, Recipe, TransferRecipe
+from ..errors import CifarlabError
+from .presets import PRESETS, TITLES, FastRecipe, Recipe, TransferRecipe
+
+PLUGINS = "CIFARLAB_ARCHITECTURES"  # environment: comma-separated modules, each with ARCHITECTURE, PRESETS, TITLES
+
+
+class ArchitectureError(CifarlabError, ValueError):
+    """A plugin that cannot be loaded or clashes with a declared architecture, preset or recipe class."""
 
 
 class Phase(NamedTuple):
@@ -42,33 +53,73 @@ class Architecture:
     pretrained: bool = False         # takes --pretrained (ImageNet weights downloaded by Keras)
 
 
-ARCHITECTURES = {}
+@dataclass(frozen=True)
+class Catalog:
+    """Every architecture, preset and preset title: the built-ins and the plugins', read-only."""
+
+    architectures: Mapping[str, Architecture]
+    presets: Mapping[str, Recipe]
+    titles: Mapping[str, str]    # what the app and the model card call a model of each preset
+
+    def of_recipe(self, hp):
+        """The architecture a recipe trains; ArchitectureError for a recipe class no architecture declares."""
+        for architecture in self.architectures.values():
+            if type(hp) is architecture.recipe:
+                return architecture
+        raise ArchitectureError(f"no architecture is declared for recipes of class {type(hp).__name__}")
+
+    def of_model(self, meta):
+        """The architecture a sidecar's model was trained as; None for a model not trained here (e.g. a remote one).
+        Sidecars before the registry name only their preset ("arch"), which names its architecture."""
+        if meta.get("architecture") in self.architectures:
+            return self.architectures[meta["architecture"]]
+        recipe = self.presets.get(meta.get("arch"))
+        return None if recipe is None else self.of_recipe(recipe)
 
 
-def register(architecture):
-    """Add an architecture (its recipe class must be its own); returns it."""
-    taken = [a.name for a in ARCHITECTURES.values() if a.recipe is architecture.recipe and a.name != architecture.name]
-    if taken:
-        raise ValueError(f"{architecture.recipe.__name__} already belongs to the {taken[0]} architecture")
-    ARCHITECTURES[architecture.name] = architecture
-    return architecture
+def catalog():
+    """The built-in architectures with those of the plugin modules CIFARLAB_ARCHITECTURES names."""
+    return catalog_of(tuple(name.strip() for name in os.environ.get(PLUGINS, "").split(",") if name.strip()))
+
+
+@functools.cache  # one catalog per list of plugins: each module is imported once
+def catalog_of(plugins):
+    """The built-ins plus each plugin module's ARCHITECTURE, PRESETS and TITLES; ArchitectureError on a clash."""
+    architectures, presets, titles = list(BUILT_IN), dict(PRESETS), dict(TITLES)
+    for name in plugins:
+        try:
+            module = importlib.import_module(name)
+            architecture, more_presets, more_titles = module.ARCHITECTURE, module.PRESETS, module.TITLES
+        except (ImportError, AttributeError) as exc:
+            raise ArchitectureError(f"{PLUGINS}: {name} is no architecture module ({exc})") from None
+        clash = set(more_presets) & set(presets)
+        if clash:
+            raise ArchitectureError(f"{PLUGINS}: {name} declares the preset {sorted(clash)[0]}, which exists already")
+        architectures.append(architecture)
+        presets.update(more_presets)
+        titles.update(more_titles)
+    check_unique(architectures)
+    return Catalog(MappingProxyType({a.name: a for a in architectures}), MappingProxyType(presets),
+                   MappingProxyType(titles))
+
+
+def check_unique(architectures):
+    """ArchitectureError unless each architecture has its own name and its own recipe class."""
+    for index, architecture in enumerate(architectures):
+        for earlier in architectures[:index]:
+            if architecture.name == earlier.name or architecture.recipe is earlier.recipe:
+                raise ArchitectureError(f"{architecture.name}: {architecture.recipe.__name__} already belongs to the "
+                                        f"{earlier.name} architecture")
 
 
 def of_recipe(hp):
-    """The architecture a recipe trains; ValueError for a recipe class no architecture declares."""
-    for architecture in ARCHITECTURES.values():
-        if type(hp) is architecture.recipe:
-            return architecture
-    raise ValueError(f"no architecture is registered for recipes of class {type(hp).__name__}")
+    """The architecture a recipe trains (catalog().of_recipe)."""
+    return catalog().of_recipe(hp)
 
 
 def of_model(meta):
-    """The architecture a sidecar's model was trained as; None for a model not trained here (e.g. a remote one).
-    Sidecars before the registry name only their preset ("arch"), which names its architecture."""
-    if meta.get("architecture") in ARCHITECTURES:
-        return ARCHITECTURES[meta["architecture"]]
-    recipe = PRESETS.get(meta.get("arch"))
-    return None if recipe is None else of_recipe(recipe)
+    """The architecture a sidecar's model was trained as, or None (catalog().of_model)."""
+    return catalog().of_model(meta)
 
 
 def build_baseline(hp, num_classes, x_train, replicas=1, pretrained=False):
@@ -134,13 +185,10 @@ def saved_transfer(hp, num_classes, net):
     return copy_into(models.build_transfer(hp, num_classes), net)
 
 
-register(Architecture("baseline", Recipe, build_baseline, saved_baseline))
-register(Architecture("fast", FastRecipe, build_fast, saved_fast))
-register(Architecture("transfer", TransferRecipe, build_transfer, saved_transfer, transfer_phases, freeze_backbone,
-                      explainable=False,  # Grad-CAM knows plain conv nets, not a backbone nested inside a model
-                      pretrained=True))
-
-# more architectures: each cifarlab/ml/arch_NAME.py module registers its own (and adds its preset) when imported here
-for module in pkgutil.iter_modules(importlib.import_module(__package__).__path__):
-    if module.name.startswith("arch_"):
-        importlib.import_module(f"{__package__}.{module.name}")
+BUILT_IN = (
+    Architecture("baseline", Recipe, build_baseline, saved_baseline),
+    Architecture("fast", FastRecipe, build_fast, saved_fast),
+    Architecture("transfer", TransferRecipe, build_transfer, saved_transfer, transfer_phases, freeze_backbone,
+                 explainable=False,  # Grad-CAM knows plain conv nets, not a backbone nested inside a model
+                 pretrained=True),
+)

@@ -3,6 +3,7 @@ import ast
 import dataclasses
 import typing
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from ..outliers import FAMILIES
 
@@ -149,60 +150,62 @@ def fits(value, kind):
     return type(value) is kind
 
 
-PRESETS = {
+# airbench94-style recipe written for Keras on a small CPU (see docs/experiments.md).
+FAST = FastRecipe(
+    epochs=15,                       # 15 x 114-121 s measured: 28.5-30.3 min, the budget's edge
+    batch_size=1024,
+    optimizer="sgd",
+    lr=1.5,                          # airbench's 11.5 per kilostep
+    augment=True,
+    label_smoothing=0.2,
+    tta_level=2,                     # 6 views
+    lookahead_every=5,
+)
+PRESETS = MappingProxyType({  # read-only: a plugin's presets join them in architectures.catalog()
     # The seed CNN and the seed recipe: the reference every other recipe is measured against.
     "baseline": Recipe(),
-    # airbench94-style recipe written for Keras on a small CPU (see docs/experiments.md).
-    "fast": FastRecipe(
-        epochs=15,                   # 15 x 114-121 s measured: 28.5-30.3 min, the budget's edge
-        batch_size=1024,
-        optimizer="sgd",
-        lr=1.5,                      # airbench's 11.5 per kilostep
-        augment=True,
-        label_smoothing=0.2,
-        tta_level=2,                 # 6 views
-        lookahead_every=5,
-    ),
+    "fast": FAST,
     # Fine-tuning an ImageNet backbone (see docs/training.md): for small datasets of your own.
     "transfer": TransferRecipe(augment=True, label_smoothing=0.1),
-}
-# The served recipe (issue #31): a trained fast net fine-tuned with outlier exposure (train.py --init), as Hendrycks
-# et al. fine-tune theirs, so it knows what it does not know.
-PRESETS["fast_oe"] = PRESETS["fast"].replace(
-    epochs=3,                        # fine-tuning passes; ~23 min each in float32 on 2 cores without bfloat16
-    lr=0.3,                          # a fifth of the fast recipe's peak: keeps what the net has learnt
-    lr_start=1.0,                    # no warm-up: the schedule starts at its peak and decays linearly to 0
-    lr_warmup=0.0,
-    outlier_fraction=0.25,           # 256 generated outliers beside each 1,024-image batch: ~25 % more work per step
-    outlier_weight=0.5,              # Hendrycks et al.'s lambda for outlier exposure
-)
-# airbench94_muon's recipe (see docs/experiments.md, "Muon"): the fast recipe, except for these.
-PRESETS["muon"] = PRESETS["fast"].replace(
-    epochs=13,                       # ~2 min each here: the 30-minute budget
-    batch_size=2000,                 # airbench94_muon's
-    optimizer="muon",
-    lr_start=1.0,                    # no warm-up: the schedule starts at its peak and decays linearly to lr_end
-    lr_warmup=0.0,
-    weight_decay=0.0178,             # head and offsets; the filters are normalised
-    bn_momentum=0.6,                 # airbench94_muon's
-    lookahead_every=0,               # airbench94_muon has no lookahead
-)
-# airbench96's changes to the fast recipe (see docs/experiments.md, "The wide recipe"): the best model, not a fast one.
-PRESETS["wide"] = PRESETS["fast"].replace(
-    epochs=40,                       # airbench96's; 3.0 min on one H100 (Keras on JAX), many hours on this CPU
-    widths=(128, 512, 512),
-    depth=3,                         # a third convolution per group, with a skip over the last two
-    cutout=12,
-    translate=4,
-    lr=1.17,                         # airbench96 takes 0.78 of airbench94's step
-)
+    # The served recipe (issue #31): a trained fast net fine-tuned with outlier exposure (train.py --init), as
+    # Hendrycks et al. fine-tune theirs, so it knows what it does not know.
+    "fast_oe": FAST.replace(
+        epochs=3,                    # fine-tuning passes; ~23 min each in float32 on 2 cores without bfloat16
+        lr=0.3,                      # a fifth of the fast recipe's peak: keeps what the net has learnt
+        lr_start=1.0,                # no warm-up: the schedule starts at its peak and decays linearly to 0
+        lr_warmup=0.0,
+        outlier_fraction=0.25,       # 256 generated outliers beside each 1,024-image batch: ~25 % more work per step
+        outlier_weight=0.5,          # Hendrycks et al.'s lambda for outlier exposure
+    ),
+    # airbench94_muon's recipe (see docs/experiments.md, "Muon"): the fast recipe, except for these.
+    "muon": FAST.replace(
+        epochs=13,                   # ~2 min each here: the 30-minute budget
+        batch_size=2000,             # airbench94_muon's
+        optimizer="muon",
+        lr_start=1.0,                # no warm-up: the schedule starts at its peak and decays linearly to lr_end
+        lr_warmup=0.0,
+        weight_decay=0.0178,         # head and offsets; the filters are normalised
+        bn_momentum=0.6,             # airbench94_muon's
+        lookahead_every=0,           # airbench94_muon has no lookahead
+    ),
+    # airbench96's changes to the fast recipe (see docs/experiments.md, "The wide recipe"): the best model, not a
+    # fast one.
+    "wide": FAST.replace(
+        epochs=40,                   # airbench96's; 3.0 min on one H100 (Keras on JAX), many hours on this CPU
+        widths=(128, 512, 512),
+        depth=3,                     # a third convolution per group, with a skip over the last two
+        cutout=12,
+        translate=4,
+        lr=1.17,                     # airbench96 takes 0.78 of airbench94's step
+    ),
+})
 
 # what the app and the model card call a model of each preset (run names such as "fast_oe" stay in the sidecar)
-TITLES = {
+TITLES = MappingProxyType({
     "baseline": "seed baseline CNN",
     "fast": "fast CNN (airbench-style)",
     "fast_oe": "fast CNN with outlier exposure",
     "muon": "fast CNN trained with Muon",
     "wide": "wide CNN (airbench96-style)",
     "transfer": "transfer net (pretrained backbone)",
-}
+})
