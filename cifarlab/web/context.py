@@ -9,7 +9,7 @@ KEY = "cifarlab"  # the app.extensions key of an app's Parts
 
 @dataclass
 class Parts:
-    """create_app sets each part once (feedback.init_app the last two); requests only read them."""
+    """Each subsystem's init_app sets its own parts once, at start-up; requests only read them."""
 
     metrics: Any = None  # metrics.Metrics: this process's Prometheus counters
     in_flight: Any = None  # batching.InFlight: requests being answered (the batcher waits for them)

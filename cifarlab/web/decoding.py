@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import children, images, memory
 from ..images import ImageError
+from .context import parts
 from .storage import display_copy
 
 @dataclass
@@ -254,3 +255,18 @@ class DecoderPool:
             left = [(i, name) for i, name in zip(pending, names) if i not in items]
             for i, name in (left if not opened else left[:1]):  # before "opened", any header may have been the cause
                 items[i] = Item(name, error=crashed)
+
+
+def init_app(app):
+    """The app's decoder processes (see make_decoders)."""
+    parts(app).decoders = make_decoders(app.config)
+
+
+def make_decoders(config):
+    """The pool of decoder processes (None when DECODE_PROCESSES is 0); outside tests one decoder starts now."""
+    if not config["DECODE_PROCESSES"]:
+        return None
+    pool = DecoderPool(config["DECODE_PROCESSES"], config["DECODE_MEMORY"])
+    if not config["TESTING"]:
+        pool.warm_up()
+    return pool

@@ -63,7 +63,7 @@ def proxy_pages(max_content_length, model_meta):
     return pages
 
 
-def register(app):
+def init_app(app):
     """Install the error handlers on the app."""
 
     @app.errorhandler(RequestEntityTooLarge)

@@ -11,6 +11,8 @@ import numpy as np
 
 from .. import modelfile, quiet
 from ..errors import CifarlabError
+from .context import parts
+from .registry import NotServed
 from .uploads import png_data_uri
 
 log = logging.getLogger(__name__)
@@ -126,3 +128,20 @@ class Explanations:
             log.warning("Grad-CAM preload failed: %s", exc)
             return
         log.info("Grad-CAM ready in %.1f s", time.perf_counter() - started)
+
+
+def init_app(app):
+    """Grad-CAM for the first served model (none when nothing is loaded yet or GRADCAM is off), and which it is."""
+    parts(app).explain, parts(app).explained = make_explanations(app.config, parts(app).models)
+
+
+def make_explanations(config, models):
+    """(Grad-CAM explanations or None, the (name, version) they are for); TensorFlow preloaded when asked."""
+    try:
+        name, first = models.get()
+    except NotServed:  # nothing loaded yet: the worker boots, says not ready, and offers no heatmaps
+        return None, None
+    explanations = Explanations.for_classifier(config, first.classifier, first.path)
+    if isinstance(explanations, Explanations) and config["GRADCAM_PRELOAD"]:
+        explanations.preload()
+    return explanations, (name, first.version)  # heatmaps are offered for this model version only

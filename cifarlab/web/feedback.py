@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..feedback import insights
 from ..feedback.store import DECISIONS, FeedbackError, Limits, Store
 from .context import parts
-from .registry import NotServed
+from .registry import NotServed, served_class_names
 
 log = logging.getLogger(__name__)
 bp = Blueprint("feedback", __name__)
@@ -26,11 +26,12 @@ MAX_TRAFFIC_DAYS = 90
 GAUGE_DAYS = 7            # days the cifarlab_sent_* gauges summarise
 
 
-def init_app(app, class_names):
-    """Open (and migrate) the store when FEEDBACK is on; register the routes either way (they say when it is off)."""
+def init_app(app):
+    """Open (and migrate) the store when FEEDBACK is on, for the served models' classes; register the routes either
+    way (they say when it is off)."""
     parts(app).feedback = Store.open(
         app.config["DATABASE_URL"], app.config["FEEDBACK_FOLDER"], Limits.from_config(app.config),
-        classes=class_names) if app.config["FEEDBACK"] else None
+        classes=served_class_names(parts(app).models)) if app.config["FEEDBACK"] else None
     parts(app).review_logins = FailedLogins(FAILED_LOGINS, FAILED_WINDOW)
     if app.config["FEEDBACK"]:
         parts(app).metrics.registry.register(SentCollector(app))

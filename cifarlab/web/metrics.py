@@ -8,9 +8,12 @@ Without that variable (flask run, tests) the app's own registry holds this proce
 import ipaddress
 import os
 
+from flask import abort, current_app, request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.mmap_dict import MmapedDict
+
+from .context import parts
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.002, 0.004, 0.006, 0.008, 0.012, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24)
@@ -119,3 +122,17 @@ def allowed(networks, address):
     if networks is None:
         return True
     return address is not None and any(address in network for network in networks)
+
+
+def init_app(app):
+    """This process's counters, and /metrics to scrape them."""
+    parts(app).metrics = Metrics()
+    app.add_url_rule("/metrics", "metrics", scrape)
+
+
+def scrape():
+    """Prometheus's text format, to the clients METRICS_ALLOW lets in (loopback by default), 403 for others."""
+    client = client_address(request.remote_addr, request.headers.get("X-Real-IP"))
+    if not allowed(current_app.config["METRICS_ALLOW"], client):
+        abort(403, "Metrics are served to the addresses in METRICS_ALLOW only (by default loopback).")
+    return parts().metrics.exposition(), 200, {"Content-Type": CONTENT_TYPE}

@@ -19,9 +19,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from .. import modelfile
+from .. import modelfile, modeldir
 from ..modeldir import CANARY, model_names, read_labels, STABLE, stamp, version_file, version_folders
 from ..errors import CifarlabError
+from .batching import Batcher, InFlight
+from .context import parts
+from .remote import CircuitBreaker, RemoteClassifier
 
 log = logging.getLogger(__name__)
 
@@ -285,3 +288,62 @@ class Servables:
                 except Exception:  # noqa: BLE001  a surprise on disk must not end polling for the worker's life
                     log.exception("model poll failed; trying again in %g s", every)
         threading.Thread(target=loop, name="model-poll", daemon=True).start()
+
+
+def init_app(app):
+    """The served models (see make_servables) and the count of requests in flight their batchers wait for."""
+    parts(app).in_flight = InFlight()
+    parts(app).models = make_servables(app.config, parts(app).metrics, parts(app).in_flight)
+
+
+def make_servables(config, metrics, in_flight):
+    """The served models: every version folder under MODEL_DIR (polled for new ones), else MODEL_PATH's file or the
+    remote front as one model; each warmed up, behind a batcher when BATCH_WINDOW_MS is set."""
+    def batching(name, classifier):
+        if not config["BATCH_WINDOW_MS"] or config["INFERENCE_URL"]:
+            return None
+        return Batcher(classifier.predict, config["BATCH_WINDOW_MS"] / 1000, config["BATCH_MAX_IMAGES"], in_flight,
+                       observe=metrics.batch_size.labels(name).observe)
+
+    def load(path):
+        classifier = make_classifier(config, path)
+        classifier.warm_up()
+        return classifier
+
+    if config["MODEL_DIR"] and not config["INFERENCE_URL"]:
+        models = Servables.from_folder(config["MODEL_DIR"], modeldir.default_name(config), load,
+                                                 batching, metrics.observe_model_load, config["CANARY_SHARE"],
+                                                 config["CANARY_MODE"])
+        if config["MODEL_POLL_SECONDS"]:
+            models.start_polling(config["MODEL_POLL_SECONDS"])
+        return models
+    models = Servables.fixed(config["SERVING_MODEL_NAME"], config["MODEL_PATH"],
+                                       load(config["MODEL_PATH"]), batching)
+    metrics.observe_model_load(config["SERVING_MODEL_NAME"], "loaded")
+    return models
+
+
+def served_class_names(models):
+    """Every class name of the models loaded now, in their order, each once."""
+    names = []
+    for name in models.names():
+        try:
+            classes = models.get(name)[1].classifier.class_names
+        except NotServed:
+            continue
+        names += [c for c in classes if c not in names]
+    return names
+
+
+def make_classifier(config, model_path):
+    """The remote front's client when INFERENCE_URL is set, else the model file loaded here (once per process)."""
+    if config["INFERENCE_URL"]:
+        return RemoteClassifier(
+            config["INFERENCE_URL"], config["SERVING_MODEL_NAME"], config["INFERENCE_TIMEOUT"],
+            config["INFERENCE_RETRIES"], max_inflight=config["INFERENCE_MAX_INFLIGHT"],
+            max_response=config["INFERENCE_MAX_RESPONSE"],
+            breaker=CircuitBreaker(config["BREAKER_FAILURES"], config["BREAKER_COOLDOWN"]))
+    from ..inference import Classifier  # TensorFlow only for a local .h5 (a .tflite needs just LiteRT)
+
+    return Classifier.from_path(model_path, unsure_threshold=config["UNSURE_THRESHOLD"],
+                                ood_threshold=config["OOD_THRESHOLD"])  # raises ModelFileError

@@ -3,12 +3,15 @@ import hashlib
 import os
 import re
 import secrets
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from .settings import ConfigError
 
 DISPLAY_MAX_SIDE = 512  # pixels; stored copies are downscaled to this for display
 CLIENT_TAG = 8  # leading hex digits of a stored name that say which client sent it (the other 24 are random)
@@ -118,3 +121,19 @@ def remove(folder, name):
     """Delete a stored upload and its model input."""
     for filename in (name, input_name(name)):
         Path(folder, filename).unlink(missing_ok=True)
+
+
+def init_app(app):
+    """Check UPLOAD_FOLDER takes files before the first request needs it."""
+    check_upload_folder(app.config["UPLOAD_FOLDER"])
+
+
+def check_upload_folder(folder):
+    """Create the upload folder if needed and check it takes files; settings.ConfigError in one line if not."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"setting UPLOAD_FOLDER={folder!r}: cannot create or write files there "
+                                   f"({exc.strerror or exc}).") from None

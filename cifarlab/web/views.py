@@ -8,7 +8,7 @@ from .. import modelfile, sidecar
 from ..modelfile import ModelFileError
 from ..prediction import FIELDS
 from . import storage, uploads
-from .api import classifier, client_address, count_refused_request, decode, predictor, record_answers, served
+from .current import classifier, client_address, count_refused_request, decode, predictor, record_answers, served
 from .context import parts
 from .explain import ExplanationUnavailable
 from .registry import NotReady
@@ -153,3 +153,13 @@ def uploaded(name):
     response.cache_control.public = False
     response.cache_control.private = True  # someone's upload: no shared cache keeps it
     return response
+
+
+def init_app(app):
+    """The bundled example photos' names, read once."""
+    parts(app).examples = example_names(os.path.join(app.static_folder, "examples"))
+
+
+def example_names(folder):
+    """Class names with a bundled example image in the folder (read once, at start-up)."""
+    return sorted(name[:-4] for name in os.listdir(folder) if name.endswith(".png")) if os.path.isdir(folder) else []
